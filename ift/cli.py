@@ -1,0 +1,73 @@
+"""The ``ift`` command: LightningCLI for ``fit|validate|test`` plus ``ift frozen-lake``."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import LightningCLI
+
+import ift.objectives  # noqa: F401  (registers objective classes for short class_path names)
+from ift.data import ArithmeticDataModule
+from ift.modules import FineTuneModule
+
+EXTRA_COMMANDS = {"frozen-lake": "ift.frozen_lake_cli:main"}
+
+
+class IFTCLI(LightningCLI):
+    """LightningCLI with the arithmetic task as the default data module."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.set_defaults({"data": {"class_path": f"{ArithmeticDataModule.__module__}.{ArithmeticDataModule.__name__}"}})
+
+
+def unknown_objective_hint(args: List[str]) -> Optional[str]:
+    """If ``args`` names an objective class that does not exist, say which ones do."""
+    from ift.objectives import available_objectives
+
+    known = available_objectives()
+    for index, arg in enumerate(args):
+        value = None
+        if arg.startswith("--model.objective="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--model.objective" and index + 1 < len(args):
+            value = args[index + 1]
+        if value and not value.lstrip().startswith(("{", "[")) and value.split(".")[-1] not in known:
+            return f"unknown objective {value!r}; valid objectives: {', '.join(known)}"
+    return None
+
+
+def main(args: Optional[List[str]] = None):
+    """Entry point of ``ift``; tests call ``main([...])`` with the same words as the shell."""
+    args = list(sys.argv[1:] if args is None else args)
+    if args and args[0] in EXTRA_COMMANDS:
+        module_name, function = EXTRA_COMMANDS[args[0]].split(":")
+        module = __import__(module_name, fromlist=[function])
+        return getattr(module, function)(args[1:])
+    hint = unknown_objective_hint(args)
+    if hint:
+        raise SystemExit(f"ift: error: {hint}")
+    try:
+        return IFTCLI(
+            FineTuneModule,
+            pl.LightningDataModule,
+            subclass_mode_data=True,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+        )
+    except SystemExit as exit_error:
+        _explain_objective_error(exit_error)
+        raise
+
+
+def _explain_objective_error(exit_error: SystemExit) -> None:
+    """jsonargparse already printed its error; add the list of objectives when relevant."""
+    if exit_error.code not in (0, None):
+        from ift.objectives import available_objectives
+
+        print(f"ift: valid objectives (model.objective.class_path): {', '.join(available_objectives())}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,196 @@
+"""Data modules: examples in, padded batches out. One base class, one subclass per source."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Dict, List, Optional, Union
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import PreTrainedTokenizerBase
+
+from ift.data.collate import Collator
+from ift.data.encoding import SkipExample, encode_example
+from ift.data.records import DataFormatError, Record, read_records, require_keys
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class EncodedDataset(Dataset):
+    """A list of encoded examples."""
+
+    def __init__(self, items: List[Dict[str, Any]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        return self.items[index]
+
+
+class ExamplesDataModule(pl.LightningDataModule):
+    """Base data module: subclasses say where examples come from (:meth:`load_examples`).
+
+    Examples are dicts with ``prompt`` and any of ``response``, ``chosen``/``rejected``,
+    ``answer``. Unusable examples (empty response, too long) are skipped, counted and
+    reported once per setup in the log and in :attr:`skipped`.
+
+    Args:
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (defaults to ``batch_size``).
+        max_length: longest tokenized prompt + response; prompts are cut from the left.
+        use_chat_template: render prompts with the tokenizer's chat template.
+        padding_side: side of the padding of training sequences (prompts for generation are always left-padded).
+        num_workers: DataLoader worker processes.
+        seed: seed of the training shuffle.
+        tokenizer: tokenizer to use; None takes the one of the FineTuneModule it trains.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 16,
+        eval_batch_size: Optional[int] = None,
+        max_length: int = 256,
+        use_chat_template: bool = False,
+        padding_side: str = "right",
+        num_workers: int = 0,
+        seed: int = 0,
+        tokenizer: Optional[Union[str, PreTrainedTokenizerBase]] = None,
+    ):
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.max_length = max_length
+        self.use_chat_template = use_chat_template
+        self.padding_side = padding_side
+        self.num_workers = num_workers
+        self.seed = seed
+        self._tokenizer_spec = tokenizer
+        self.tokenizer: Optional[PreTrainedTokenizerBase] = None
+        self.datasets: Dict[str, EncodedDataset] = {}
+        self.skipped: Dict[str, Counter] = {}
+
+    # Subclasses implement this -------------------------------------------------------
+    def load_examples(self, split: str) -> Optional[List[Record]]:
+        """``[(location, example), ...]`` for ``split`` (train/val/test), or None if absent."""
+        raise NotImplementedError
+
+    # Lightning hooks -------------------------------------------------------------------
+    def resolve_tokenizer(self) -> PreTrainedTokenizerBase:
+        if isinstance(self._tokenizer_spec, PreTrainedTokenizerBase):
+            return self._tokenizer_spec
+        if isinstance(self._tokenizer_spec, str):
+            from ift.modules.model_factory import build_tokenizer
+
+            return build_tokenizer(self._tokenizer_spec, self._tokenizer_spec)
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        if module is None or getattr(module, "tokenizer", None) is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no tokenizer: pass tokenizer=... or train it with a FineTuneModule"
+            )
+        return module.tokenizer
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.tokenizer is None:
+            self.tokenizer = self.resolve_tokenizer()
+        for split in SPLITS:
+            if split in self.datasets:
+                continue
+            records = self.load_examples(split)
+            if records is None:
+                continue
+            self.datasets[split] = self.encode(split, records)
+
+    def encode(self, split: str, records: List[Record]) -> EncodedDataset:
+        items, skipped = [], Counter()
+        for location, example in records:
+            try:
+                items.append(encode_example(self.tokenizer, example, self.max_length, self.use_chat_template))
+            except SkipExample as reason:
+                skipped[str(reason)] += 1
+        self.skipped[split] = skipped
+        if skipped:
+            log.warning("%s %s split: skipped %d of %d examples: %s", type(self).__name__, split,
+                        sum(skipped.values()), len(records), dict(skipped))
+        if not items:
+            raise DataFormatError(f"{type(self).__name__}: no usable {split} example (skipped: {dict(skipped)})")
+        return EncodedDataset(items)
+
+    def collator(self) -> Collator:
+        return Collator(self.tokenizer.pad_token_id, self.padding_side)
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.datasets["train"], batch_size=self.batch_size, shuffle=True, generator=generator,
+                          collate_fn=self.collator(), num_workers=self.num_workers)
+
+    def _eval_loader(self, split: str):
+        if split not in self.datasets:
+            return []
+        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=self.collator(), num_workers=self.num_workers)
+
+    def val_dataloader(self):
+        return self._eval_loader("val")
+
+    def test_dataloader(self):
+        return self._eval_loader("test" if "test" in self.datasets else "val")
+
+
+class PromptResponseDataModule(ExamplesDataModule):
+    """Prompt/response (and optional answer or chosen/rejected) examples from files or hubs.
+
+    Each source is a ``.jsonl``/``.json``/``.parquet`` path or a ``datasets.load_dataset``
+    name/folder (the split is given by ``*_split``).
+
+    Args:
+        train_data: training source.
+        val_data: validation source (optional).
+        test_data: test source (optional).
+        train_split: split of ``train_data`` when it is a dataset name.
+        val_split: split of ``val_data`` when it is a dataset name.
+        test_split: split of ``test_data`` when it is a dataset name.
+        prompt_key: field holding the prompt.
+        response_key: field holding the response (None: prompts only, e.g. for PPO).
+        answer_key: field holding a reference answer for rewards/accuracy (optional).
+        chosen_key: field of the preferred response in preference data (optional).
+        rejected_key: field of the rejected response in preference data (optional).
+    """
+
+    def __init__(
+        self,
+        train_data: str,
+        val_data: Optional[str] = None,
+        test_data: Optional[str] = None,
+        train_split: str = "train",
+        val_split: str = "validation",
+        test_split: str = "test",
+        prompt_key: str = "prompt",
+        response_key: Optional[str] = "response",
+        answer_key: Optional[str] = None,
+        chosen_key: Optional[str] = None,
+        rejected_key: Optional[str] = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.sources = {"train": (train_data, train_split), "val": (val_data, val_split), "test": (test_data, test_split)}
+        self.keys = {"prompt": prompt_key, "response": response_key, "answer": answer_key,
+                     "chosen": chosen_key, "rejected": rejected_key}
+
+    def load_examples(self, split: str) -> Optional[List[Record]]:
+        source, hf_split = self.sources[split]
+        if source is None:
+            return None
+        return [(location, self.normalise(location, record)) for location, record in read_records(source, hf_split)]
+
+    def normalise(self, location: str, record: Dict[str, Any]) -> Dict[str, Any]:
+        """Map the configured columns onto ``prompt``/``response``/``answer``/``chosen``/``rejected``."""
+        wanted = [key for key in self.keys.values() if key is not None and key != self.keys["answer"]]
+        require_keys(location, record, wanted)
+        example = {name: record[key] for name, key in self.keys.items() if key is not None and key in record}
+        example["prompt"] = str(example["prompt"])
+        return example

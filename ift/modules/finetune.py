@@ -1,0 +1,225 @@
+"""The one LightningModule: holds the policy (and, when an objective asks, a frozen
+reference and extra trainable parts such as a value head) and delegates the loss to
+its ``objective``."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Optional, Union
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from transformers import PreTrainedTokenizerBase
+
+from ift.modules.generation import generate_responses
+from ift.modules.model_factory import ModelSpec, build_policy, build_tokenizer
+from ift.objectives.base import Objective
+from ift.objectives.sft import SFT
+
+REFERENCE_PREFIX = "reference_policy."
+LR_INTERVALS = ("step", "epoch")
+
+
+class FineTuneModule(pl.LightningModule):
+    """Fine-tune a causal language model with any :class:`~ift.objectives.Objective`.
+
+    Args:
+        model: a preset (``tiny-gpt2``, ``tiny-llama``, ``small-gpt2``, ``gpt2-100m``), a hub id
+            or folder for ``AutoModelForCausalLM.from_pretrained``, a dict with ``model_type``
+            and config fields (built locally), or a ready ``nn.Module``.
+        objective: what to learn from: ``SFT`` (default), ``IFT``, ``PPO``, ``DPO``, ``ORPO``,
+            ``Sequential`` or ``Mix``.
+        tokenizer: ``char`` (built-in character tokenizer), a hub id / folder, or a tokenizer
+            object; None picks the model's own tokenizer, or ``char`` for local configs.
+        optimizer: optimizer factory called with the trainable parameters (default AdamW).
+        lr_scheduler: optional scheduler factory called with the optimizer.
+        lr_scheduler_interval: step the scheduler every optimizer ``step`` or every ``epoch``.
+        max_grad_norm: gradient clipping used when the objective needs manual optimization
+            (PPO, recipes containing PPO); with automatic optimization use
+            ``--trainer.gradient_clip_val`` as usual.
+        eval_accuracy: on batches with an ``answer``, greedy-decode and log ``val/accuracy``.
+        eval_max_new_tokens: longest greedy answer decoded for ``val/accuracy``.
+        gradient_checkpointing: trade compute for activation memory in the policy.
+        torch_dtype: dtype to build or load the policy in (e.g. ``bfloat16``); None keeps float32.
+    """
+
+    def __init__(
+        self,
+        model: Union[str, Dict[str, Any], torch.nn.Module] = "tiny-gpt2",
+        objective: Optional[Objective] = None,
+        tokenizer: Optional[Union[str, PreTrainedTokenizerBase]] = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler_interval: str = "step",
+        max_grad_norm: Optional[float] = 1.0,
+        eval_accuracy: bool = True,
+        eval_max_new_tokens: int = 16,
+        gradient_checkpointing: bool = False,
+        torch_dtype: Optional[str] = None,
+    ):
+        super().__init__()
+        if lr_scheduler_interval not in LR_INTERVALS:
+            raise ValueError(f"lr_scheduler_interval {lr_scheduler_interval!r} is not one of {LR_INTERVALS}")
+        ignored = ["optimizer", "lr_scheduler", "tokenizer"]
+        if isinstance(model, torch.nn.Module):
+            ignored.append("model")
+        self.save_hyperparameters(ignore=ignored)
+        self.tokenizer = build_tokenizer(tokenizer, model)
+        self.policy = build_policy(model, self.tokenizer, torch_dtype)
+        if gradient_checkpointing:
+            self.policy.gradient_checkpointing_enable()
+        self.objective = objective if objective is not None else SFT()
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
+        self.max_grad_norm = max_grad_norm
+        self.eval_accuracy = eval_accuracy
+        self.eval_max_new_tokens = eval_max_new_tokens
+        self.reference_policy: Optional[torch.nn.Module] = None
+        # Trainable parts an objective adds (a value head, a critic); saved with the module.
+        self.extras = torch.nn.ModuleDict()
+        self.objective.attach(self)
+
+    # ------------------------------------------------------------------ optimization mode
+    @property
+    def automatic_optimization(self) -> bool:  # type: ignore[override]
+        """Manual optimization only for objectives that make their own updates (PPO).
+
+        Fixed for a whole fit: Lightning counts ``global_step`` separately in each mode.
+        """
+        return not self.objective.needs_manual_optimization()
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        raise AttributeError("FineTuneModule chooses its optimization mode from its objective")
+
+    # ------------------------------------------------------------------ reference model
+    def ensure_reference(self, refresh: bool = False) -> torch.nn.Module:
+        """The frozen reference policy, created as a copy of the current policy if missing.
+
+        ``refresh=True`` copies the current policy weights into an existing reference
+        (a recipe switching to PPO takes the policy as it stands at the switch).
+        """
+        if self.reference_policy is None:
+            reference = copy.deepcopy(self.policy)
+            reference.requires_grad_(False)
+            reference.eval()
+            self.reference_policy = reference
+        elif refresh:
+            self.reference_policy.load_state_dict(self.policy.state_dict())
+        return self.reference_policy
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.reference_policy is not None:
+            self.reference_policy.eval()  # the reference never uses dropout
+        return self
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ steps
+    def on_train_start(self) -> None:
+        self.objective.begin(self)
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int):
+        self.objective.set_step(self.global_step)
+        loss, metrics = self.objective.training_step(self, batch)
+        if not self.automatic_optimization and loss.requires_grad:
+            # A batch-loss objective inside a manual-optimization fit (e.g. SFT stage before PPO).
+            self.optimizer_step_manually(loss)
+        self.log_metrics("train", loss.detach(), metrics, batch)
+        return loss if self.automatic_optimization else None
+
+    def optimizer_step_manually(self, loss: torch.Tensor) -> None:
+        """Backward, clip, step and schedule: one update under manual optimization."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if self.max_grad_norm:
+            self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.lr_scheduler_interval == "step":
+            scheduler.step()
+
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers() if self.trainer.lr_scheduler_configs else None
+        if not self.automatic_optimization and scheduler is not None and self.lr_scheduler_interval == "epoch":
+            scheduler.step()
+
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        self._evaluate("val", batch)
+
+    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        self._evaluate("test", batch)
+
+    def _evaluate(self, stage: str, batch: Dict[str, Any]) -> None:
+        self.objective.set_step(self.global_step)
+        metrics: Dict[str, torch.Tensor] = {}
+        result = self.objective.validation_loss(self, batch) if "labels" in batch else None
+        if "labels" in batch:
+            nll, _ = SFT().loss(self.policy, batch)
+            metrics["nll"] = nll
+        if result is not None:
+            loss, objective_metrics = result
+            metrics.update(objective_metrics)
+        else:
+            loss = metrics.get("nll")
+        if self.eval_accuracy and "answer" in batch and "prompt_input_ids" in batch:
+            metrics["accuracy"] = self.answer_accuracy(batch)
+        self.log_metrics(stage, loss, metrics, batch)
+
+    @torch.no_grad()
+    def answer_accuracy(self, batch: Dict[str, Any]) -> torch.Tensor:
+        """Share of prompts whose greedy answer matches ``batch['answer']`` (numeric, 1e-2)."""
+        from ift.rewards.answer import answers_match, extract_answer
+
+        responses, _ = generate_responses(
+            self.policy,
+            batch["prompt_input_ids"],
+            batch["prompt_attention_mask"],
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_new_tokens=self.eval_max_new_tokens,
+        )
+        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        hits = [answers_match(extract_answer(text), gold) for text, gold in zip(texts, batch["answer"])]
+        return torch.tensor(sum(hits) / max(len(hits), 1), dtype=torch.float32)
+
+    def log_metrics(self, stage: str, loss: Optional[torch.Tensor], metrics: Dict[str, Any], batch: Dict[str, Any]) -> None:
+        """Log ``{stage}/loss`` and every metric; keys that carry a ``/`` are logged as given."""
+        batch_size = _batch_size(batch)
+        on_step = stage == "train"
+        if loss is not None:
+            self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=batch_size)
+        for name, value in metrics.items():
+            key = name if "/" in name else f"{stage}/{name}"
+            self.log(key, value, prog_bar=name == "accuracy", on_step=on_step, on_epoch=True, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ optimizers
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["objective_state"] = self.objective.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # The reference is not built in __init__: create it so its saved weights can load.
+        if any(key.startswith(REFERENCE_PREFIX) for key in checkpoint.get("state_dict", {})):
+            self.ensure_reference()
+        if "objective_state" in checkpoint:
+            self.objective.load_state_dict(checkpoint["objective_state"])
+
+
+def _batch_size(batch: Dict[str, Any]) -> int:
+    for key in ("input_ids", "prompt_input_ids", "chosen_input_ids"):
+        if key in batch:
+            return int(batch[key].shape[0])
+    return 1

@@ -1,0 +1,107 @@
+"""Turn the ``model`` / ``tokenizer`` arguments of FineTuneModule into real objects.
+
+``model`` may be a preset name (``tiny-gpt2``, ``tiny-llama``, ``gpt2-100m``), a hub id
+or local folder (``AutoModelForCausalLM.from_pretrained``), a dict holding a
+``model_type`` plus config fields (built locally with random weights), or a ready
+``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, Optional, Union
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from ift.data.tokenizer import build_char_tokenizer
+
+CHAR_TOKENIZER = "char"
+
+# Small, dropout-free configs: tests, defaults and benchmarks run on a laptop CPU.
+MODEL_PRESETS: Dict[str, Dict[str, Any]] = {
+    "tiny-gpt2": dict(
+        model_type="gpt2", n_layer=2, n_embd=64, n_head=2, n_positions=512,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+    ),
+    "tiny-llama": dict(
+        model_type="llama", num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=False,
+    ),
+    "small-gpt2": dict(
+        model_type="gpt2", n_layer=4, n_embd=128, n_head=4, n_positions=512,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    ),
+    # About 100M parameters with a 50k vocabulary (GPT-2 small without dropout).
+    "gpt2-100m": dict(
+        model_type="gpt2", n_layer=12, n_embd=768, n_head=12, n_positions=1024,
+        vocab_size=50257, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    ),
+}
+
+ModelSpec = Union[str, Dict[str, Any], torch.nn.Module]
+
+
+def is_local_config(model: ModelSpec) -> bool:
+    """True when the model is built from a config here rather than loaded from weights."""
+    return isinstance(model, dict) or (isinstance(model, str) and model in MODEL_PRESETS)
+
+
+def build_tokenizer(tokenizer: Optional[Union[str, PreTrainedTokenizerBase]], model: ModelSpec) -> PreTrainedTokenizerBase:
+    """The tokenizer named by ``tokenizer``, or the one that goes with ``model``.
+
+    ``None`` means: the model's own tokenizer when ``model`` is a hub id or folder,
+    else the built-in character tokenizer. A tokenizer without a pad token pads with EOS.
+    """
+    if isinstance(tokenizer, PreTrainedTokenizerBase):
+        result = tokenizer
+    elif tokenizer == CHAR_TOKENIZER or (tokenizer is None and not isinstance(model, str)) or (
+        tokenizer is None and is_local_config(model)
+    ):
+        result = build_char_tokenizer()
+    else:
+        source = tokenizer if tokenizer is not None else model
+        result = AutoTokenizer.from_pretrained(source)
+    if result.pad_token_id is None:
+        result.pad_token = result.eos_token
+    return result
+
+
+def build_policy(model: ModelSpec, tokenizer: PreTrainedTokenizerBase, torch_dtype: Optional[str] = None) -> torch.nn.Module:
+    """A causal LM from any accepted ``model`` spec (see module docstring)."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    dtype = getattr(torch, torch_dtype) if torch_dtype else None
+    if is_local_config(model):
+        fields = copy.deepcopy(MODEL_PRESETS[model] if isinstance(model, str) else dict(model))
+        if "model_type" not in fields:
+            raise ValueError(
+                f"model config {model!r} needs a 'model_type' (e.g. 'gpt2' or 'llama') "
+                f"or use a preset: {sorted(MODEL_PRESETS)}"
+            )
+        model_type = fields.pop("model_type")
+        fields.setdefault("vocab_size", len(tokenizer))
+        if fields["vocab_size"] < len(tokenizer):
+            raise ValueError(f"model vocab_size {fields['vocab_size']} < tokenizer size {len(tokenizer)}")
+        fields.update(
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+        )
+        config = AutoConfig.for_model(model_type, **fields)
+        policy = AutoModelForCausalLM.from_config(config)
+        return policy.to(dtype) if dtype is not None else policy
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a preset name, hub id, folder, config dict or nn.Module, got {type(model)}")
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    try:
+        return AutoModelForCausalLM.from_pretrained(model, **kwargs)
+    except OSError as error:
+        where = "folder" if os.path.isdir(model) else "hub id"
+        raise OSError(
+            f"could not load model {model!r} as a {where}: {error}. Use a preset "
+            f"({', '.join(MODEL_PRESETS)}), a config dict with 'model_type', or a folder "
+            f"written by save_pretrained."
+        ) from error

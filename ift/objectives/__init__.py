@@ -1,0 +1,19 @@
+"""Objectives: what the policy learns from. Chosen in YAML by ``class_path`` (short names work)."""
+
+from ift.objectives.base import Objective
+from ift.objectives.ift import IFT
+from ift.objectives.sft import SFT
+
+__all__ = ["Objective", "SFT", "IFT"]
+
+
+def available_objectives() -> list[str]:
+    """Names of every objective class known to the package (for error messages)."""
+    seen, stack = set(), [Objective]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            if sub.__name__ not in seen and not sub.__name__.startswith("_"):
+                seen.add(sub.__name__)
+                stack.append(sub)
+    return sorted(seen)

@@ -1,0 +1,37 @@
+"""How every objective calls a Hugging Face causal LM, so they all see the same positions."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ift.objectives.functional import position_ids_from_mask
+
+
+def policy_outputs(
+    policy: torch.nn.Module,
+    input_ids: Optional[torch.Tensor],
+    attention_mask: torch.Tensor,
+    inputs_embeds: Optional[torch.Tensor] = None,
+    output_hidden_states: bool = False,
+):
+    """Run ``policy`` with position ids that skip padding (left or right), no KV cache."""
+    return policy(
+        input_ids=input_ids,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+        output_hidden_states=output_hidden_states,
+    )
+
+
+def policy_logits(
+    policy: torch.nn.Module,
+    input_ids: Optional[torch.Tensor],
+    attention_mask: torch.Tensor,
+    inputs_embeds: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``B x T x V`` logits of ``policy`` on ids or on ready input embeddings."""
+    return policy_outputs(policy, input_ids, attention_mask, inputs_embeds).logits

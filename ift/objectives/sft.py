@@ -1,0 +1,32 @@
+"""Supervised fine-tuning: token-mean NLL of the response, averaged over sequences."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+import torch
+
+from ift.objectives import functional as Fn
+from ift.objectives.base import Metrics, Objective
+from ift.objectives.forward import policy_logits
+
+
+class SFT(Objective):
+    """Supervised fine-tuning (SPEC.md, SFT).
+
+    Args:
+        token_mean: average over all response tokens of the batch instead of the default
+            per-sequence token mean followed by a mean over sequences.
+    """
+
+    def __init__(self, token_mean: bool = False):
+        self.token_mean = token_mean
+
+    def loss(self, policy: torch.nn.Module, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
+        logits = policy_logits(policy, batch["input_ids"], batch["attention_mask"])
+        token_nll, mask = Fn.token_losses_and_mask(logits, batch["labels"])
+        if self.token_mean:
+            loss = torch.where(mask, token_nll, 0.0).sum() / mask.sum().clamp(min=1)
+        else:
+            loss = Fn.weighted_token_loss(token_nll, mask)
+        return loss, {"nll": loss.detach(), "tokens": mask.sum().float()}

@@ -1,0 +1,35 @@
+"""Install ``ift``: ``pip install torch==2.13.0 && pip install -e .[dev]``."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ift",
+    version="0.1.0",
+    description="Fine-tune causal LMs with SFT, IFT, PPO, DPO and ORPO in one PyTorch Lightning module",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ift", "ift.*"]),
+    include_package_data=True,
+    package_data={"ift": ["configs/**/*.yaml"]},
+    install_requires=[
+        # A range that the CPU wheel 2.13.0 satisfies: install it first (see Makefile).
+        "torch>=2.1,<2.15",
+        "pytorch-lightning>=2.2,<3",
+        "torchmetrics>=1.0",
+        "transformers>=4.40",
+        "tokenizers>=0.15",
+        "jsonargparse[signatures]>=4.27",
+        "gymnasium>=0.29",
+        "matplotlib>=3.7",
+        "numpy",
+        "pyyaml",
+    ],
+    extras_require={
+        "wandb": ["wandb>=0.16"],
+        "peft": ["peft>=0.10"],
+        "data": ["datasets>=2.16", "pyarrow>=12"],
+        "dev": ["pytest>=7", "pytest-timeout", "datasets>=2.16", "pyarrow>=12", "wandb>=0.16", "peft>=0.10"],
+    },
+    entry_points={"console_scripts": ["ift=ift.cli:main"]},
+)
