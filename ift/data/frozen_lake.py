@@ -1,0 +1,739 @@
+"""The Frozen Lake sanity check of the IFT paper (§5.3), model-free part.
+
+A deterministic (not slippery) Gymnasium FrozenLake, written as text for a character-level
+language-model policy:
+
+* **Prompt**: the map rows joined by ``/`` and closed by ``:``, e.g. for the default map
+  ``"SFFF/FFHF/FFHG/FFFF:"``. The start is the ``S`` tile, so nothing else is needed.
+* **Response**: the action string, one character per move, ``L``, ``D``, ``R``, ``U``
+  (Gymnasium's action indices 0, 1, 2, 3), e.g. ``"RRRDD"``. The language model adds EOS.
+* Every character used is in :data:`VOCAB` (``SFHG/:LDRU`` and digits).
+
+**The policy of a language model.** The action distribution of the LM at a state ``s`` is
+DEFINED as its next-token distribution after ``prompt() + state_prefixes()[s]``, restricted
+to the four action tokens and renormalised over them (equivalently: a softmax over the
+four action tokens' logits, see :func:`action_probs_from_logits`). ``state_prefixes()[s]``
+is the shortest action string from ``S`` that reaches ``s`` (ties broken by Gymnasium's
+action order L < D < R < U at each step, i.e. the lexicographically smallest by index);
+on the optimal path it is exactly the optimal trajectory's prefix. :meth:`FrozenLakeTask.query_texts`
+gives these texts and :meth:`FrozenLakeTask.collect_action_probs` turns a batched
+"texts -> probabilities" function into the ``{state: np.ndarray(4)}`` dictionaries that
+every metric below takes. States are Gymnasium's integers ``row * ncol + col``.
+
+**The reference policy π\\*.** Value iteration on the known dynamics (reward 1 on entering
+``G``, 0 otherwise, episodes end in ``H`` and ``G``, discount ``gamma`` = 0.99 by default)
+gives ``Q*``. Then, for every reachable non-terminal state ``s``::
+
+    A*(s)       = {a : Q*(s, a) >= max_b Q*(s, b) - 1e-9}
+    π*(a | s)   = 1 / |A*(s)|  if a in A*(s), else 0
+
+Because of the discount, ``A*(s)`` is exactly the set of actions that begin a shortest
+path from ``s`` to ``G`` (moves into holes or walls are never optimal). From a state that
+cannot reach ``G`` every action has ``Q* = 0``, so π\\* is uniform there.
+
+**Data of the paper.** SFT and IFT see only the optimal trajectory
+(:meth:`FrozenLakeTask.sft_example`); DPO and ORPO see the pair optimal = chosen,
+sub-optimal = rejected (:meth:`FrozenLakeTask.preference_example`); PPO sees only the
+environment's reward (:meth:`FrozenLakeTask.score`, :func:`frozen_lake_reward`).
+
+**Executing a response** (:meth:`FrozenLakeTask.run`): actions are applied in order until
+the agent enters a hole or the goal or the string ends. Characters after the episode has
+ended are ignored. A character that is not one of ``LDRU`` (lower case, spaces and EOS
+text included) ends the episode at once as a failure (reward 0, ``outcome="invalid"``).
+Moving into the border leaves the agent where it is (as in Gymnasium) and counts as a step.
+
+**Metrics** (pure functions of ``{state: np.ndarray(4)}`` dictionaries):
+:func:`mse_to_optimal` (the paper's metric), :func:`explored_states`,
+:func:`greedy_rollout`; :func:`evaluate_policy` computes them all at once.
+:func:`plot_policies` draws the policies as arrows on the map (see ``frozen_lake_plot``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = [
+    "ACTIONS",
+    "LEFT",
+    "DOWN",
+    "RIGHT",
+    "UP",
+    "VOCAB",
+    "DEFAULT_MAP",
+    "DEFAULT_GAMMA",
+    "TIE_TOLERANCE",
+    "MapError",
+    "Episode",
+    "FrozenLakeTask",
+    "parse_map",
+    "validate_map",
+    "map_from_prompt",
+    "action_probs_from_logits",
+    "total_variation",
+    "mse_to_optimal",
+    "explored_states",
+    "greedy_episode",
+    "greedy_rollout",
+    "evaluate_policy",
+    "uniform_policy",
+    "frozen_lake_reward",
+    "plot_policies",
+]
+
+LEFT, DOWN, RIGHT, UP = 0, 1, 2, 3
+ACTIONS = "LDRU"  # ACTIONS[i] is the token of Gymnasium's action index i
+_ACTION_INDEX = {char: index for index, char in enumerate(ACTIONS)}
+_MOVES = {LEFT: (0, -1), DOWN: (1, 0), RIGHT: (0, 1), UP: (-1, 0)}
+TILES = "SFHG"
+MAP_SEPARATOR = "/"
+PROMPT_END = ":"
+# Every character that prompts and responses use (digits are reserved for annotations).
+VOCAB = TILES + MAP_SEPARATOR + PROMPT_END + ACTIONS + "0123456789"
+
+# 4x4, start top-left. Two holes form a wall in the middle of the lake; the goal sits
+# right of it. Over the wall: RRRDD (5 moves, the unique shortest path). Under the wall:
+# DDDRRRU (7 moves, the shortest path sharing no state with the optimal one).
+#   S F F F
+#   F F H F
+#   F F H G
+#   F F F F
+DEFAULT_MAP: Tuple[str, ...] = ("SFFF", "FFHF", "FFHG", "FFFF")
+DEFAULT_GAMMA = 0.99
+TIE_TOLERANCE = 1e-9
+
+MapSpec = Union[str, Sequence[str]]
+ActionProbs = Mapping[int, Any]
+_EXAMPLE_MAP = "SFFF,FHFH,FFFH,HFFG"
+
+
+class MapError(ValueError):
+    """A Frozen Lake map that cannot be used; the message says what is wrong and how to fix it."""
+
+
+# --------------------------------------------------------------------------------------
+# Maps
+# --------------------------------------------------------------------------------------
+def parse_map(spec: MapSpec) -> List[str]:
+    """Rows of a Frozen Lake map, validated (see :func:`validate_map`).
+
+    ``spec`` is one of:
+
+    * a list/tuple of row strings, e.g. ``["SFFF", "FHFH", "FFFH", "HFFG"]``;
+    * one string with rows separated by ``,`` (or ``/`` as in the prompt, or newlines),
+      e.g. ``"SFFF,FHFH,FFFH,HFFG"``;
+    * a Gymnasium named map: ``"4x4"`` or ``"8x8"``;
+    * ``"random:SIZE:SEED"`` (optionally ``"random:SIZE:SEED:P"``, P = probability that a
+      tile is frozen, default 0.8): Gymnasium's ``generate_random_map`` with that seed.
+    """
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.lower().startswith("random"):
+            return validate_map(_random_map(text))
+        from gymnasium.envs.toy_text.frozen_lake import MAPS
+
+        if text in MAPS:
+            return validate_map(list(MAPS[text]))
+        if re.fullmatch(r"\d+\s*x\s*\d+", text):
+            raise MapError(
+                f"Frozen Lake map: unknown named map {text!r}; Gymnasium names {sorted(MAPS)}. "
+                f"For another size use 'random:SIZE:SEED' (e.g. 'random:6:0') or write the rows, "
+                f"e.g. {_EXAMPLE_MAP!r}"
+            )
+        rows = [row.strip() for row in re.split(r"[,/\n]", text.rstrip(PROMPT_END))]
+        if len(rows) > 1 and rows[-1] == "":
+            rows = rows[:-1]  # a trailing separator
+        return validate_map(rows)
+    if isinstance(spec, (list, tuple)):
+        rows = []
+        for index, row in enumerate(spec):
+            if not isinstance(row, str):
+                raise MapError(
+                    f"Frozen Lake map: row {index + 1} is a {type(row).__name__}, expected a string "
+                    f"of tiles such as 'SFFF'"
+                )
+            rows.append(row.strip())
+        return validate_map(rows)
+    raise MapError(
+        f"Frozen Lake map: expected a list of row strings, a string like {_EXAMPLE_MAP!r}, a named map "
+        f"('4x4', '8x8') or 'random:SIZE:SEED'; got a {type(spec).__name__}"
+    )
+
+
+def _random_map(text: str) -> List[str]:
+    parts = text.split(":")
+    usage = "write 'random:SIZE:SEED' or 'random:SIZE:SEED:P', e.g. 'random:5:0' (P = frozen probability, default 0.8)"
+    if parts[0].lower() != "random" or len(parts) not in (3, 4):
+        raise MapError(f"Frozen Lake map: cannot read {text!r}; {usage}")
+    try:
+        size, seed = int(parts[1]), int(parts[2])
+        frozen = float(parts[3]) if len(parts) == 4 else 0.8
+    except ValueError:
+        raise MapError(f"Frozen Lake map: cannot read {text!r}: SIZE and SEED must be integers; {usage}") from None
+    if size < 2:
+        raise MapError(f"Frozen Lake map: {text!r} asks for size {size}; SIZE must be at least 2")
+    if not 0.0 < frozen <= 1.0:
+        raise MapError(f"Frozen Lake map: {text!r} asks for P = {frozen}; P must be in (0, 1]")
+    from gymnasium.envs.toy_text.frozen_lake import generate_random_map
+
+    return list(generate_random_map(size=size, p=frozen, seed=seed))
+
+
+def validate_map(rows: Sequence[str]) -> List[str]:
+    """``rows`` as a list if they form a usable map, else :class:`MapError`.
+
+    Checks: at least one row, rows of equal non-zero length, tiles only ``S F H G``,
+    exactly one ``S`` and one ``G``, and ``G`` reachable from ``S`` without crossing a hole.
+    """
+    rows = list(rows)
+    if not rows or all(row == "" for row in rows):
+        raise MapError(f"Frozen Lake map: it is empty; give rows of tiles, e.g. {_EXAMPLE_MAP!r}")
+    for index, row in enumerate(rows):
+        if row == "":
+            raise MapError(
+                f"Frozen Lake map: row {index + 1} is empty (two separators in a row?); "
+                f"every row needs tiles, e.g. {_EXAMPLE_MAP!r}"
+            )
+        if len(row) != len(rows[0]):
+            raise MapError(
+                f"Frozen Lake map: row {index + 1} {row!r} has {len(row)} tiles but row 1 {rows[0]!r} has "
+                f"{len(rows[0])}; the map must be rectangular (every row the same length)"
+            )
+        for column, tile in enumerate(row):
+            if tile not in TILES:
+                raise MapError(
+                    f"Frozen Lake map: row {index + 1} column {column + 1} has tile {tile!r}; only "
+                    f"S (start), F (frozen), H (hole) and G (goal) are allowed"
+                )
+    for tile, name in (("S", "start"), ("G", "goal")):
+        count = sum(row.count(tile) for row in rows)
+        if count != 1:
+            raise MapError(
+                f"Frozen Lake map: it has {count} {tile} ({name}) tiles; put exactly one {tile} on the map "
+                f"(e.g. {_EXAMPLE_MAP!r})"
+            )
+    nrow, ncol = len(rows), len(rows[0])
+    start = next((r, c) for r in range(nrow) for c in range(ncol) if rows[r][c] == "S")
+    seen, queue = {start}, deque([start])
+    while queue:
+        r, c = queue.popleft()
+        if rows[r][c] == "G":
+            return rows
+        for dr, dc in _MOVES.values():
+            nr, nc = r + dr, c + dc
+            if 0 <= nr < nrow and 0 <= nc < ncol and (nr, nc) not in seen and rows[nr][nc] != "H":
+                seen.add((nr, nc))
+                queue.append((nr, nc))
+    raise MapError(
+        f"Frozen Lake map: the goal G cannot be reached from the start S without crossing a hole in "
+        f"{MAP_SEPARATOR.join(rows)!r}; turn some H tiles into F"
+    )
+
+
+def map_from_prompt(prompt: str) -> List[str]:
+    """The map rows written in a prompt made by :meth:`FrozenLakeTask.prompt`."""
+    text = prompt.strip()
+    if not text.endswith(PROMPT_END):
+        raise MapError(
+            f"Frozen Lake prompt {prompt!r} does not end with {PROMPT_END!r}; expected rows joined by "
+            f"{MAP_SEPARATOR!r} and closed by {PROMPT_END!r}, e.g. 'SFFF/FFHF/FFHG/FFFF:'"
+        )
+    return validate_map(text[: -len(PROMPT_END)].split(MAP_SEPARATOR))
+
+
+# --------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Episode:
+    """The result of executing an action string (see :meth:`FrozenLakeTask.run`).
+
+    Attributes:
+        success: the agent entered ``G``.
+        steps: actions executed (border bumps count; ignored trailing characters do not).
+        final_state: the state the agent ended in (a hole or the goal if it entered one).
+        reward: 1.0 on success, else 0.0 (Gymnasium's reward).
+        path: the visited states, start included (``len(path) == steps + 1``).
+        outcome: ``"goal"``, ``"hole"``, ``"end"`` (string ran out on the ice),
+            ``"invalid"`` (a character not in ``LDRU``) or ``"truncated"`` (``max_steps``).
+    """
+
+    success: bool
+    steps: int
+    final_state: int
+    reward: float
+    path: Tuple[int, ...]
+    outcome: str = "end"
+
+
+class FrozenLakeTask:
+    """Deterministic Frozen Lake on one map, with π\\*, trajectories, prompts and metrics.
+
+    Args:
+        map_spec: the map (anything :func:`parse_map` accepts); default :data:`DEFAULT_MAP`.
+        gamma: discount of the value iteration that defines π\\* (0 < gamma < 1).
+    """
+
+    def __init__(self, map_spec: MapSpec = DEFAULT_MAP, gamma: float = DEFAULT_GAMMA):
+        if not 0.0 < gamma < 1.0:
+            raise ValueError(
+                f"FrozenLakeTask: gamma must be in (0, 1) so that shorter paths are strictly better, got {gamma}"
+            )
+        self.rows: Tuple[str, ...] = tuple(parse_map(map_spec))
+        self.gamma = float(gamma)
+        self.nrow, self.ncol = len(self.rows), len(self.rows[0])
+        self.n_states = self.nrow * self.ncol
+        flat = "".join(self.rows)
+        self.start_state = flat.index("S")
+        self.goal_state = flat.index("G")
+        self._tiles = flat
+        self._q: Optional[np.ndarray] = None
+        self._prefixes: Optional[Dict[int, str]] = None
+
+    def __repr__(self) -> str:
+        return f"FrozenLakeTask({MAP_SEPARATOR.join(self.rows)!r}, gamma={self.gamma})"
+
+    # ----- geometry -----------------------------------------------------------------
+    def to_state(self, row: int, col: int) -> int:
+        """Gymnasium's state index of a tile."""
+        return row * self.ncol + col
+
+    def to_rowcol(self, state: int) -> Tuple[int, int]:
+        """(row, col) of a state index."""
+        return divmod(int(state), self.ncol)
+
+    def tile(self, state: int) -> str:
+        """The tile letter (``S``, ``F``, ``H``, ``G``) of a state."""
+        return self._tiles[state]
+
+    def is_terminal(self, state: int) -> bool:
+        """Holes and the goal end an episode."""
+        return self._tiles[state] in "HG"
+
+    # ----- dynamics -----------------------------------------------------------------
+    def step(self, state: int, action: Union[int, str]) -> Tuple[int, float, bool]:
+        """``(next_state, reward, terminated)`` of one move, as Gymnasium's non-slippery table.
+
+        ``action`` is an index 0..3 or a token ``L``/``D``/``R``/``U``. Moving into the border
+        leaves the agent in place. Stepping from a hole or the goal stays there with reward 0.
+        """
+        index = self._action_index(action)
+        if self.is_terminal(state):
+            return int(state), 0.0, True
+        row, col = self.to_rowcol(state)
+        dr, dc = _MOVES[index]
+        row = min(max(row + dr, 0), self.nrow - 1)
+        col = min(max(col + dc, 0), self.ncol - 1)
+        nxt = self.to_state(row, col)
+        return nxt, (1.0 if nxt == self.goal_state else 0.0), self.is_terminal(nxt)
+
+    @staticmethod
+    def _action_index(action: Union[int, str]) -> int:
+        if isinstance(action, str):
+            if action not in _ACTION_INDEX:
+                raise ValueError(f"Frozen Lake action {action!r} is not one of {list(ACTIONS)}")
+            return _ACTION_INDEX[action]
+        index = int(action)
+        if not 0 <= index < 4:
+            raise ValueError(f"Frozen Lake action index {action} is not in 0..3 ({ACTIONS})")
+        return index
+
+    def run(self, actions: Union[str, Sequence[int]], max_steps: Optional[int] = None) -> Episode:
+        """Execute ``actions`` from ``S`` until a hole, the goal or the end of the string.
+
+        An invalid character ends the episode as a failure (``outcome="invalid"``); characters
+        after the end of the episode are ignored. With ``max_steps`` the episode stops after
+        that many moves (``outcome="truncated"`` if it had not ended).
+        """
+        state, path, outcome = self.start_state, [self.start_state], "end"
+        for item in actions:
+            if max_steps is not None and len(path) - 1 >= max_steps:
+                outcome = "truncated"
+                break
+            if isinstance(item, str):
+                if item not in _ACTION_INDEX:
+                    outcome = "invalid"
+                    break
+                index = _ACTION_INDEX[item]
+            else:
+                index = self._action_index(item)
+            state, _, terminated = self.step(state, index)
+            path.append(state)
+            if terminated:
+                outcome = "goal" if state == self.goal_state else "hole"
+                break
+        success = outcome == "goal"
+        return Episode(success, len(path) - 1, state, 1.0 if success else 0.0, tuple(path), outcome)
+
+    # ----- graph search -------------------------------------------------------------
+    def _successors(self, state: int) -> List[Tuple[int, int]]:
+        """(action, next_state) pairs that move the agent (border bumps left out)."""
+        out = []
+        for action in range(4):
+            nxt, _, _ = self.step(state, action)
+            if nxt != state:
+                out.append((action, nxt))
+        return out
+
+    def _bfs_path(self, start: int, banned: frozenset = frozenset()) -> Optional[str]:
+        """Shortest action string from ``start`` to G avoiding ``banned`` states (ties: L<D<R<U)."""
+        parent: Dict[int, Tuple[int, int]] = {}
+        seen, queue = {start}, deque([start])
+        while queue:
+            state = queue.popleft()
+            if state == self.goal_state:
+                actions = []
+                while state != start:
+                    state, action = parent[state]
+                    actions.append(ACTIONS[action])
+                return "".join(reversed(actions))
+            if self.is_terminal(state):
+                continue
+            for action, nxt in self._successors(state):
+                if nxt not in seen and nxt not in banned:
+                    seen.add(nxt)
+                    parent[nxt] = (state, action)
+                    queue.append(nxt)
+        return None
+
+    def reachable_states(self) -> List[int]:
+        """Non-terminal states reachable from ``S`` (sorted; ``S`` included)."""
+        return sorted(self.state_prefixes())
+
+    def state_prefixes(self) -> Dict[int, str]:
+        """{state: shortest action prefix from ``S`` reaching it} for every reachable
+        non-terminal state, in breadth-first order (ties: L < D < R < U at each step).
+        The LM's action distribution at ``s`` is read after ``prompt() + prefix``."""
+        if self._prefixes is None:
+            prefixes = {self.start_state: ""}
+            queue = deque([self.start_state])
+            while queue:
+                state = queue.popleft()
+                for action, nxt in self._successors(state):
+                    if nxt not in prefixes and not self.is_terminal(nxt):
+                        prefixes[nxt] = prefixes[state] + ACTIONS[action]
+                        queue.append(nxt)
+            self._prefixes = prefixes
+        return dict(self._prefixes)
+
+    def num_shortest_paths(self) -> int:
+        """How many distinct shortest action strings lead from ``S`` to ``G``."""
+        dist, count = {self.start_state: 0}, {self.start_state: 1}
+        queue = deque([self.start_state])
+        while queue:
+            state = queue.popleft()
+            if self.is_terminal(state):
+                continue
+            for _, nxt in self._successors(state):
+                if nxt not in dist:
+                    dist[nxt], count[nxt] = dist[state] + 1, count[state]
+                    queue.append(nxt)
+                elif dist[nxt] == dist[state] + 1:
+                    count[nxt] += count[state]
+        return count.get(self.goal_state, 0)
+
+    # ----- optimal behaviour --------------------------------------------------------
+    def q_values(self) -> np.ndarray:
+        """``Q*[s, a]`` (shape ``[n_states, 4]``) by value iteration; 0 on terminal states."""
+        if self._q is None:
+            transitions = [[self.step(s, a) for a in range(4)] for s in range(self.n_states)]
+            values = np.zeros(self.n_states)
+            q = np.zeros((self.n_states, 4))
+            for _ in range(10 * self.n_states + 1000):
+                for s in range(self.n_states):
+                    if self.is_terminal(s):
+                        continue
+                    for a, (nxt, reward, terminated) in enumerate(transitions[s]):
+                        q[s, a] = reward + (0.0 if terminated else self.gamma * values[nxt])
+                new_values = q.max(axis=1)
+                change = np.max(np.abs(new_values - values))
+                values = new_values
+                if change < 1e-13:
+                    break
+            self._q = q
+        return self._q.copy()
+
+    def state_values(self) -> np.ndarray:
+        """``V*[s] = max_a Q*[s, a]`` (``gamma ** (d - 1)`` for a state at distance d from G)."""
+        return self.q_values().max(axis=1)
+
+    def optimal_actions(self, state: int) -> Tuple[int, ...]:
+        """``A*(s)``: actions within :data:`TIE_TOLERANCE` of the best Q-value."""
+        q = self.q_values()[state]
+        return tuple(int(a) for a in np.flatnonzero(q >= q.max() - TIE_TOLERANCE))
+
+    def optimal_policy(self) -> Dict[int, np.ndarray]:
+        """π\\*: {reachable non-terminal state: probabilities over L, D, R, U}, uniform over
+        the optimal actions ``A*(s)`` (see the module docstring)."""
+        policy = {}
+        for state in self.reachable_states():
+            probs = np.zeros(4)
+            best = self.optimal_actions(state)
+            probs[list(best)] = 1.0 / len(best)
+            policy[state] = probs
+        return policy
+
+    def optimal_trajectory(self, require_unique: bool = True) -> str:
+        """The action string of the shortest path from ``S`` to ``G``.
+
+        With ``require_unique`` (default) a map with several shortest paths is an error,
+        since the paper's check needs exactly one; otherwise the first in L<D<R<U order.
+        """
+        count = self.num_shortest_paths()
+        if require_unique and count != 1:
+            raise ValueError(
+                f"Frozen Lake map {MAP_SEPARATOR.join(self.rows)!r} has {count} shortest paths from S to G; the "
+                f"sanity check needs exactly one: add holes to break the ties, use DEFAULT_MAP "
+                f"({MAP_SEPARATOR.join(DEFAULT_MAP)!r}), or pass require_unique=False"
+            )
+        path = self._bfs_path(self.start_state)
+        assert path is not None  # validate_map guarantees that G is reachable
+        return path
+
+    def suboptimal_trajectory(self) -> str:
+        """A clearly longer path that still reaches ``G``.
+
+        Definition: the shortest path from ``S`` to ``G`` that visits none of the optimal
+        path's intermediate states (a different route, not a detour that rejoins it). If
+        there is none, the shortest path whose first move differs from the optimal first
+        move and never comes back to ``S``. Ties are broken in L < D < R < U order.
+        Raises ``ValueError`` if neither exists (e.g. a corridor map).
+        """
+        optimal = self.optimal_trajectory(require_unique=False)
+        visited = self.run(optimal).path
+        path = self._bfs_path(self.start_state, banned=frozenset(visited[1:-1]))
+        if path is not None:
+            return path
+        candidates = []
+        for action, nxt in self._successors(self.start_state):
+            if ACTIONS[action] == optimal[0] or self.tile(nxt) == "H":
+                continue
+            rest = "" if nxt == self.goal_state else self._bfs_path(nxt, banned=frozenset({self.start_state}))
+            if rest is not None:
+                candidates.append(ACTIONS[action] + rest)
+        if not candidates:
+            raise ValueError(
+                f"Frozen Lake map {MAP_SEPARATOR.join(self.rows)!r} has no sub-optimal path to G (every way to G "
+                f"starts with the optimal move and shares its route); open another route by turning H tiles into F"
+            )
+        return min(candidates, key=lambda text: (len(text), [ACTIONS.index(c) for c in text]))
+
+    # ----- text for the language model ----------------------------------------------
+    def prompt(self) -> str:
+        """The map rows joined by ``/`` and closed by ``:``, e.g. ``"SFFF/FFHF/FFHG/FFFF:"``."""
+        return MAP_SEPARATOR.join(self.rows) + PROMPT_END
+
+    @classmethod
+    def from_prompt(cls, prompt: str, gamma: float = DEFAULT_GAMMA) -> "FrozenLakeTask":
+        """The task whose :meth:`prompt` is ``prompt``."""
+        return cls(map_from_prompt(prompt), gamma=gamma)
+
+    def response_for(self, actions: Union[str, Sequence[int]]) -> str:
+        """The response text of an action sequence (indices or tokens), e.g. ``"RRRDD"``."""
+        return "".join(ACTIONS[self._action_index(a)] for a in actions)
+
+    def query_texts(self) -> Dict[int, str]:
+        """{state: ``prompt() + state_prefixes()[state]``}: where the LM's policy is read."""
+        prompt = self.prompt()
+        return {state: prompt + prefix for state, prefix in self.state_prefixes().items()}
+
+    def collect_action_probs(self, next_action_probs: Callable[[List[str]], Any]) -> Dict[int, np.ndarray]:
+        """{state: probabilities over L, D, R, U} from a batched function.
+
+        ``next_action_probs(texts)`` must return an array ``[len(texts), 4]``: for each text,
+        the LM's next-token probabilities of ``L``, ``D``, ``R``, ``U`` (e.g. the output of
+        :func:`action_probs_from_logits`). Rows are renormalised to sum to 1.
+        """
+        queries = self.query_texts()
+        states = list(queries)
+        probs = _to_numpy(next_action_probs([queries[s] for s in states]))
+        if probs.shape != (len(states), 4):
+            raise ValueError(
+                f"collect_action_probs: the function returned shape {probs.shape} for {len(states)} texts; "
+                f"expected ({len(states)}, 4), one probability per action token L, D, R, U"
+            )
+        probs = probs / probs.sum(axis=1, keepdims=True)
+        return {state: probs[i] for i, state in enumerate(states)}
+
+    def sft_example(self) -> Dict[str, str]:
+        """The only training example of SFT and IFT: ``{"prompt", "response"}`` (optimal)."""
+        return {"prompt": self.prompt(), "response": self.optimal_trajectory()}
+
+    def preference_example(self) -> Dict[str, str]:
+        """The pair of DPO and ORPO: ``response`` = optimal (chosen), ``rejected`` = sub-optimal."""
+        return {
+            "prompt": self.prompt(),
+            "response": self.optimal_trajectory(),
+            "rejected": self.suboptimal_trajectory(),
+        }
+
+    def score(self, response: str) -> float:
+        """The environment's reward of a response: 1.0 if it reaches ``G``, else 0.0."""
+        return self.run(response).reward
+
+    # ----- metrics as methods -------------------------------------------------------
+    def uniform_policy(self) -> Dict[int, np.ndarray]:
+        """{reachable non-terminal state: [0.25] * 4}."""
+        return uniform_policy(self)
+
+    def greedy_rollout(self, policy: Union[ActionProbs, Callable[[int, str], Any]], max_steps: Optional[int] = None) -> Tuple[bool, int]:
+        """See :func:`greedy_rollout`."""
+        return greedy_rollout(self, policy, max_steps=max_steps)
+
+    def evaluate(self, action_probs: ActionProbs, initial_action_probs: Optional[ActionProbs] = None,
+                 threshold: float = 0.05) -> Dict[str, float]:
+        """See :func:`evaluate_policy`."""
+        return evaluate_policy(self, action_probs, initial_action_probs, threshold=threshold)
+
+
+# --------------------------------------------------------------------------------------
+# Metrics (pure functions)
+# --------------------------------------------------------------------------------------
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch here
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _dist(probs: Any, state: int, name: str) -> np.ndarray:
+    array = _to_numpy(probs)
+    if array.shape != (4,) or not np.all(np.isfinite(array)):
+        raise ValueError(
+            f"{name}[{state}] must be 4 finite probabilities (L, D, R, U), got {array!r}"
+        )
+    return array
+
+
+def _lookup(probs: ActionProbs, state: int, name: str) -> np.ndarray:
+    if state not in probs:
+        raise KeyError(
+            f"{name} has no distribution for state {state}; give one for every reachable non-terminal "
+            f"state (FrozenLakeTask.reachable_states())"
+        )
+    return _dist(probs[state], state, name)
+
+
+def action_probs_from_logits(logits: Any, action_token_ids: Sequence[int]) -> np.ndarray:
+    """Probabilities of the action tokens renormalised over them: ``softmax(logits[..., ids])``.
+
+    ``logits`` is ``[vocab]`` or ``[batch, vocab]`` (NumPy or a torch tensor);
+    ``action_token_ids`` are the ids of ``L``, ``D``, ``R``, ``U`` in that order.
+    Equal to taking the full softmax and renormalising over the four tokens.
+    """
+    if len(action_token_ids) != 4:
+        raise ValueError(f"action_token_ids must be the 4 ids of L, D, R, U, got {list(action_token_ids)}")
+    selected = _to_numpy(logits)[..., list(action_token_ids)]
+    selected = selected - selected.max(axis=-1, keepdims=True)
+    weights = np.exp(selected)
+    return weights / weights.sum(axis=-1, keepdims=True)
+
+
+def total_variation(p: Any, q: Any) -> float:
+    """``0.5 * sum |p - q|``."""
+    return 0.5 * float(np.abs(_to_numpy(p) - _to_numpy(q)).sum())
+
+
+def mse_to_optimal(action_probs: ActionProbs, pi_star: ActionProbs) -> float:
+    """The paper's metric: ``mean_s mean_a (π(a|s) - π*(a|s))^2`` over the states of
+    ``pi_star`` (every reachable non-terminal state); ``action_probs`` must cover them."""
+    if not pi_star:
+        raise ValueError("mse_to_optimal: pi_star is empty")
+    errors = [
+        float(np.mean((_lookup(action_probs, s, "action_probs") - _dist(pi_star[s], s, "pi_star")) ** 2))
+        for s in pi_star
+    ]
+    return float(np.mean(errors))
+
+
+def explored_states(action_probs: ActionProbs, initial_action_probs: ActionProbs, threshold: float = 0.05) -> int:
+    """"Explored grids": how many states of ``action_probs`` have a distribution whose total
+    variation distance (``0.5 * L1``) from the initial policy's is strictly above ``threshold``."""
+    return sum(
+        total_variation(_dist(action_probs[s], s, "action_probs"),
+                        _lookup(initial_action_probs, s, "initial_action_probs")) > threshold
+        for s in action_probs
+    )
+
+
+def greedy_episode(task: FrozenLakeTask, policy: Union[ActionProbs, Callable[[int, str], Any]],
+                   max_steps: Optional[int] = None) -> Episode:
+    """Follow the argmax action from ``S`` (ties: the first of L, D, R, U).
+
+    ``policy`` is a ``{state: probs}`` dictionary or a function ``policy(state, history)``
+    returning 4 probabilities, ``history`` being the actions taken so far (for an LM:
+    ``lm_probs(task.prompt() + history)``). Stops on a hole, the goal, ``max_steps``
+    moves (default ``n_states``: no simple path is longer) or, for a dictionary policy, on
+    revisiting a state (it would loop forever): those end as ``outcome="truncated"``.
+    """
+    cap = task.n_states if max_steps is None else int(max_steps)
+    state, history, path, seen = task.start_state, "", [task.start_state], {task.start_state}
+    callable_policy = callable(policy) and not isinstance(policy, Mapping)
+    while len(history) < cap:
+        if callable_policy:
+            probs = _dist(policy(state, history), state, "policy")  # type: ignore[operator]
+        else:
+            probs = _lookup(policy, state, "policy")  # type: ignore[arg-type]
+        action = int(np.argmax(probs))
+        state, _, terminated = task.step(state, action)
+        history += ACTIONS[action]
+        path.append(state)
+        if terminated:
+            success = state == task.goal_state
+            return Episode(success, len(history), state, float(success), tuple(path), "goal" if success else "hole")
+        if not callable_policy and state in seen:
+            break
+        seen.add(state)
+    return Episode(False, len(history), state, 0.0, tuple(path), "truncated")
+
+
+def greedy_rollout(task: FrozenLakeTask, policy: Union[ActionProbs, Callable[[int, str], Any]],
+                   max_steps: Optional[int] = None) -> Tuple[bool, int]:
+    """``(success, steps)`` of :func:`greedy_episode`."""
+    episode = greedy_episode(task, policy, max_steps=max_steps)
+    return episode.success, episode.steps
+
+
+def uniform_policy(task: FrozenLakeTask) -> Dict[int, np.ndarray]:
+    """{reachable non-terminal state: [0.25] * 4}."""
+    return {s: np.full(4, 0.25) for s in task.reachable_states()}
+
+
+def evaluate_policy(task: FrozenLakeTask, action_probs: ActionProbs,
+                    initial_action_probs: Optional[ActionProbs] = None, threshold: float = 0.05) -> Dict[str, float]:
+    """All metrics of the check: ``mse_to_optimal``, ``greedy_success`` (0/1),
+    ``greedy_steps``, and ``explored_states`` when the initial policy is given."""
+    success, steps = greedy_rollout(task, action_probs)
+    metrics = {
+        "mse_to_optimal": mse_to_optimal(action_probs, task.optimal_policy()),
+        "greedy_success": float(success),
+        "greedy_steps": float(steps),
+    }
+    if initial_action_probs is not None:
+        metrics["explored_states"] = float(explored_states(action_probs, initial_action_probs, threshold))
+    return metrics
+
+
+def frozen_lake_reward(prompts: List[str], responses: List[str], examples: Optional[List[Dict[str, Any]]] = None) -> List[float]:
+    """A reward function (the ``ift.rewards`` protocol): the environment's reward of each
+    response on the map written in its prompt (1.0 if it reaches ``G``, else 0.0)."""
+    tasks: Dict[str, FrozenLakeTask] = {}
+    scores = []
+    for prompt, response in zip(prompts, responses):
+        if prompt not in tasks:
+            tasks[prompt] = FrozenLakeTask.from_prompt(prompt)
+        scores.append(tasks[prompt].score(response))
+    return scores
+
+
+def plot_policies(task: FrozenLakeTask, policies: Mapping[str, ActionProbs], pi_star: Optional[ActionProbs] = None,
+                  curves: Optional[Mapping[str, Sequence[Any]]] = None, path: str = "frozen_lake_policies.png",
+                  **kwargs: Any) -> str:
+    """Draw π\\* and each policy on the map, plus learning curves; see
+    :func:`ift.data.frozen_lake_plot.plot_policies` (matplotlib is imported only here)."""
+    from ift.data.frozen_lake_plot import plot_policies as _plot
+
+    return _plot(task, policies, pi_star, curves=curves, path=path, **kwargs)

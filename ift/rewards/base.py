@@ -1,0 +1,174 @@
+"""The reward interface and a guard that runs any reward safely.
+
+A reward scores a batch of rollouts at once::
+
+    reward(prompts: list[str], responses: list[str], examples: list[dict]) -> list[float]
+
+``examples`` are the data rows the prompts came from (gold ``answer``, test cases, ...),
+one per prompt. Any callable with that signature works; :class:`Reward` is the optional
+base class that documents it. :func:`score_safely` is what the PPO objective calls: it
+turns a crashing, hanging or nan-returning reward into a clear error or a counted,
+warned-about 0.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+RewardFn = Callable[[List[str], List[str], List[Dict[str, Any]]], Sequence[float]]
+
+
+class Reward:
+    """Base class of reward functions (a callable protocol).
+
+    Subclasses implement :meth:`__call__`: given ``B`` prompts, the ``B`` generated
+    responses (without the prompt, decoded, special tokens removed) and the ``B`` data
+    rows they came from, return ``B`` finite floats, higher is better. A reward must not
+    modify its inputs and should be deterministic. It runs on every rank under DDP on
+    that rank's rollouts.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A reward is held by its objective, which is pickled in the module's
+        # hyper-parameters: allow it under torch.load's default weights_only=True.
+        super().__init_subclass__(**kwargs)
+        import torch
+
+        torch.serialization.add_safe_globals([cls])
+
+    def __call__(self, prompts: List[str], responses: List[str], examples: List[Dict[str, Any]]) -> List[float]:
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(prompts, responses, examples)")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def reward_name(reward: Any) -> str:
+    """A readable name: the class name, or the function's name for plain functions."""
+    if isinstance(reward, Reward) or not hasattr(reward, "__name__"):
+        return type(reward).__name__
+    return getattr(reward, "__qualname__", reward.__name__)
+
+
+def _first_example_label(prompts: Sequence[str], examples: Sequence[Dict[str, Any]]) -> str:
+    index = "0 of the batch"
+    if examples and isinstance(examples[0], dict):
+        for key in ("index", "idx", "id"):
+            if key in examples[0]:
+                index = f"0 of the batch (example {key}={examples[0][key]!r})"
+                break
+    prompt = prompts[0] if prompts else ""
+    shown = prompt if len(prompt) <= 200 else prompt[:200] + "..."
+    return f"first example: index {index}, prompt {shown!r}"
+
+
+class RewardTimeoutError(TimeoutError):
+    """A reward did not return in time (raised by :func:`score_safely`)."""
+
+
+def _call_with_timeout(reward: Any, args: tuple, timeout_s: float, name: str, where: str) -> Any:
+    outcome: Dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = reward(*args)
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"reward-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise RewardTimeoutError(
+            f"Reward {name} did not return within {timeout_s:g} s for a batch of {len(args[0])} "
+            f"responses ({where}). It keeps running in a background thread. Make the reward "
+            "faster (e.g. put a time limit on code execution inside it) or raise reward_timeout_s."
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def score_safely(
+    reward: RewardFn,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    examples: Sequence[Dict[str, Any]],
+    timeout_s: Optional[float] = None,
+) -> Tuple[List[float], int]:
+    """Run ``reward`` on one batch and check what it returns.
+
+    Args:
+        reward: any ``(prompts, responses, examples) -> B floats`` callable.
+        prompts, responses, examples: ``B`` each.
+        timeout_s: if set, run the reward in a thread and give up after this many seconds.
+
+    Returns:
+        ``(scores, n_nan)``: ``B`` Python floats, with every nan/inf replaced by 0, and
+        how many were replaced (a warning is issued when any were).
+
+    Raises:
+        ValueError: inputs of different lengths, or a result of the wrong length.
+        TypeError: a result that is not a sequence of numbers.
+        RuntimeError: the reward raised (chained to the original exception); the message
+            names the reward and the batch's first example.
+        RewardTimeoutError: (a TimeoutError) the reward did not return within ``timeout_s``.
+    """
+    name = reward_name(reward)
+    n = len(prompts)
+    if len(responses) != n or len(examples) != n:
+        raise ValueError(
+            f"score_safely({name}): got {n} prompts, {len(responses)} responses and "
+            f"{len(examples)} examples; they must be equally many (one each per rollout)"
+        )
+    args = (list(prompts), list(responses), list(examples))
+    where = _first_example_label(prompts, examples)
+    try:
+        if timeout_s is None:
+            raw = reward(*args)
+        else:
+            raw = _call_with_timeout(reward, args, timeout_s, name, where)
+    except RewardTimeoutError:
+        raise
+    except Exception as exc:
+        raise RuntimeError(
+            f"Reward {name} raised {type(exc).__name__}: {exc} while scoring a batch of {n} "
+            f"responses ({where}). Call the reward directly on this example to debug it; "
+            "check that every example carries the fields the reward reads (e.g. 'answer') "
+            "and that it accepts (prompts: list[str], responses: list[str], examples: list[dict])."
+        ) from exc
+
+    if hasattr(raw, "tolist") and not isinstance(raw, (list, tuple)):  # torch / numpy
+        raw = raw.reshape(-1).tolist() if hasattr(raw, "reshape") else raw.tolist()
+    if isinstance(raw, (str, bytes)) or not hasattr(raw, "__len__"):
+        raise TypeError(f"Reward {name} must return a list of {n} floats, got {type(raw).__name__}")
+    if len(raw) != n:
+        raise ValueError(
+            f"Reward {name} returned {len(raw)} scores for a batch of {n} responses; it must "
+            "return exactly one float per response, in order"
+        )
+    scores: List[float] = []
+    n_nan = 0
+    for i, value in enumerate(raw):
+        try:
+            score = float(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"Reward {name} returned {value!r} (a {type(value).__name__}) at position {i}; "
+                "every score must be a number"
+            ) from exc
+        if not math.isfinite(score):
+            n_nan += 1
+            score = 0.0
+        scores.append(score)
+    if n_nan:
+        warnings.warn(
+            f"Reward {name} returned {n_nan} non-finite score(s) (nan/inf) in a batch of {n}; "
+            f"they were replaced by 0 ({where})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return scores, n_nan

@@ -1,0 +1,359 @@
+"""Slow, obviously-correct Python-loop twins of the functions in ift/objectives/functional.py."""
+
+
+# ======================================================================================
+# PPO references (tests/test_ppo_functional.py): plain Python loops over nested lists of
+# floats, one row and one token at a time, in float64. Slow and obviously correct.
+# ======================================================================================
+
+import math as _ppo_math  # noqa: E402
+
+
+def _ppo_rows(t):
+    """A tensor (or nested list) as a list of rows of Python numbers."""
+    return t.tolist() if hasattr(t, "tolist") else [list(r) for r in t]
+
+
+def loop_masked_mean(x, mask):
+    vals = [v for row_x, row_m in zip(_ppo_rows(x), _ppo_rows(mask)) for v, m in zip(row_x, row_m) if m]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def loop_masked_var(x, mask, unbiased=True):
+    vals = [v for row_x, row_m in zip(_ppo_rows(x), _ppo_rows(mask)) for v, m in zip(row_x, row_m) if m]
+    n = len(vals)
+    denom = n - 1 if unbiased else n
+    if denom <= 0:
+        return 0.0
+    mean = sum(vals) / n
+    return sum((v - mean) ** 2 for v in vals) / denom
+
+
+def loop_masked_whiten(x, mask, shift_mean=True, eps=1e-8, unbiased=True):
+    mean = loop_masked_mean(x, mask)
+    std = _ppo_math.sqrt(loop_masked_var(x, mask, unbiased) + eps)
+    out = []
+    for row_x, row_m in zip(_ppo_rows(x), _ppo_rows(mask)):
+        row = []
+        for v, m in zip(row_x, row_m):
+            if not m:
+                row.append(0.0)
+            else:
+                w = (v - mean) / std
+                row.append(w if shift_mean else w + mean)
+        out.append(row)
+    return out
+
+
+def loop_gae(rewards, values, mask, gamma, lam):
+    """Backwards recursion per row: A_t = delta_t + gamma*lam*A_{t+1}; V after the end = 0."""
+    advantages, returns = [], []
+    for r, v, m in zip(_ppo_rows(rewards), _ppo_rows(values), _ppo_rows(mask)):
+        n = sum(1 for x in m if x)  # valid tokens form a prefix
+        adv = [0.0] * len(r)
+        next_value, next_adv = 0.0, 0.0
+        for t in reversed(range(n)):
+            delta = r[t] + gamma * next_value - v[t]
+            next_adv = delta + gamma * lam * next_adv
+            adv[t] = next_adv
+            next_value = v[t]
+        advantages.append(adv)
+        returns.append([adv[t] + v[t] if t < n else 0.0 for t in range(len(r))])
+    return advantages, returns
+
+
+def loop_per_token_rewards(scores, kl, mask, kl_coef):
+    out = []
+    for score, row_kl, row_m in zip(list(scores), _ppo_rows(kl), _ppo_rows(mask)):
+        row = [(-kl_coef * k if m else 0.0) for k, m in zip(row_kl, row_m)]
+        last = None
+        for t, m in enumerate(row_m):
+            if m:
+                last = t
+        if last is not None:
+            row[last] += float(score)
+        out.append(row)
+    return out
+
+
+def loop_response_mask_after_eos(ids, eos_ids, pad_id):
+    """Walk each row: valid until (and including) the first EOS; without EOS, until the last non-pad."""
+    eos_ids = set(eos_ids)
+    out = []
+    for row in _ppo_rows(ids):
+        first_eos = next((t for t, tok in enumerate(row) if tok in eos_ids), None)
+        if first_eos is not None:
+            out.append([t <= first_eos for t in range(len(row))])
+        else:
+            real = [t for t, tok in enumerate(row) if pad_id is None or tok != pad_id]
+            last = real[-1] if real else -1
+            out.append([t <= last for t in range(len(row))])
+    return out
+
+
+def _loop_row_then_batch_mean(per_token, mask):
+    row_means = []
+    for row_v, row_m in zip(per_token, _ppo_rows(mask)):
+        vals = [v for v, m in zip(row_v, row_m) if m]
+        if vals:
+            row_means.append(sum(vals) / len(vals))
+    return sum(row_means) / len(row_means) if row_means else 0.0
+
+
+def loop_ppo_policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps):
+    per_token, clipped_flags, kls = [], [], []
+    for lp, old, adv, m in zip(_ppo_rows(logprobs), _ppo_rows(old_logprobs), _ppo_rows(advantages), _ppo_rows(mask)):
+        row = []
+        for a, b, A, valid in zip(lp, old, adv, m):
+            if not valid:
+                row.append(0.0)
+                continue
+            ratio = _ppo_math.exp(a - b)
+            unclipped = -A * ratio
+            clipped = -A * min(max(ratio, 1 - clip_eps), 1 + clip_eps)
+            row.append(max(unclipped, clipped))
+            clipped_flags.append(1.0 if clipped > unclipped else 0.0)
+            kls.append(0.5 * (a - b) ** 2)
+        per_token.append(row)
+    loss = _loop_row_then_batch_mean(per_token, mask)
+    clipfrac = sum(clipped_flags) / len(clipped_flags) if clipped_flags else 0.0
+    approx_kl = sum(kls) / len(kls) if kls else 0.0
+    return loss, clipfrac, approx_kl
+
+
+def loop_ppo_value_loss(values, old_values, returns, mask, clip_eps):
+    per_token, flags = [], []
+    for v, vo, ret, m in zip(_ppo_rows(values), _ppo_rows(old_values), _ppo_rows(returns), _ppo_rows(mask)):
+        row = []
+        for a, b, R, valid in zip(v, vo, ret, m):
+            if not valid:
+                row.append(0.0)
+                continue
+            unclipped = (a - R) ** 2
+            clipped = (min(max(a, b - clip_eps), b + clip_eps) - R) ** 2
+            row.append(0.5 * max(unclipped, clipped))
+            flags.append(1.0 if clipped > unclipped else 0.0)
+        per_token.append(row)
+    return _loop_row_then_batch_mean(per_token, mask), (sum(flags) / len(flags) if flags else 0.0)
+
+
+def loop_explained_variance(values, returns, mask):
+    rets, resid = [], []
+    for v, r, m in zip(_ppo_rows(values), _ppo_rows(returns), _ppo_rows(mask)):
+        for a, b, valid in zip(v, r, m):
+            if valid:
+                rets.append(b)
+                resid.append(b - a)
+
+    def var(xs):
+        mu = sum(xs) / len(xs)
+        return sum((x - mu) ** 2 for x in xs) / len(xs)
+
+    if len(rets) < 2 or var(rets) == 0:
+        return float("nan")
+    return 1 - var(resid) / var(rets)
+
+
+# ======================================================================================
+# SFT / IFT references (tests/test_functional.py, tests/test_ift_objective.py): plain
+# Python loops in float64 over one row and one token at a time, written straight from
+# SPEC.md (sections "SFT" and "IFT"). Inputs may be tensors or nested lists; outputs are
+# nested lists of Python floats (callers turn them into tensors to compare).
+# ======================================================================================
+
+import math as _sft_math  # noqa: E402
+
+REF_IGNORE_INDEX = -100
+
+
+def _sft_rows(t):
+    """A tensor or nested list as nested Python lists (float64 numbers)."""
+    if hasattr(t, "detach"):
+        t = t.detach()
+        if t.is_floating_point():
+            t = t.double()
+        return t.tolist()
+    return [list(r) if isinstance(r, (list, tuple)) else r for r in t]
+
+
+def ref_log_softmax_at(row, index):
+    """``log softmax(row)[index]`` with the max subtracted first, in Python floats."""
+    top = max(row)
+    total = 0.0
+    for v in row:
+        total += _sft_math.exp(v - top)
+    return row[index] - top - _sft_math.log(total)
+
+
+def ref_label_logprobs(logits, labels):
+    """``out[b][t] = log p(labels[b][t+1] | logits[b][t])``, 0 where that label is -100."""
+    logits, labels = _sft_rows(logits), _sft_rows(labels)
+    out = []
+    for b in range(len(labels)):
+        row = []
+        for t in range(len(labels[b]) - 1):
+            target = labels[b][t + 1]
+            row.append(0.0 if target == REF_IGNORE_INDEX else ref_log_softmax_at(logits[b][t], target))
+        out.append(row)
+    return out
+
+
+def ref_discounted_cumsum(x, gamma, reverse=True):
+    """Along the last axis of a 1-D or 2-D input.
+
+    ``reverse=True``: ``S_t = sum_{j >= t} gamma^(j-t) x_j`` computed by the backward
+    recursion ``S_t = x_t + gamma S_{t+1}``; ``reverse=False``: ``S_t = sum_{j <= t}
+    gamma^(t-j) x_j`` by ``S_t = x_t + gamma S_{t-1}``. Returns the same nesting as given.
+    """
+    rows = _sft_rows(x)
+    one_d = len(rows) == 0 or not isinstance(rows[0], list)
+    if one_d:
+        rows = [rows]
+    out = []
+    for row in rows:
+        n = len(row)
+        sums = [0.0] * n
+        running = 0.0
+        order = range(n - 1, -1, -1) if reverse else range(n)
+        for t in order:
+            running = float(row[t]) + gamma * running
+            sums[t] = running
+        out.append(sums)
+    return out[0] if one_d else out
+
+
+def ref_discounted_cumsum_direct(x, gamma, reverse=True):
+    """The same as :func:`ref_discounted_cumsum` by the double sum of the definition (short rows)."""
+    rows = _sft_rows(x)
+    one_d = len(rows) == 0 or not isinstance(rows[0], list)
+    if one_d:
+        rows = [rows]
+    out = []
+    for row in rows:
+        n = len(row)
+        sums = []
+        for t in range(n):
+            total = 0.0
+            for j in range(n):
+                if (reverse and j >= t) or (not reverse and j <= t):
+                    total += (gamma ** abs(j - t)) * float(row[j])  # 0 ** 0 == 1 in Python
+            sums.append(total)
+        out.append(sums)
+    return out[0] if one_d else out
+
+
+def ref_ift_token_weights(token_losses, mask, gamma, side="left", norm="L1", kind="loss"):
+    """IFT relation-propagation weights, one row at a time (SPEC.md, IFT step 4).
+
+    items ``c_t``: ``m_t l_t / N`` (loss), ``m_t`` (mask), ``m_t l_t`` (logps).
+    left: ``S_t = sum_{j>=t} gamma^(j-t) c_j``; L1 ``S``, L2 ``S^2``, softmax over the
+    valid positions, log ``log(S + 1)``.
+    right: ``S_t = sum_{j<=t} gamma^(t-j) c_j`` plus the smallest non-zero ``S`` among the
+    row's valid positions (plus 1 if there is none); L1 ``1/S``, L2 ``1/S^2``, softmax of
+    ``1/S`` over the valid positions, log ``1/log(S + 1)``.
+    Then zero on masked positions and rescale so the row sums to its ``N`` valid tokens
+    (a row whose raw weights sum to 0 becomes uniform). ``gamma == 0``: ones on valid.
+    """
+    losses, masks = _sft_rows(token_losses), _sft_rows(mask)
+    out = []
+    for loss_row, mask_row in zip(losses, masks):
+        valid = [bool(m) for m in mask_row]
+        n_valid = sum(valid)
+        width = len(valid)
+        if gamma == 0 or n_valid == 0:
+            out.append([1.0 if v else 0.0 for v in valid])
+            continue
+        items = []
+        for t in range(width):
+            if not valid[t]:
+                items.append(0.0)
+            elif kind == "loss":
+                items.append(float(loss_row[t]) / n_valid)
+            elif kind == "mask":
+                items.append(1.0)
+            elif kind == "logps":
+                items.append(float(loss_row[t]))
+            else:
+                raise ValueError(kind)
+        sums = ref_discounted_cumsum(items, gamma, reverse=(side == "left"))
+        raw = [0.0] * width
+        if side == "left":
+            for t in range(width):
+                if not valid[t]:
+                    continue
+                s = sums[t]
+                if norm == "L1":
+                    raw[t] = s
+                elif norm == "L2":
+                    raw[t] = s * s
+                elif norm == "log":
+                    raw[t] = _sft_math.log(s + 1)
+                elif norm == "softmax":
+                    raw[t] = s  # exponentiated below
+                else:
+                    raise ValueError(norm)
+        elif side == "right":
+            nonzero = [sums[t] for t in range(width) if valid[t] and sums[t] != 0]
+            shift = min(nonzero) if nonzero else 1.0
+            for t in range(width):
+                if not valid[t]:
+                    continue
+                s = sums[t] + shift
+                if norm == "L1":
+                    raw[t] = 1 / s
+                elif norm == "L2":
+                    raw[t] = 1 / (s * s)
+                elif norm == "log":
+                    raw[t] = 1 / _sft_math.log(s + 1)
+                elif norm == "softmax":
+                    raw[t] = 1 / s  # exponentiated below
+                else:
+                    raise ValueError(norm)
+        else:
+            raise ValueError(side)
+        if norm == "softmax":
+            top = max(raw[t] for t in range(width) if valid[t])
+            exps = [_sft_math.exp(raw[t] - top) if valid[t] else 0.0 for t in range(width)]
+            denom = sum(exps)
+            raw = [e / denom for e in exps]
+        total = sum(raw[t] for t in range(width) if valid[t])
+        if total == 0:
+            out.append([1.0 if v else 0.0 for v in valid])
+        else:
+            out.append([raw[t] * n_valid / total if valid[t] else 0.0 for t in range(width)])
+    return out
+
+
+def ref_weighted_token_loss(token_nll, mask, weights=None):
+    """``mean over rows with a valid token of (1/N) sum_t w_t m_t l_t`` (0 if no such row)."""
+    nll, masks = _sft_rows(token_nll), _sft_rows(mask)
+    w = _sft_rows(weights) if weights is not None else None
+    per_row = []
+    for b, (nll_row, mask_row) in enumerate(zip(nll, masks)):
+        total, count = 0.0, 0
+        for t, m in enumerate(mask_row):
+            if m:
+                total += (1.0 if w is None else w[b][t]) * nll_row[t]
+                count += 1
+        if count:
+            per_row.append(total / count)
+    return sum(per_row) / len(per_row) if per_row else 0.0
+
+
+def ref_sft_loss(logits, labels):
+    """SFT (SPEC.md): per-sequence token-mean NLL of the supervised labels, mean over sequences."""
+    logps = ref_label_logprobs(logits, labels)
+    labels = _sft_rows(labels)
+    mask = [[lab != REF_IGNORE_INDEX for lab in row[1:]] for row in labels]
+    nll = [[-v for v in row] for row in logps]
+    return ref_weighted_token_loss(nll, mask)
+
+
+def ref_ift_lambda(step, lam, min_lam=None, schedule="static", warmup_steps=0):
+    """Noise-free lambda: ``lam``, or linear from ``min_lam`` (0 if None) to ``lam`` over the warm-up."""
+    if schedule == "static" or warmup_steps <= 0:
+        return lam
+    start = 0.0 if min_lam is None else min_lam
+    if step >= warmup_steps:
+        return lam
+    return start + (lam - start) * step / warmup_steps
