@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
 
 import ift.objectives  # noqa: F401  (registers objective classes for short class_path names)
+from ift.callbacks.save_config import SaveRunConfig
 from ift.data import ArithmeticDataModule
 from ift.modules import FineTuneModule
 
@@ -40,6 +41,7 @@ def unknown_objective_hint(args: List[str]) -> Optional[str]:
 
 def main(args: Optional[List[str]] = None):
     """Entry point of ``ift``; tests call ``main([...])`` with the same words as the shell."""
+    from_console = args is None
     args = list(sys.argv[1:] if args is None else args)
     if args and args[0] in EXTRA_COMMANDS:
         module_name, function = EXTRA_COMMANDS[args[0]].split(":")
@@ -53,8 +55,9 @@ def main(args: Optional[List[str]] = None):
             FineTuneModule,
             pl.LightningDataModule,
             subclass_mode_data=True,
-            args=args,
-            save_config_kwargs={"overwrite": True},
+            args=None if from_console else args,  # LightningCLI reads sys.argv itself
+            # Each run saves its resolved config in its own versioned folder (and in W&B).
+            save_config_callback=SaveRunConfig,
         )
     except SystemExit as exit_error:
         _explain_objective_error(exit_error)

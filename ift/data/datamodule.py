@@ -73,6 +73,8 @@ class ExamplesDataModule(pl.LightningDataModule):
         self.tokenizer: Optional[PreTrainedTokenizerBase] = None
         self.datasets: Dict[str, EncodedDataset] = {}
         self.skipped: Dict[str, Counter] = {}
+        # The first few skipped examples of each split: (location, reason), for the reports.
+        self.skipped_examples: Dict[str, List[Any]] = {}
 
     # Subclasses implement this -------------------------------------------------------
     def load_examples(self, split: str) -> Optional[List[Record]]:
@@ -105,14 +107,23 @@ class ExamplesDataModule(pl.LightningDataModule):
                 continue
             self.datasets[split] = self.encode(split, records)
 
+    def encode_one(self, example: Dict[str, Any]) -> Dict[str, Any]:
+        """Token ids and labels of one normalised example; raise :class:`SkipExample` if unusable.
+
+        Subclasses with other formats (chat, preference pairs) override this."""
+        return encode_example(self.tokenizer, example, self.max_length, self.use_chat_template)
+
     def encode(self, split: str, records: List[Record]) -> EncodedDataset:
-        items, skipped = [], Counter()
+        items, skipped, first_skipped = [], Counter(), []
         for location, example in records:
             try:
-                items.append(encode_example(self.tokenizer, example, self.max_length, self.use_chat_template))
+                items.append(self.encode_one(example))
             except SkipExample as reason:
                 skipped[str(reason)] += 1
+                if len(first_skipped) < 5:
+                    first_skipped.append((location, str(reason)))
         self.skipped[split] = skipped
+        self.skipped_examples[split] = first_skipped
         if skipped:
             log.warning("%s %s split: skipped %d of %d examples: %s", type(self).__name__, split,
                         sum(skipped.values()), len(records), dict(skipped))
@@ -159,6 +170,8 @@ class PromptResponseDataModule(ExamplesDataModule):
         answer_key: field holding a reference answer for rewards/accuracy (optional).
         chosen_key: field of the preferred response in preference data (optional).
         rejected_key: field of the rejected response in preference data (optional).
+        dataset_kwargs: extra arguments of ``datasets.load_dataset`` for dataset sources
+            (e.g. ``{name: main}`` for GSM8K, ``{data_files: ...}`` with ``json``/``parquet``).
     """
 
     def __init__(
@@ -174,10 +187,12 @@ class PromptResponseDataModule(ExamplesDataModule):
         answer_key: Optional[str] = None,
         chosen_key: Optional[str] = None,
         rejected_key: Optional[str] = None,
+        dataset_kwargs: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.sources = {"train": (train_data, train_split), "val": (val_data, val_split), "test": (test_data, test_split)}
+        self.dataset_kwargs = dict(dataset_kwargs or {})
         self.keys = {"prompt": prompt_key, "response": response_key, "answer": answer_key,
                      "chosen": chosen_key, "rejected": rejected_key}
 
@@ -185,7 +200,8 @@ class PromptResponseDataModule(ExamplesDataModule):
         source, hf_split = self.sources[split]
         if source is None:
             return None
-        return [(location, self.normalise(location, record)) for location, record in read_records(source, hf_split)]
+        records = read_records(source, hf_split, **self.dataset_kwargs)
+        return [(location, self.normalise(location, record)) for location, record in records]
 
     def normalise(self, location: str, record: Dict[str, Any]) -> Dict[str, Any]:
         """Map the configured columns onto ``prompt``/``response``/``answer``/``chosen``/``rejected``."""

@@ -18,16 +18,23 @@ class DataFormatError(ValueError):
     """A data file or record that cannot be used; the message names the place and the fix."""
 
 
-def read_records(source: str, split: Optional[str] = None) -> List[Record]:
+def read_records(source: str, split: Optional[str] = None, **load_kwargs: Any) -> List[Record]:
     """All records of ``source``: a ``.jsonl``/``.json``/``.parquet`` file, or a name or
-    folder for ``datasets.load_dataset`` (``split`` picks the split, default ``train``)."""
+    folder for ``datasets.load_dataset`` (``split`` picks the split, default ``train``;
+    ``load_kwargs`` go to ``load_dataset``, e.g. ``name="main"`` or ``data_files=...``)."""
+    if source.endswith((".jsonl", ".json", ".parquet")) and load_kwargs:
+        raise DataFormatError(
+            f"{source}: dataset_kwargs {sorted(load_kwargs)} only apply to datasets.load_dataset sources; "
+            f"to read this file through datasets use the builder name, e.g. train_data: "
+            f"{source.rsplit('.', 1)[-1].replace('jsonl', 'json')} with dataset_kwargs: {{data_files: {source}}}"
+        )
     if source.endswith(".jsonl"):
         return read_jsonl(source)
     if source.endswith(".json"):
         return _read_json(source)
     if source.endswith(".parquet"):
         return _read_parquet(source)
-    return _read_hf_dataset(source, split or "train")
+    return _read_hf_dataset(source, split or "train", **load_kwargs)
 
 
 def read_jsonl(path: str) -> List[Record]:
@@ -62,8 +69,11 @@ def _read_json(path: str) -> List[Record]:
             raise DataFormatError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
     if isinstance(data, dict) and "data" in data:
         data = data["data"]
-    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise DataFormatError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}})")
+    if not isinstance(data, list):
+        raise DataFormatError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}}), got {type(data).__name__}")
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise DataFormatError(f"{path}[{index}]: expected a JSON object, got {type(item).__name__}")
     return [(f"{path}[{index}]", item) for index, item in enumerate(data)]
 
 
@@ -74,11 +84,14 @@ def _read_parquet(path: str) -> List[Record]:
         import pyarrow.parquet as pq
     except ImportError as error:  # pragma: no cover - depends on the install
         raise ImportError("reading Parquet needs pyarrow: pip install 'ift[data]'") from error
-    rows = pq.read_table(path).to_pylist()
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as error:  # pyarrow raises ArrowInvalid / OSError for damaged files
+        raise DataFormatError(f"{path}: not a readable Parquet file ({type(error).__name__}: {error})") from None
     return [(f"{path}[{index}]", row) for index, row in enumerate(rows)]
 
 
-def _read_hf_dataset(name: str, split: str) -> List[Record]:
+def _read_hf_dataset(name: str, split: str, **load_kwargs: Any) -> List[Record]:
     try:
         import datasets
     except ImportError as error:  # pragma: no cover - depends on the install
@@ -86,7 +99,7 @@ def _read_hf_dataset(name: str, split: str) -> List[Record]:
             f"{name!r} is not a .jsonl/.json/.parquet file, so it is loaded with datasets.load_dataset, "
             "which needs: pip install 'ift[data]'"
         ) from error
-    dataset = datasets.load_dataset(name, split=split)
+    dataset = datasets.load_dataset(name, split=split, **load_kwargs)
     return [(f"{name}[{split}]#{index}", dict(row)) for index, row in enumerate(dataset)]
 
 

@@ -17,7 +17,9 @@ DEFAULT_CHARACTERS = string.digits + string.ascii_letters + string.punctuation +
 CHAR_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ message['role'] }}: {{ message['content'] }}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n"
+    # The newline is an expression: transformers renders templates with trim_blocks, which
+    # would swallow a literal newline right after ``{% endif %}``.
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
 )

@@ -4,8 +4,9 @@ its ``objective``."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -42,6 +43,12 @@ class FineTuneModule(pl.LightningModule):
         eval_max_new_tokens: longest greedy answer decoded for ``val/accuracy``.
         gradient_checkpointing: trade compute for activation memory in the policy.
         torch_dtype: dtype to build or load the policy in (e.g. ``bfloat16``); None keeps float32.
+        lora: wrap the policy with LoRA adapters (needs ``peft``), e.g. ``{r: 8, alpha: 16,
+            dropout: 0.0, target_modules: [q_proj, v_proj]}``; any ``peft.LoraConfig`` field is
+            accepted. The reference model is then the policy with its adapters disabled.
+        output_tokens: constrain every next-token distribution of the policy to these
+            characters plus EOS (e.g. ``LDRU``, Frozen Lake's actions), for every objective;
+            None leaves the whole vocabulary (see :mod:`ift.modules.output_mask`).
     """
 
     def __init__(
@@ -57,6 +64,8 @@ class FineTuneModule(pl.LightningModule):
         eval_max_new_tokens: int = 16,
         gradient_checkpointing: bool = False,
         torch_dtype: Optional[str] = None,
+        lora: Optional[Dict[str, Any]] = None,
+        output_tokens: Optional[str] = None,
     ):
         super().__init__()
         if lr_scheduler_interval not in LR_INTERVALS:
@@ -68,7 +77,17 @@ class FineTuneModule(pl.LightningModule):
         self.tokenizer = build_tokenizer(tokenizer, model)
         self.policy = build_policy(model, self.tokenizer, torch_dtype)
         if gradient_checkpointing:
-            self.policy.gradient_checkpointing_enable()
+            # transformers 5 renamed the switch; keep both spellings working.
+            enable = getattr(self.policy, "activation_checkpointing_enable", None) or self.policy.gradient_checkpointing_enable
+            enable()
+        if output_tokens:
+            from ift.modules.output_mask import restrict_outputs
+
+            restrict_outputs(self.policy, self.tokenizer, output_tokens)
+        if lora:
+            from ift.modules.lora import wrap_with_lora
+
+            self.policy = wrap_with_lora(self.policy, lora)
         self.objective = objective if objective is not None else SFT()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -100,7 +119,11 @@ class FineTuneModule(pl.LightningModule):
 
         ``refresh=True`` copies the current policy weights into an existing reference
         (a recipe switching to PPO takes the policy as it stands at the switch).
+        With LoRA there is no copy: the policy itself is returned, and the reference must
+        be read through :meth:`reference_model` (which disables the adapters).
         """
+        if self.uses_lora:
+            return self.policy
         if self.reference_policy is None:
             reference = copy.deepcopy(self.policy)
             reference.requires_grad_(False)
@@ -109,6 +132,44 @@ class FineTuneModule(pl.LightningModule):
         elif refresh:
             self.reference_policy.load_state_dict(self.policy.state_dict())
         return self.reference_policy
+
+    @contextlib.contextmanager
+    def reference_model(self) -> Iterator[torch.nn.Module]:
+        """Context yielding the reference policy to call under ``torch.no_grad()``.
+
+        Every objective reads the reference through this one door, so that LoRA can
+        serve it as the policy with adapters disabled instead of a second copy.
+        """
+        if not self.uses_lora:
+            yield self.ensure_reference()
+            return
+        was_training = self.policy.training
+        self.policy.eval()  # the reference never uses dropout
+        try:
+            with self.policy.disable_adapter():
+                yield self.policy
+        finally:
+            self.policy.train(was_training)
+
+    @property
+    def uses_lora(self) -> bool:
+        """Whether the policy carries peft adapters (``lora=...`` or a ready PeftModel)."""
+        from ift.modules.lora import is_peft_model
+
+        return is_peft_model(self.policy)
+
+    def notify_stage_switch(self, stage_name: str) -> None:
+        """Tell every callback with an ``on_stage_switch(trainer, module, stage_name)`` method
+        that a recipe switches stage (e.g. :class:`~ift.callbacks.ExportPretrained` exports the
+        policy as it stands at the switch). Recipes call this when they enter a stage;
+        ``stage_name`` names the stage being entered."""
+        trainer = self._trainer
+        if trainer is None:
+            return
+        for callback in trainer.callbacks:
+            hook = getattr(callback, "on_stage_switch", None)
+            if callable(hook):
+                hook(trainer, self, stage_name)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -122,6 +183,12 @@ class FineTuneModule(pl.LightningModule):
     # ------------------------------------------------------------------ steps
     def on_train_start(self) -> None:
         self.objective.begin(self)
+
+    def configure_callbacks(self):
+        """Callbacks every fit gets: the once-per-epoch report of skipped examples."""
+        from ift.callbacks.data_report import SkippedExamplesReport
+
+        return [SkippedExamplesReport()]
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
         self.objective.set_step(self.global_step)
@@ -204,6 +271,11 @@ class FineTuneModule(pl.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
+        if callable(getattr(scheduler, "set_total_steps", None)) and self._trainer is not None:
+            # Schedules that need the length of training (ift.optim.WarmupCosineLR) learn it here.
+            total = self.trainer.estimated_stepping_batches
+            if total != float("inf"):
+                scheduler.set_total_steps(int(total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval}}
 
     # ------------------------------------------------------------------ checkpoints

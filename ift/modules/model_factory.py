@@ -52,11 +52,19 @@ def is_local_config(model: ModelSpec) -> bool:
 def build_tokenizer(tokenizer: Optional[Union[str, PreTrainedTokenizerBase]], model: ModelSpec) -> PreTrainedTokenizerBase:
     """The tokenizer named by ``tokenizer``, or the one that goes with ``model``.
 
+    ``"char"`` is the built-in character tokenizer; ``"char:CHARS"`` the same over exactly
+    the characters ``CHARS`` (plus pad/eos/bos/unk), e.g. ``"char:SFHG/:LDRU0123456789"``.
     ``None`` means: the model's own tokenizer when ``model`` is a hub id or folder,
     else the built-in character tokenizer. A tokenizer without a pad token pads with EOS.
     """
     if isinstance(tokenizer, PreTrainedTokenizerBase):
         result = tokenizer
+    elif isinstance(tokenizer, str) and tokenizer.startswith(CHAR_TOKENIZER + ":"):
+        # "char:ABC..." = the character tokenizer over exactly these characters (e.g. Frozen Lake's).
+        characters = tokenizer[len(CHAR_TOKENIZER) + 1:]
+        if not characters:
+            raise ValueError("tokenizer 'char:' needs the characters after the colon, e.g. 'char:SFHG/:LDRU'")
+        result = build_char_tokenizer(characters)
     elif tokenizer == CHAR_TOKENIZER or (tokenizer is None and not isinstance(model, str)) or (
         tokenizer is None and is_local_config(model)
     ):

@@ -1,10 +1,18 @@
 """Objectives: what the policy learns from. Chosen in YAML by ``class_path`` (short names work)."""
 
 from ift.objectives.base import Objective
+from ift.objectives.dpo import DPO
 from ift.objectives.ift import IFT
+from ift.objectives.orpo import ORPO
+from ift.objectives.kl_control import AdaptiveKLController, FixedKLController
+from ift.objectives.ppo import PPO
+from ift.objectives.recipes import Mix, Sequential, Stage
+from ift.objectives.rollout import Rollout
 from ift.objectives.sft import SFT
 
 __all__ = ["Objective", "SFT", "IFT"]
+__all__ += ["DPO", "ORPO"]
+__all__ += ["PPO", "Rollout", "Sequential", "Stage", "Mix", "FixedKLController", "AdaptiveKLController"]
 
 
 def available_objectives() -> list[str]:

@@ -28,6 +28,16 @@ class Objective:
 
     #: True when :meth:`training_step` performs its own optimizer steps (PPO).
     optimizes_itself: bool = False
+    #: True when the objective reads the frozen reference (PPO, DPO): a recipe switching
+    #: into it refreshes the reference to the policy as it stands at the switch.
+    needs_reference: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The module's hyper-parameters hold the objective, so checkpoints contain it.
+        # torch.load defaults to weights_only=True (torch >= 2.6): allow-list every
+        # objective class so load_from_checkpoint and `fit(ckpt_path=...)` work.
+        super().__init_subclass__(**kwargs)
+        torch.serialization.add_safe_globals([cls])
 
     def attach(self, module: "FineTuneModule") -> None:
         """Called once when the module is built; may register trainable parts (value head)."""

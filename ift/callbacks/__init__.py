@@ -1,0 +1,27 @@
+"""Lightning callbacks: sample tables, Hugging Face export, data reports, rollout progress, images.
+
+Use them from YAML (``trainer.callbacks``) by class path, e.g. ``ift.callbacks.SampleLogger``.
+Held-out accuracy with greedy decoding is built into the module (``val/accuracy``, see
+:meth:`ift.modules.FineTuneModule.answer_accuracy`), so there is no separate callback for it.
+"""
+
+from ift.callbacks.data_report import SkippedExamplesReport
+from ift.callbacks.export import ExportPretrained, export_pretrained
+from ift.callbacks.image_logger import LogImage, log_image_file
+from ift.callbacks.paths import run_dir
+from ift.callbacks.rollout_progress import RolloutProgress, rollout_progress
+from ift.callbacks.sample_logger import SampleLogger
+from ift.callbacks.save_config import SaveRunConfig
+
+__all__ = [
+    "ExportPretrained",
+    "LogImage",
+    "RolloutProgress",
+    "SampleLogger",
+    "SaveRunConfig",
+    "SkippedExamplesReport",
+    "export_pretrained",
+    "log_image_file",
+    "rollout_progress",
+    "run_dir",
+]

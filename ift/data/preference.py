@@ -1,0 +1,117 @@
+"""Preference pairs for DPO / ORPO: a prompt, a chosen and a rejected response.
+
+Accepted shapes of a record (columns renamed with ``prompt_key`` / ``chosen_key`` /
+``rejected_key``):
+
+* strings: ``{"prompt": "...", "chosen": "...", "rejected": "..."}``; the prompt is
+  rendered as one user turn when ``use_chat_template`` is set;
+* chat pairs with the prompt inside (UltraFeedback-binarized style):
+  ``{"chosen": [user, assistant], "rejected": [user, assistant]}`` (``prompt`` may be
+  present as a string: it is then ignored, the messages already hold it);
+* chat pairs with an explicit prompt: ``{"prompt": [messages...] or "text",
+  "chosen": [assistant...], "rejected": [assistant...]}`` (or plain response strings).
+
+Only the last assistant turn of each side is supervised. Batches carry
+``chosen_input_ids/attention_mask/labels``, ``rejected_*`` and the left-padded
+``prompt_input_ids`` for generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from ift.data.chat import Message, check_messages, encode_conversation
+from ift.data.encoding import SkipExample, encode_example
+from ift.data.records import require_keys
+from ift.data.sources import SourceDataModule
+
+
+def as_conversation(prompt: Any, side: Any) -> List[Message]:
+    """The full conversation of one side of a pair (see the module docstring)."""
+    if isinstance(side, str):
+        side = [{"role": "assistant", "content": side}]
+    side = check_messages(side)
+    if side[0]["role"] != "assistant":
+        return side  # the prompt is already inside the messages
+    if prompt is None:
+        raise SkipExample("no prompt before the responses")
+    prompt_messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else check_messages(prompt)
+    return prompt_messages + side
+
+
+class PreferenceDataModule(SourceDataModule):
+    """Preference data (prompt, chosen, rejected) from files or ``datasets``, as strings or
+    chat message lists (see the module docstring).
+
+    Args:
+        train_data: see :class:`~ift.data.sources.SourceDataModule` (as are the split,
+            ``dataset_kwargs`` and ``max_examples`` arguments).
+        prompt_key: column of the prompt (a string or messages); None when the chosen and
+            rejected conversations hold it.
+        chosen_key: column of the preferred response (a string or messages).
+        rejected_key: column of the rejected response (a string or messages).
+        answer_key: column holding a reference answer (optional).
+        batch_size: see :class:`~ift.data.datamodule.ExamplesDataModule` (as are the
+            other arguments; ``use_chat_template`` applies to string pairs, chat pairs
+            always use the template).
+    """
+
+    def __init__(
+        self,
+        train_data: str,
+        val_data: Optional[str] = None,
+        test_data: Optional[str] = None,
+        train_split: str = "train",
+        val_split: str = "validation",
+        test_split: str = "test",
+        dataset_kwargs: Optional[Dict[str, Any]] = None,
+        max_examples: Optional[int] = None,
+        prompt_key: Optional[str] = "prompt",
+        chosen_key: str = "chosen",
+        rejected_key: str = "rejected",
+        answer_key: Optional[str] = None,
+        **kwargs: Any,
+    ):
+        super().__init__(train_data, val_data, test_data, train_split, val_split, test_split,
+                         dataset_kwargs, max_examples, **kwargs)
+        self.prompt_key = prompt_key
+        self.chosen_key = chosen_key
+        self.rejected_key = rejected_key
+        self.answer_key = answer_key
+
+    def normalise(self, location: str, record: Dict[str, Any]) -> Dict[str, Any]:
+        hint = "Set prompt_key / chosen_key / rejected_key to the matching columns."
+        require_keys(location, record, [self.chosen_key, self.rejected_key], hint)
+        example = {"chosen": record[self.chosen_key], "rejected": record[self.rejected_key]}
+        if self.prompt_key is not None:
+            string_pair = isinstance(example["chosen"], str) and isinstance(example["rejected"], str)
+            if string_pair or self.prompt_key in record:
+                require_keys(location, record, [self.prompt_key], hint)
+                example["prompt"] = record[self.prompt_key]
+        if self.answer_key is not None:
+            require_keys(location, record, [self.answer_key], hint)
+            example["answer"] = record[self.answer_key]
+        return example
+
+    def encode_one(self, example: Dict[str, Any]) -> Dict[str, Any]:
+        prompt, chosen, rejected = example.get("prompt"), example["chosen"], example["rejected"]
+        if all(isinstance(value, str) for value in (prompt, chosen, rejected)):
+            features = encode_example(
+                self.tokenizer, {"prompt": prompt, "chosen": chosen, "rejected": rejected},
+                self.max_length, self.use_chat_template,
+            )
+        else:
+            chosen_side = encode_conversation(self.tokenizer, as_conversation(prompt, chosen), self.max_length, "last")
+            rejected_side = encode_conversation(self.tokenizer, as_conversation(prompt, rejected), self.max_length, "last")
+            features = {
+                "chosen_input_ids": chosen_side["input_ids"],
+                "chosen_labels": chosen_side["labels"],
+                "rejected_input_ids": rejected_side["input_ids"],
+                "rejected_labels": rejected_side["labels"],
+                "prompt_ids": chosen_side["prompt_ids"],
+                "prompt": chosen_side["prompt"],
+            }
+        features["example"] = example
+        if example.get("answer") is not None:
+            features["answer"] = str(example["answer"])
+        return features

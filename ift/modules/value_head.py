@@ -1,0 +1,80 @@
+"""Value functions for PPO: a linear head on a causal LM's last hidden state.
+
+Two shapes, one interface (``values(input_ids, attention_mask) -> B x T``):
+
+- :class:`ValueHead` reads the *policy's* last hidden state (the default: the critic
+  shares the policy's trunk, so the value loss also shapes the trunk, as in ReFT and
+  TRL's ``AutoModelForCausalLMWithValueHead``);
+- :class:`CriticModel` is a separate network (its own causal LM trunk plus a
+  :class:`ValueHead`), for when the critic must not touch the policy.
+
+Both live in :attr:`FineTuneModule.extras`, so they are saved in checkpoints and
+included in the optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ift.objectives.forward import policy_outputs
+
+
+def hidden_size_of(model: torch.nn.Module) -> int:
+    """Width of a Hugging Face model's last hidden state (``config.hidden_size``)."""
+    config = getattr(model, "config", None)
+    for name in ("hidden_size", "n_embd", "d_model"):
+        size = getattr(config, name, None)
+        if isinstance(size, int):
+            return size
+    raise ValueError(
+        f"cannot tell the hidden size of {type(model).__name__}: its config has no hidden_size/n_embd/d_model; "
+        "give PPO a separate critic, or a model with a Hugging Face config"
+    )
+
+
+class ValueHead(torch.nn.Module):
+    """``V(h) = w . h + b``: one scalar per position, computed in float32.
+
+    The weights start at zero, so every value is 0 before the first update (explained
+    variance starts at 0, and the first value-loss gradient does not disturb the trunk).
+
+    Args:
+        hidden_size: width of the hidden states it reads.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.hidden_size = int(hidden_size)
+        self.linear = torch.nn.Linear(self.hidden_size, 1, dtype=torch.float32)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``B x T x H`` hidden states (any dtype) -> ``B x T`` float32 values."""
+        return self.linear(hidden.float()).squeeze(-1)
+
+
+class CriticModel(torch.nn.Module):
+    """A separate critic: a causal LM trunk and a :class:`ValueHead` on its last hidden state.
+
+    Args:
+        backbone: a Hugging Face causal LM (its LM head is unused).
+    """
+
+    def __init__(self, backbone: torch.nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = ValueHead(hidden_size_of(backbone))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``B x T`` float32 values of every prefix (position ``t`` sees tokens ``0..t``)."""
+        outputs = policy_outputs(self.backbone, input_ids, attention_mask, output_hidden_states=True)
+        return self.head(outputs.hidden_states[-1])
+
+
+def last_hidden_state(outputs) -> Optional[torch.Tensor]:
+    """The last hidden state of a model output called with ``output_hidden_states=True``."""
+    hidden_states = getattr(outputs, "hidden_states", None)
+    return None if hidden_states is None else hidden_states[-1]

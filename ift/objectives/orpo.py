@@ -1,0 +1,51 @@
+"""Odds Ratio Preference Optimization (Hong et al., 2024), a baseline of the IFT paper."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, Tuple
+
+import torch
+
+from ift.objectives import functional as Fn
+from ift.objectives.base import Metrics, Objective
+from ift.objectives.preference import check_preference_batch, pair_logprobs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ift.modules.finetune import FineTuneModule
+
+
+class ORPO(Objective):
+    """ORPO on preference pairs (SPEC.md, "DPO and ORPO"); no reference model.
+
+    Per pair: the SFT loss of the chosen response (per-token-mean NLL) plus
+    ``β · -log σ(log-odds(y_w) - log-odds(y_l))``, with per-token-mean log-probs and
+    ``odds(p) = p / (1 - p)`` computed stably (:func:`ift.objectives.functional.log_odds`);
+    averaged over pairs.
+
+    Args:
+        beta: weight β of the odds-ratio term (paper's baseline: 0.25).
+    """
+
+    def __init__(self, beta: float = 0.25):
+        if beta < 0:
+            raise ValueError(f"ORPO: beta must be >= 0, got {beta}")
+        self.beta = beta
+
+    def loss(self, policy: torch.nn.Module, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
+        check_preference_batch(batch, "ORPO")
+        chosen, rejected = pair_logprobs(policy, batch, average=True)
+        losses, ratio_losses, log_odds_ratio = Fn.orpo_loss(chosen, rejected, self.beta)
+        metrics: Metrics = {
+            "nll": -chosen.detach().mean(),
+            "odds_ratio_loss": ratio_losses.detach().mean(),
+            "log_odds_ratio": log_odds_ratio.mean(),
+            "reward_accuracy": (log_odds_ratio > 0).float().mean(),
+            "logp_chosen": chosen.detach().mean(),
+            "logp_rejected": rejected.detach().mean(),
+        }
+        return losses.mean(), metrics
+
+    def validation_loss(self, module: "FineTuneModule", batch: Dict[str, Any]):
+        if not all(key in batch for key in ("chosen_input_ids", "rejected_input_ids")):
+            return None
+        return self.loss(module.policy, batch)

@@ -1,0 +1,472 @@
+"""PPO for language models with a verifiable reward (ReFT). See SPEC.md, section PPO.
+
+One training batch of prompts is one PPO *iteration*:
+
+1. **Rollout** (no gradient): sample ``samples_per_prompt`` responses per prompt with
+   the KV cache; decode them and score them with the reward (through
+   :func:`~ift.rewards.score_safely`); compute, once, the log-probs of the sampled
+   tokens under the policy ("old") and under the frozen reference, and the values.
+2. **Advantages**: per-token reward ``-beta KL_t`` plus the score on the token that
+   emitted EOS (the last response token when there was none; nothing after EOS counts),
+   GAE, returns, advantages whitened over valid tokens (over every process under DDP).
+3. **Update**: ``ppo_epochs`` passes over shuffled mini-batches of the rollout; each
+   mini-batch is one optimizer step (``module.optimizer_step_manually``) on the clipped
+   policy loss ``+ vf_coef *`` clipped value loss ``- entropy_coef *`` entropy.
+
+Sampling is reproducible and resumable: each rollout draws from its own random stream,
+seeded from ``(seed, rollout index, process rank)``, never from the global RNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
+
+import torch
+
+from ift.modules.generation import generate_responses
+from ift.objectives import functional as Fn
+from ift.objectives.base import Metrics, Objective
+from ift.objectives.forward import policy_outputs
+from ift.objectives.kl_control import AdaptiveKLController, FixedKLController
+from ift.objectives.rollout import Rollout
+from ift.rewards.answer import AnswerMatchReward
+from ift.rewards.base import Reward, score_safely
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ift.modules.finetune import FineTuneModule
+
+VALUE_HEAD_KEY = "value_head"
+CRITIC_KEY = "critic"
+
+
+class PPO(Objective):
+    """Proximal policy optimization against a reward on sampled responses.
+
+    Args:
+        reward: scores responses, ``(prompts, responses, examples) -> list[float]``; chosen in
+            YAML by ``class_path`` (default ``AnswerMatchReward``: ReFT's 1 / 0.1 / 0). In Python
+            any callable with that signature works.
+        kl_coef: KL penalty coefficient beta in the per-token reward (ReFT: 0.05; 0.01 for code);
+            the starting value when ``adaptive_kl``.
+        kl_estimator: per-token KL estimate in the reward: ``k1`` (log-ratio), ``k2`` or ``k3``.
+        adaptive_kl: adapt beta toward ``target_kl`` (Ziegler et al.) instead of keeping it fixed.
+        target_kl: target KL per sequence (nats) of the adaptive controller.
+        kl_horizon: horizon (in samples) of the adaptive controller.
+        gamma: GAE discount (ReFT: 1.0).
+        lam: GAE lambda (ReFT: 0.95).
+        clip_eps: policy ratio clip epsilon.
+        value_clip_eps: value clip range around the rollout-time values; None: no clipping.
+        vf_coef: weight of the value loss in the total loss.
+        entropy_coef: weight of the entropy bonus (subtracted from the loss); 0 disables it.
+        ppo_epochs: passes over each rollout.
+        mini_batch_size: rollouts per optimizer step; None: the whole rollout in one step.
+        samples_per_prompt: responses sampled for every prompt of the batch.
+        max_new_tokens: longest response sampled.
+        temperature: sampling temperature; log-probs are taken at the same temperature.
+        top_p: nucleus sampling mass (1.0: off).
+        use_cache: sample with the KV cache (False only for benchmarks).
+        whiten_advantages: normalise advantages to mean 0, variance 1 over valid tokens.
+        early_stop_kl: stop the PPO epochs of an iteration once a mini-batch's approx-KL
+            (between the rollout policy and the updated one) exceeds this; None: never.
+        critic: None for a value head on the policy's last hidden state (shared trunk), or a
+            separate critic model: a preset name, hub id / folder, or config dict with
+            ``model_type`` (it must share the policy's tokenizer).
+        reward_timeout_s: give up on a reward call after this many seconds (a clear error).
+        seed: base seed of the sampling streams; None uses the ``seed_everything`` seed
+            (``PL_GLOBAL_SEED``), else 0.
+    """
+
+    optimizes_itself = True
+    #: PPO reads a frozen reference: a recipe switching into it refreshes the reference.
+    needs_reference = True
+
+    def __init__(
+        self,
+        reward: Optional[Reward] = None,
+        kl_coef: float = 0.05,
+        kl_estimator: str = "k1",
+        adaptive_kl: bool = False,
+        target_kl: float = 6.0,
+        kl_horizon: int = 10000,
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        clip_eps: float = 0.2,
+        value_clip_eps: Optional[float] = 0.2,
+        vf_coef: float = 0.1,
+        entropy_coef: float = 0.0,
+        ppo_epochs: int = 2,
+        mini_batch_size: Optional[int] = None,
+        samples_per_prompt: int = 1,
+        max_new_tokens: int = 32,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        use_cache: bool = True,
+        whiten_advantages: bool = True,
+        early_stop_kl: Optional[float] = None,
+        critic: Optional[Union[str, Dict[str, Any]]] = None,
+        reward_timeout_s: Optional[float] = None,
+        seed: Optional[int] = None,
+    ):
+        if kl_estimator not in Fn.KL_ESTIMATORS:
+            raise ValueError(f"PPO: kl_estimator {kl_estimator!r} is not one of {Fn.KL_ESTIMATORS}")
+        for name, value in (("gamma", gamma), ("lam", lam)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"PPO: {name} must be in [0, 1], got {value}")
+        checks = (
+            ("kl_coef", kl_coef >= 0), ("clip_eps", clip_eps > 0), ("vf_coef", vf_coef >= 0),
+            ("ppo_epochs", ppo_epochs >= 1), ("samples_per_prompt", samples_per_prompt >= 1),
+            ("max_new_tokens", max_new_tokens >= 1), ("temperature", temperature > 0),
+            ("top_p", 0 < top_p <= 1), ("kl_horizon", kl_horizon > 0), ("target_kl", target_kl > 0),
+            ("value_clip_eps", value_clip_eps is None or value_clip_eps > 0),
+            ("mini_batch_size", mini_batch_size is None or mini_batch_size >= 1),
+            ("early_stop_kl", early_stop_kl is None or early_stop_kl > 0),
+            ("reward_timeout_s", reward_timeout_s is None or reward_timeout_s > 0),
+        )
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"PPO: invalid {name}={locals()[name]!r}")
+        if adaptive_kl and kl_coef <= 0:
+            raise ValueError("PPO: adaptive_kl needs kl_coef > 0 (its starting value)")
+        self.reward = reward if reward is not None else AnswerMatchReward()
+        self.kl_coef = kl_coef
+        self.kl_estimator = kl_estimator
+        self.adaptive_kl = adaptive_kl
+        self.target_kl = target_kl
+        self.kl_horizon = kl_horizon
+        self.gamma = gamma
+        self.lam = lam
+        self.clip_eps = clip_eps
+        self.value_clip_eps = value_clip_eps
+        self.vf_coef = vf_coef
+        self.entropy_coef = entropy_coef
+        self.ppo_epochs = ppo_epochs
+        self.mini_batch_size = mini_batch_size
+        self.samples_per_prompt = samples_per_prompt
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.use_cache = use_cache
+        self.whiten_advantages = whiten_advantages
+        self.early_stop_kl = early_stop_kl
+        self.critic = critic
+        self.reward_timeout_s = reward_timeout_s
+        self.seed = seed
+        self.kl_controller = (
+            AdaptiveKLController(kl_coef, target_kl, kl_horizon) if adaptive_kl else FixedKLController(kl_coef)
+        )
+        self._rollouts = 0  # rollouts taken so far: the index of the next sampling stream
+        self._step = 0
+
+    # ------------------------------------------------------------------ Objective hooks
+    def attach(self, module: "FineTuneModule") -> None:
+        """Register the value function in ``module.extras`` (trainable, checkpointed)."""
+        from ift.modules.value_head import CriticModel, ValueHead, hidden_size_of
+
+        if self.critic is None:
+            if VALUE_HEAD_KEY not in module.extras:
+                module.extras[VALUE_HEAD_KEY] = ValueHead(hidden_size_of(module.policy))
+        elif CRITIC_KEY not in module.extras:
+            from ift.modules.model_factory import build_policy
+
+            backbone = build_policy(self.critic, module.tokenizer)
+            module.extras[CRITIC_KEY] = CriticModel(backbone).to(next(module.policy.parameters()).device)
+
+    def begin(self, module: "FineTuneModule") -> None:
+        """Make sure the frozen reference exists (a copy of the policy as it stands now,
+        unless one was restored from a checkpoint or taken by a recipe at its switch)."""
+        module.ensure_reference()
+
+    def set_step(self, step: int) -> None:
+        self._step = step
+
+    def validation_loss(self, module: "FineTuneModule", batch: Dict[str, Any]):
+        return None  # PPO has no loss on a fixed batch; the module logs the NLL and accuracy
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"kl_controller": self.kl_controller.state_dict(), "rollouts": self._rollouts}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if "kl_controller" in state:
+            self.kl_controller.load_state_dict(state["kl_controller"])
+        self._rollouts = int(state.get("rollouts", 0))
+
+    # ------------------------------------------------------------------ one iteration
+    def training_step(self, module: "FineTuneModule", batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
+        """Roll out, then ``ppo_epochs`` passes of mini-batch updates; returns a detached loss."""
+        rollout = self.rollout(module, batch)
+        metrics = dict(rollout.metrics)
+        start = time.perf_counter()
+        size = rollout.batch_size
+        mini = min(self.mini_batch_size or size, size)
+        generator = torch.Generator().manual_seed(self._stream_seed(self._rollouts - 1, salt=1))
+        sums: Dict[str, float] = {}
+        updates = 0
+        stop = False
+        for _ in range(self.ppo_epochs):
+            order = torch.randperm(size, generator=generator)
+            for first in range(0, size, mini):
+                loss, step_metrics = self.loss_on_rollout(module, rollout.select(order[first:first + mini]))
+                module.optimizer_step_manually(loss)
+                updates += 1
+                step_metrics["loss"] = loss.detach()
+                for key, value in step_metrics.items():
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                if self.early_stop_kl is not None:
+                    stop = _mean_over_processes(step_metrics["approx_kl"]) > self.early_stop_kl
+                    if stop:
+                        break
+            if stop:
+                break
+        for key, total in sums.items():
+            metrics[key] = torch.tensor(total / updates)
+        metrics["ppo_updates"] = torch.tensor(float(updates))
+        metrics["time/update"] = torch.tensor(time.perf_counter() - start)
+        loss = metrics.pop("loss")
+        return loss, metrics
+
+    def loss_on_rollout(self, module: "FineTuneModule", rollout: Rollout) -> Tuple[torch.Tensor, Metrics]:
+        """PPO loss (with gradient) of the current policy on (a mini-batch of) a rollout.
+
+        ``policy_loss + vf_coef * value_loss - entropy_coef * entropy``; on the rollout's
+        first update the ratio is 1, so this is then the plain policy-gradient loss.
+        """
+        rollout = _trim_right(rollout)
+        logits, values = self._forward(module, rollout.input_ids, rollout.attention_mask, rollout.prompt_length, True)
+        mask = rollout.response_mask
+        logprobs = _sampled_logprobs(logits, rollout.response_ids, self.temperature)
+        policy_loss, clipfrac, approx_kl = Fn.ppo_policy_loss(
+            logprobs, rollout.old_logprobs, rollout.advantages, mask, self.clip_eps
+        )
+        value_loss, value_clipfrac = Fn.ppo_value_loss(
+            values, rollout.values, rollout.returns, mask, self.value_clip_eps
+        )
+        scaled = logits if self.temperature == 1.0 else logits.float() / self.temperature
+        entropy_rows = Fn.sequence_mean(Fn.entropy_from_logits(scaled), mask)  # of the sampling distribution
+        entropy = Fn.batch_mean_of_rows(entropy_rows, mask.any(-1))
+        loss = policy_loss + self.vf_coef * value_loss
+        if self.entropy_coef:
+            loss = loss - self.entropy_coef * entropy
+        metrics = {
+            "policy_loss": policy_loss.detach(),
+            "value_loss": value_loss.detach(),
+            "entropy": entropy.detach(),
+            "clipfrac": clipfrac,
+            "approx_kl": approx_kl,
+            "value_clipfrac": value_clipfrac,
+        }
+        return loss, metrics
+
+    # ------------------------------------------------------------------ rollout internals
+    def generate(self, module: "FineTuneModule", prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        """``B x R`` sampled response ids (pad after EOS). Draws from the current rollout's stream."""
+        tokenizer = module.tokenizer
+        with _seeded_rng(self._stream_seed(self._rollouts), prompt_ids.device):
+            responses, _ = generate_responses(
+                module.policy,
+                prompt_ids,
+                prompt_mask,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=True,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                use_cache=self.use_cache,
+            )
+        return responses
+
+    @torch.no_grad()
+    def rollout(self, module: "FineTuneModule", batch: Dict[str, Any]) -> Rollout:
+        """Sample, score and evaluate one batch of prompts (no gradient); see :class:`Rollout`.
+
+        Its ``metrics`` hold the rollout's statistics (score, KL, EOS rate, ...) and timings.
+        """
+        if "prompt_input_ids" not in batch:
+            raise KeyError(
+                f"PPO needs prompts: the batch has no 'prompt_input_ids' (keys: {sorted(batch)}); "
+                "use a data module that yields left-padded prompts (e.g. ArithmeticDataModule)"
+            )
+        tokenizer = module.tokenizer
+        k = self.samples_per_prompt
+        prompt_ids = batch["prompt_input_ids"].repeat_interleave(k, dim=0)
+        prompt_mask = batch["prompt_attention_mask"].repeat_interleave(k, dim=0)
+        prompts = _repeat(_prompt_texts(batch, tokenizer), k)
+        examples = _repeat(_examples(batch), k)
+
+        from ift.callbacks.rollout_progress import rollout_progress
+
+        with rollout_progress(module, total=int(prompt_ids.shape[0]), desc="rollout") as bar:
+            bar.set_phase("generation")
+            start = time.perf_counter()
+            response_ids = self.generate(module, prompt_ids, prompt_mask)
+            self._rollouts += 1
+            generated = time.perf_counter()
+            bar.update(int(prompt_ids.shape[0]))
+
+            bar.set_phase("scoring")
+            eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+            response_mask = Fn.response_mask_after_eos(response_ids, eos, pad)
+            ended = Fn.ended_with_eos(response_ids, eos)
+            visible = torch.where(response_mask, response_ids, torch.full_like(response_ids, pad))
+            texts = tokenizer.batch_decode(visible, skip_special_tokens=True)
+            scores_list, n_nan = score_safely(self.reward, prompts, texts, examples, timeout_s=self.reward_timeout_s)
+            scored = time.perf_counter()
+            bar.set_postfix(score=round(sum(scores_list) / max(len(scores_list), 1), 3))
+
+        input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask.long(), response_mask.long()], dim=1)
+        length = prompt_ids.shape[1]
+        logits, values = self._forward(module, input_ids, attention_mask, length, False)
+        old_logprobs = _sampled_logprobs(logits, response_ids, self.temperature)
+        del logits
+        with module.reference_model() as reference:
+            ref_logits = policy_outputs(reference, input_ids, attention_mask).logits[:, length - 1:-1]
+            ref_logprobs = _sampled_logprobs(ref_logits, response_ids, self.temperature)
+            del ref_logits
+
+        kl_coef = float(self.kl_controller.value)
+        kl = torch.where(response_mask, Fn.kl_penalty(old_logprobs, ref_logprobs, self.kl_estimator), 0.0)
+        scores = torch.tensor(scores_list, dtype=torch.float32, device=input_ids.device)
+        rewards = Fn.per_token_rewards(scores, kl, response_mask, kl_coef)
+        values = torch.where(response_mask, values.float(), 0.0)
+        advantages, returns = Fn.gae(rewards, values, response_mask, self.gamma, self.lam)
+        if self.whiten_advantages:
+            advantages = Fn.masked_whiten(advantages, response_mask, all_reduce=_all_reduce_sum())
+        forwarded = time.perf_counter()
+
+        rollout = Rollout(
+            input_ids=input_ids, attention_mask=attention_mask, response_ids=response_ids,
+            response_mask=response_mask, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs,
+            values=values, rewards=rewards, advantages=advantages, returns=returns, kl=kl,
+            scores=scores, ended_with_eos=ended, prompts=prompts, responses=texts, examples=examples,
+            n_nan_rewards=n_nan, kl_coef=kl_coef,
+        )
+        sequence_kl = kl.sum(-1).mean()
+        self.kl_controller.update(_mean_over_processes(sequence_kl), rollout.batch_size)
+        metrics: Metrics = {
+            "score": scores.mean(),
+            "kl": sequence_kl,
+            "kl_coef": torch.tensor(kl_coef),
+            "response_length": response_mask.sum(-1).float().mean(),
+            "eos_rate": ended.float().mean(),
+            "reward_nan": torch.tensor(float(n_nan)),
+            "time/generation": torch.tensor(generated - start),
+            "time/scoring": torch.tensor(scored - generated),
+            "time/logprobs": torch.tensor(forwarded - scored),
+        }
+        variance = Fn.explained_variance(values, returns, response_mask)
+        if torch.isfinite(variance):
+            metrics["explained_variance"] = variance
+        rollout.metrics = metrics
+        return rollout
+
+    def _forward(
+        self, module: "FineTuneModule", input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
+        with_grad: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, values)`` over the response positions: ``B x R x V`` and ``B x R``.
+
+        Position ``t`` holds the policy's prediction of response token ``t`` (made at
+        column ``P - 1 + t``) and the value of that state.
+        """
+        shared = VALUE_HEAD_KEY in module.extras and self.critic is None
+        with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
+            outputs = policy_outputs(module.policy, input_ids, attention_mask, output_hidden_states=shared)
+            logits = outputs.logits[:, prompt_length - 1:-1]
+            if shared:
+                values = module.extras[VALUE_HEAD_KEY](outputs.hidden_states[-1][:, prompt_length - 1:-1])
+            else:
+                values = module.extras[CRITIC_KEY](input_ids, attention_mask)[:, prompt_length - 1:-1]
+        return logits, values
+
+    def _stream_seed(self, index: int, salt: int = 0) -> int:
+        """Seed of rollout ``index``'s random stream: a function of (seed, index, rank, salt)."""
+        base = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        rank = torch.distributed.get_rank() if _distributed() else 0
+        return (((base * 1_000_003 + index) * 1_009 + rank) * 7 + salt) % (2**63 - 1)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "kl_controller"
+        )
+        return f"{type(self).__name__}({fields})"
+
+
+# ---------------------------------------------------------------------------- helpers
+def _sampled_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``B x R`` float32 log-probs of ``tokens`` under ``softmax(logits / temperature)``."""
+    scaled = logits.float() / temperature if temperature != 1.0 else logits.float()
+    return torch.gather(scaled.log_softmax(-1), -1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _trim_right(rollout: Rollout) -> Rollout:
+    """Drop response columns that no row of this (mini-)batch uses (shorter forward pass)."""
+    used = rollout.response_mask.any(0)
+    if used.all() or not used.any():
+        return rollout
+    keep = int(used.nonzero().max()) + 1
+    cut = rollout.response_ids.shape[1] - keep
+    trimmed = {}
+    for name, value in vars(rollout).items():
+        if isinstance(value, torch.Tensor) and value.dim() == 2:
+            trimmed[name] = value[:, :-cut]
+        else:
+            trimmed[name] = value
+    return Rollout(**trimmed)
+
+
+def _repeat(items: List[Any], k: int) -> List[Any]:
+    return [item for item in items for _ in range(k)]
+
+
+def _prompt_texts(batch: Dict[str, Any], tokenizer) -> List[str]:
+    if "prompt" in batch:
+        return list(batch["prompt"])
+    return tokenizer.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
+
+
+def _examples(batch: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The data rows behind the prompts (the reward reads e.g. their ``answer``)."""
+    size = int(batch["prompt_input_ids"].shape[0])
+    if batch.get("examples") is not None:
+        rows = [dict(row) if isinstance(row, dict) else {"example": row} for row in batch["examples"]]
+    else:
+        rows = [{} for _ in range(size)]
+    for key in ("answer", "prompt", "response"):
+        if key in batch and isinstance(batch[key], (list, tuple)):
+            for row, value in zip(rows, batch[key]):
+                row.setdefault(key, value)
+    return rows
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _all_reduce_sum():
+    """A sum over processes for :func:`masked_whiten` under DDP, else None."""
+    if not _distributed():
+        return None
+    return lambda tensor: torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+
+
+def _mean_over_processes(value: torch.Tensor) -> float:
+    if not _distributed():
+        return float(value)
+    tensor = value.detach().float().reshape(1).clone()
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    return float(tensor) / torch.distributed.get_world_size()
+
+
+@contextlib.contextmanager
+def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the body on a private RNG stream; the global RNG state is left untouched."""
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,209 @@
+"""``ift frozen-lake`` end to end on one seed and a few steps, plus its building blocks:
+the data module, the constrained policy, how the LM is read as a policy, and that each
+single run is exactly ``ift fit --config configs/frozen_lake/<objective>.yaml``."""
+
+import json
+import os
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ift import frozen_lake_cli as cli
+from ift.callbacks.frozen_lake import lm_action_probs, lm_policy
+from ift.data import FrozenLakeDataModule
+from ift.data.frozen_lake import VOCAB, FrozenLakeTask
+from ift.modules import FineTuneModule
+from ift.modules.output_mask import MASK_VALUE
+from ift.objectives import DPO
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKENIZER = "char:" + VOCAB
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The check runs one CPU thread per process; so do these tests (and they are faster)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ the command
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("frozen_lake")
+    torch.set_num_threads(1)
+    results = cli.run(["--seeds", "1", "--steps", "8", "--eval-every", "4", "--out", str(out), "--workers", "1"])
+    return out, results
+
+
+def test_results_json_has_every_objective_and_metric(quick_run):
+    out, results = quick_run
+    with open(out / "results.json") as handle:
+        written = json.load(handle)
+    assert written == json.loads(json.dumps(results))
+    assert list(written) == list(cli.OBJECTIVES)
+    for name, metrics in written.items():
+        for key in ("mse_to_optimal", "success_rate", "explored_states", "episode_length"):
+            assert set(metrics[key]) == {"mean", "std"}, (name, key)
+            assert np.isfinite(metrics[key]["mean"]) and metrics[key]["std"] == 0.0  # one seed
+        assert 0.0 <= metrics["mse_to_optimal"]["mean"] <= 1.0
+        assert metrics["success_rate"]["mean"] in (0.0, 1.0)
+        assert 0 <= metrics["explored_states"]["mean"] <= 13
+    details = json.loads((out / "details.json").read_text())
+    assert details["map"] == "SFFF/FFHF/FFHG/FFFF" and details["seeds"] == 1 and details["steps"] == 8
+    assert {run["objective"] for run in details["runs"]} == set(cli.OBJECTIVES)
+    for run in details["runs"]:
+        assert run["optimizer_steps"] >= 8 and run["curve"][0][0] == 0 and len(run["curve"]) >= 3
+        assert sorted(int(s) for s in run["action_probs"]) == FrozenLakeTask().reachable_states()
+
+
+def test_picture_is_written_and_readable(quick_run):
+    out, _ = quick_run
+    pixels = matplotlib.image.imread(str(out / "frozen_lake.png"))
+    assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 800
+
+
+def test_ift_with_lam0_gamma0_reproduces_sft_exactly(quick_run):
+    out, results = quick_run
+    assert results["IFT-lam0-gamma0"] == results["SFT"]
+    details = json.loads((out / "details.json").read_text())
+    runs = {run["objective"]: run for run in details["runs"]}
+    assert runs["IFT-lam0-gamma0"]["curve"] == runs["SFT"]["curve"]
+    assert runs["IFT-lam0-gamma0"]["action_probs"] == runs["SFT"]["action_probs"]
+
+
+def test_command_line_errors():
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--objectives", "SFT,KTO"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--seeds", "0"])
+    with pytest.raises(SystemExit, match="tiles"):
+        cli.run(["--map", "SFFX,FFFG", "--seeds", "1"])
+    args = cli.parse_args(["--objectives", "DPO, SFT", "--map", "4x4"])
+    assert args.objectives == ["DPO", "SFT"] and args.map == "4x4"
+
+
+def test_routed_from_the_ift_command(tmp_path, capsys):
+    from ift.cli import main
+
+    assert main(["frozen-lake", "--objectives", "SFT", "--seeds", "1", "--steps", "3", "--eval-every", "0",
+                 "--workers", "1", "--out", str(tmp_path)]) is None  # the console script exits 0
+    printed = capsys.readouterr().out
+    assert "MSE to π*" in printed and "SFT" in printed
+    assert list(json.loads((tmp_path / "results.json").read_text())) == ["SFT"]
+
+
+# ------------------------------------------------------------------ configs = runs
+def test_yaml_configs_are_the_runs_of_the_command():
+    for name, file in cli.CONFIG_FILES.items():
+        with open(os.path.join(ROOT, "configs", "frozen_lake", file)) as handle:
+            config = yaml.safe_load(handle)
+        expected = cli.run_config(name, output_dir=f"runs/frozen_lake_fit/{file[:-5]}")
+        assert config == expected, f"configs/frozen_lake/{file} is stale: run ift.frozen_lake_cli.write_configs"
+
+
+@pytest.mark.parametrize("name", ["IFT", "PPO"])
+def test_ift_fit_with_the_yaml_gives_the_same_numbers(name, tmp_path):
+    from ift.cli import main
+
+    steps = 8
+    out = tmp_path / "fit"
+    main(["fit", "--config", os.path.join(ROOT, "configs", "frozen_lake", cli.CONFIG_FILES[name]),
+          "--trainer.max_steps", str(steps), "--trainer.callbacks.init_args.every_n_steps", "4",
+          "--trainer.callbacks.init_args.output_dir", str(out)])
+    fitted = json.loads((out / "frozen_lake_metrics.json").read_text())
+    direct = cli.run_one((name, 0, None, steps, 4))
+    assert fitted["metrics"] == direct["metrics"]
+    assert fitted["curve"] == direct["curve"]
+    assert (out / "frozen_lake.png").is_file()
+
+
+# ------------------------------------------------------------------ data
+@pytest.mark.parametrize("objective_data,keys", [
+    ("optimal", {"input_ids", "labels", "attention_mask", "prompt_input_ids"}),
+    ("preference", {"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels", "prompt_input_ids"}),
+    ("prompts", {"prompt_input_ids", "prompt_attention_mask", "examples"}),
+])
+def test_data_module_gives_each_objective_its_data(objective_data, keys):
+    data = FrozenLakeDataModule(objective_data=objective_data, num_copies=5, batch_size=2, tokenizer=TOKENIZER)
+    data.setup("fit")
+    assert len(data.datasets["train"]) == 5 and "val" not in data.datasets
+    batch = next(iter(data.train_dataloader()))
+    assert keys <= set(batch)
+    tokenizer = data.tokenizer
+    prompt = tokenizer.decode(batch["prompt_input_ids"][0], skip_special_tokens=True)
+    assert prompt == "SFFF/FFHF/FFHG/FFFF:"
+    if objective_data == "optimal":
+        supervised = batch["labels"][0][batch["labels"][0] != -100]
+        assert tokenizer.decode(supervised[:-1]) == "RRRDD" and supervised[-1] == tokenizer.eos_token_id
+        assert "optimal" not in str(batch["examples"][0])
+    elif objective_data == "preference":
+        rejected = batch["rejected_labels"][0][batch["rejected_labels"][0] != -100]
+        assert tokenizer.decode(rejected[:-1]) == "DDDRRRU"
+    else:
+        assert "labels" not in batch and batch["examples"][0] == {"prompt": "SFFF/FFHF/FFHG/FFFF:"}
+
+
+def test_data_module_checks_its_arguments_and_maps():
+    with pytest.raises(ValueError, match="objective_data"):
+        FrozenLakeDataModule(objective_data="rollouts")
+    with pytest.raises(ValueError, match="shortest paths"):
+        FrozenLakeDataModule(map="4x4")  # several optimal trajectories
+    data = FrozenLakeDataModule(map="4x4", allow_several_optimal=True, val_copies=2, tokenizer=TOKENIZER)
+    data.setup("fit")
+    assert len(data.datasets["val"]) == 2
+    assert data.map == "SFFF/FHFH/FFFH/HFFG"
+
+
+# ------------------------------------------------------------------ the LM as a policy
+def test_output_tokens_constrain_policy_and_reference():
+    torch.manual_seed(0)
+    module = FineTuneModule(model="tiny-gpt2", tokenizer=TOKENIZER, output_tokens="LDRU", objective=DPO())
+    module.objective.begin(module)
+    tokenizer = module.tokenizer
+    allowed = {tokenizer.convert_tokens_to_ids(c) for c in "LDRU"} | {tokenizer.eos_token_id}
+    ids = torch.tensor([tokenizer("SFFF/FFHF:RR")["input_ids"]])
+    for model in (module.policy, module.reference_policy):
+        logits = model(ids).logits[0, -1]
+        for token in range(logits.shape[0]):
+            assert (logits[token] > MASK_VALUE / 2) == (token in allowed)
+    samples = module.policy.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, max_new_tokens=12,
+                                     pad_token_id=tokenizer.pad_token_id)
+    assert set(samples[0, ids.shape[1]:].tolist()) <= allowed | {tokenizer.pad_token_id}
+    with pytest.raises(ValueError, match="single token"):
+        FineTuneModule(model="tiny-gpt2", tokenizer=TOKENIZER, output_tokens="LDRUx")
+
+
+def test_char_tokenizer_spec_with_characters():
+    module = FineTuneModule(model="tiny-gpt2", tokenizer=TOKENIZER)
+    assert len(module.tokenizer) == 4 + len(VOCAB)
+    assert module.tokenizer.decode(module.tokenizer("SFHG/:LDRU")["input_ids"]) == "SFHG/:LDRU"
+
+
+def test_lm_policy_reads_each_state_like_an_unpadded_forward():
+    torch.manual_seed(1)
+    module = FineTuneModule(model="tiny-gpt2", tokenizer=TOKENIZER, output_tokens="LDRU")
+    task = FrozenLakeTask()
+    probs = lm_policy(module.policy, module.tokenizer, task)
+    assert sorted(probs) == task.reachable_states()
+    ids = [module.tokenizer.convert_tokens_to_ids(c) for c in "LDRU"]
+    for state, text in task.query_texts().items():
+        tokens = torch.tensor([module.tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            logits = module.policy.eval()(tokens).logits[0, -1, ids]
+        assert np.allclose(probs[state], torch.softmax(logits, -1).numpy(), atol=1e-5)
+    batch = lm_action_probs(module.policy, module.tokenizer, ["SFFF/FFHF/FFHG/FFFF:", "SFFF/FFHF/FFHG/FFFF:RRRD"])
+    assert batch.shape == (2, 4) and np.allclose(batch.sum(1), 1.0)
+
+
+def test_maps_with_several_shortest_paths_are_accepted_by_the_runs():
+    config = cli.run_config("SFT", map="4x4", steps=2)
+    assert config["data"]["init_args"]["allow_several_optimal"] is True
+    assert config["data"]["init_args"]["map"] == "SFFF,FHFH,FFFH,HFFG"
+    kept, notes = cli.usable_objectives(FrozenLakeTask("SFG"), ["SFT", "DPO"])
+    assert kept == ["SFT"] and "DPO skipped" in notes[0]
