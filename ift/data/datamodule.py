@@ -7,12 +7,12 @@ from collections import Counter
 from typing import Any, Dict, List, Optional, Union
 
 import pytorch_lightning as pl
-import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ift.data.collate import Collator
 from ift.data.encoding import SkipExample, encode_example
+from ift.data.sampler import EpochSeededSampler
 from ift.data.records import DataFormatError, Record, read_records, require_keys
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,8 @@ class ExamplesDataModule(pl.LightningDataModule):
         return Collator(self.tokenizer.pad_token_id, self.padding_side)
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.datasets["train"], batch_size=self.batch_size, shuffle=True, generator=generator,
+        dataset = self.datasets["train"]
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSeededSampler(len(dataset), self.seed),
                           collate_fn=self.collator(), num_workers=self.num_workers)
 
     def _eval_loader(self, split: str):
