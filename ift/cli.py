@@ -10,17 +10,19 @@ from pytorch_lightning.cli import LightningCLI
 
 import ift.objectives  # noqa: F401  (registers objective classes for short class_path names)
 from ift.callbacks.save_config import SaveRunConfig
-from ift.data import ArithmeticDataModule
+import ift.data  # noqa: F401  (registers data module classes for short class_path names)
 from ift.modules import FineTuneModule
 
 EXTRA_COMMANDS = {"frozen-lake": "ift.frozen_lake_cli:main"}
 
 
 class IFTCLI(LightningCLI):
-    """LightningCLI with the arithmetic task as the default data module."""
+    """LightningCLI for FineTuneModule. The data module is chosen by ``data.class_path``.
 
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults({"data": {"class_path": f"{ArithmeticDataModule.__module__}.{ArithmeticDataModule.__name__}"}})
+    There is deliberately no default data class: jsonargparse carries the init_args of a
+    default class over to the class the user names (a chat data module would silently
+    inherit the arithmetic task's ``max_length``).
+    """
 
 
 def unknown_objective_hint(args: List[str]) -> Optional[str]:

@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ift.data.encoding import SkipExample
 from ift.data.records import require_keys
-from ift.data.sources import SourceDataModule
+from ift.data.datamodule import SourceDataModule
 from ift.objectives.functional import IGNORE_INDEX
 
 Message = Dict[str, Any]
@@ -173,7 +173,7 @@ class ChatDataModule(SourceDataModule):
     assistant turn and used as a prompt (the cut turn becomes the reference ``response``).
 
     Args:
-        train_data: see :class:`~ift.data.sources.SourceDataModule` (as are the split,
+        train_data: see :class:`~ift.data.datamodule.SourceDataModule` (as are the split,
             ``dataset_kwargs`` and ``max_examples`` arguments).
         messages_key: column holding the message list.
         answer_key: column holding a reference answer for rewards / accuracy (optional).
@@ -187,13 +187,6 @@ class ChatDataModule(SourceDataModule):
     def __init__(
         self,
         train_data: str,
-        val_data: Optional[str] = None,
-        test_data: Optional[str] = None,
-        train_split: str = "train",
-        val_split: str = "validation",
-        test_split: str = "test",
-        dataset_kwargs: Optional[Dict[str, Any]] = None,
-        max_examples: Optional[int] = None,
         messages_key: str = "messages",
         answer_key: Optional[str] = None,
         assistant_turns: str = "all",
@@ -202,8 +195,7 @@ class ChatDataModule(SourceDataModule):
         **kwargs: Any,
     ):
         kwargs.setdefault("use_chat_template", True)
-        super().__init__(train_data, val_data, test_data, train_split, val_split, test_split,
-                         dataset_kwargs, max_examples, **kwargs)
+        super().__init__(train_data, **kwargs)
         if assistant_turns not in ASSISTANT_TURNS:
             raise ValueError(f"assistant_turns {assistant_turns!r} is not one of {ASSISTANT_TURNS}")
         self.messages_key = messages_key

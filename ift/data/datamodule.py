@@ -152,26 +152,19 @@ class ExamplesDataModule(pl.LightningDataModule):
         return self._eval_loader("test" if "test" in self.datasets else "val")
 
 
-class PromptResponseDataModule(ExamplesDataModule):
-    """Prompt/response (and optional answer or chosen/rejected) examples from files or hubs.
-
-    Each source is a ``.jsonl``/``.json``/``.parquet`` path or a ``datasets.load_dataset``
-    name/folder (the split is given by ``*_split``).
+class SourceDataModule(ExamplesDataModule):
+    """Base of the file/hub data modules (chat, preference pairs).
 
     Args:
-        train_data: training source.
+        train_data: training source: a ``.jsonl``/``.json``/``.parquet`` file or a ``datasets`` name/folder.
         val_data: validation source (optional).
         test_data: test source (optional).
         train_split: split of ``train_data`` when it is a dataset name.
         val_split: split of ``val_data`` when it is a dataset name.
         test_split: split of ``test_data`` when it is a dataset name.
-        prompt_key: field holding the prompt.
-        response_key: field holding the response (None: prompts only, e.g. for PPO).
-        answer_key: field holding a reference answer for rewards/accuracy (optional).
-        chosen_key: field of the preferred response in preference data (optional).
-        rejected_key: field of the rejected response in preference data (optional).
-        dataset_kwargs: extra arguments of ``datasets.load_dataset`` for dataset sources
-            (e.g. ``{name: main}`` for GSM8K, ``{data_files: ...}`` with ``json``/``parquet``).
+        dataset_kwargs: extra arguments of ``datasets.load_dataset`` (e.g. ``{name: main}``,
+            ``{data_files: {train: a.jsonl}}`` with ``train_data: json``).
+        max_examples: use only the first N records of each split (None: all).
     """
 
     def __init__(
@@ -182,26 +175,58 @@ class PromptResponseDataModule(ExamplesDataModule):
         train_split: str = "train",
         val_split: str = "validation",
         test_split: str = "test",
-        prompt_key: str = "prompt",
-        response_key: Optional[str] = "response",
-        answer_key: Optional[str] = None,
-        chosen_key: Optional[str] = None,
-        rejected_key: Optional[str] = None,
         dataset_kwargs: Optional[Dict[str, Any]] = None,
+        max_examples: Optional[int] = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        if max_examples is not None and max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1 or None, got {max_examples}")
         self.sources = {"train": (train_data, train_split), "val": (val_data, val_split), "test": (test_data, test_split)}
         self.dataset_kwargs = dict(dataset_kwargs or {})
-        self.keys = {"prompt": prompt_key, "response": response_key, "answer": answer_key,
-                     "chosen": chosen_key, "rejected": rejected_key}
+        self.max_examples = max_examples
 
     def load_examples(self, split: str) -> Optional[List[Record]]:
         source, hf_split = self.sources[split]
         if source is None:
             return None
         records = read_records(source, hf_split, **self.dataset_kwargs)
+        if self.max_examples is not None:
+            records = records[: self.max_examples]
         return [(location, self.normalise(location, record)) for location, record in records]
+
+    def normalise(self, location: str, record: Dict[str, Any]) -> Dict[str, Any]:
+        """The example this data module encodes, from one raw record (columns mapped)."""
+        raise NotImplementedError
+
+
+class PromptResponseDataModule(SourceDataModule):
+    """Prompt/response (and optional answer or chosen/rejected) examples from files or hubs.
+
+    Args:
+        train_data: see :class:`SourceDataModule` (as are the split, ``dataset_kwargs`` and
+            ``max_examples`` arguments).
+        prompt_key: field holding the prompt.
+        response_key: field holding the response (None: prompts only, e.g. for PPO).
+        answer_key: field holding a reference answer for rewards/accuracy (optional).
+        chosen_key: field of the preferred response in preference data (optional).
+        rejected_key: field of the rejected response in preference data (optional).
+        batch_size: see :class:`ExamplesDataModule` (as are the other arguments).
+    """
+
+    def __init__(
+        self,
+        train_data: str,
+        prompt_key: str = "prompt",
+        response_key: Optional[str] = "response",
+        answer_key: Optional[str] = None,
+        chosen_key: Optional[str] = None,
+        rejected_key: Optional[str] = None,
+        **kwargs: Any,
+    ):
+        super().__init__(train_data, **kwargs)
+        self.keys = {"prompt": prompt_key, "response": response_key, "answer": answer_key,
+                     "chosen": chosen_key, "rejected": rejected_key}
 
     def normalise(self, location: str, record: Dict[str, Any]) -> Dict[str, Any]:
         """Map the configured columns onto ``prompt``/``response``/``answer``/``chosen``/``rejected``."""

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 from ift.data.chat import Message, check_messages, encode_conversation
 from ift.data.encoding import SkipExample, encode_example
 from ift.data.records import require_keys
-from ift.data.sources import SourceDataModule
+from ift.data.datamodule import SourceDataModule
 
 
 def as_conversation(prompt: Any, side: Any) -> List[Message]:
@@ -44,7 +44,7 @@ class PreferenceDataModule(SourceDataModule):
     chat message lists (see the module docstring).
 
     Args:
-        train_data: see :class:`~ift.data.sources.SourceDataModule` (as are the split,
+        train_data: see :class:`~ift.data.datamodule.SourceDataModule` (as are the split,
             ``dataset_kwargs`` and ``max_examples`` arguments).
         prompt_key: column of the prompt (a string or messages); None when the chosen and
             rejected conversations hold it.
@@ -59,21 +59,13 @@ class PreferenceDataModule(SourceDataModule):
     def __init__(
         self,
         train_data: str,
-        val_data: Optional[str] = None,
-        test_data: Optional[str] = None,
-        train_split: str = "train",
-        val_split: str = "validation",
-        test_split: str = "test",
-        dataset_kwargs: Optional[Dict[str, Any]] = None,
-        max_examples: Optional[int] = None,
         prompt_key: Optional[str] = "prompt",
         chosen_key: str = "chosen",
         rejected_key: str = "rejected",
         answer_key: Optional[str] = None,
         **kwargs: Any,
     ):
-        super().__init__(train_data, val_data, test_data, train_split, val_split, test_split,
-                         dataset_kwargs, max_examples, **kwargs)
+        super().__init__(train_data, **kwargs)
         self.prompt_key = prompt_key
         self.chosen_key = chosen_key
         self.rejected_key = rejected_key
