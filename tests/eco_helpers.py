@@ -10,9 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-import pytest
 import pytorch_lightning as pl
-import torch
 
 from ift.data import build_char_tokenizer
 from ift.modules.model_factory import build_policy
@@ -100,13 +98,3 @@ def quiet_trainer(**overrides: Any) -> pl.Trainer:
                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     options.update(overrides)
     return pl.Trainer(**options)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one intra-op thread, and a busy 2-core machine makes two
-    spinning threads very slow; restored after each test. Imported by each ecosystem test file."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from eco_helpers import bpe_chatml_tokenizer, chat_rows, quiet_trainer, write_jsonl, write_parquet
-from eco_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
 from ift.data import (
     ChatDataModule,
     DataFormatError,

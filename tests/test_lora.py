@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from eco_helpers import quiet_trainer, save_tiny_model, one_torch_thread  # noqa: F401 (autouse fixture)
+from eco_helpers import quiet_trainer, save_tiny_model
 from ift.callbacks import export_pretrained
 from ift.data import ArithmeticDataModule
 from ift.modules import FineTuneModule

@@ -16,13 +16,6 @@ from ift.objectives import PPO, Rollout
 from ift.rewards import Reward
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_module(tokenizer=None, **ppo_args) -> FineTuneModule:

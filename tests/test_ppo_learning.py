@@ -32,12 +32,6 @@ BATCH = 64
 UPDATES = 2 * 4  # optimizer steps per PPO iteration: 2 epochs x (64 x 4 samples / mini-batches of 64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def arithmetic() -> ArithmeticDataModule:

@@ -8,7 +8,7 @@ import importlib
 import pytest
 import torch
 
-from eco_helpers import quiet_trainer, write_jsonl, one_torch_thread  # noqa: F401 (autouse fixture)
+from eco_helpers import quiet_trainer, write_jsonl
 from ift.data import ArithmeticDataModule, PreferenceDataModule
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, SFT

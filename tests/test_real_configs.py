@@ -13,7 +13,6 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from eco_helpers import ROOT, chat_rows, save_tiny_model, write_jsonl, write_parquet
-from eco_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
 from ift.cli import main
 
 ULTRACHAT = ROOT / "configs" / "chat" / "ift_ultrachat.yaml"

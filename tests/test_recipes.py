@@ -13,12 +13,6 @@ from ift.modules import FineTuneModule
 from ift.objectives import IFT, PPO, SFT, Mix, Sequential, Stage
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Recorder(SFT):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eco_helpers import ROOT, one_torch_thread  # noqa: F401 (autouse fixture)
+from eco_helpers import ROOT
 from ift.cli import main
 
 wandb = pytest.importorskip("wandb")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eco_helpers import ROOT, quiet_trainer, one_torch_thread  # noqa: F401 (autouse fixture)
+from eco_helpers import ROOT, quiet_trainer
 from ift.cli import main
 
 wandb = pytest.importorskip("wandb")

@@ -14,7 +14,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from transformers import PreTrainedTokenizerBase
 
 from ift.modules.generation import generate_responses
-from ift.modules.model_factory import ModelSpec, build_policy, build_tokenizer
+from ift.modules.model_factory import build_policy, build_tokenizer
 from ift.objectives.base import Objective
 from ift.objectives.sft import SFT
 
