@@ -53,7 +53,7 @@ def main(args: Optional[List[str]] = None):
     if hint:
         raise SystemExit(f"ift: error: {hint}")
     try:
-        return IFTCLI(
+        cli = IFTCLI(
             FineTuneModule,
             pl.LightningDataModule,
             subclass_mode_data=True,
@@ -64,6 +64,8 @@ def main(args: Optional[List[str]] = None):
     except SystemExit as exit_error:
         _explain_objective_error(exit_error)
         raise
+    # The console script does sys.exit(main()): returning the CLI object would exit with 1.
+    return None if from_console else cli
 
 
 def _explain_objective_error(exit_error: SystemExit) -> None:

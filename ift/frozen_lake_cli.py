@@ -5,7 +5,8 @@ the SFT -> PPO recipe (and IFT with lam = 0, gamma = 0, which must reproduce SFT
 over several seeds, and writes:
 
 * ``OUT/results.json``: ``{objective: {metric: {"mean", "std"}}}`` for ``mse_to_optimal``,
-  ``success_rate``, ``explored_states`` and ``episode_length``;
+  ``success_rate``, ``explored_states``, ``episode_length`` and ``mean_total_variation``,
+  plus an ``untrained`` row (the same seeds' policies before training);
 * ``OUT/details.json``: the settings, every seed's numbers, policies and learning curves;
 * ``OUT/frozen_lake.png``: each objective's policy (seed 0) on the map beside π*, and the
   mean learning curves (MSE to π* against the optimizer step);
@@ -21,11 +22,9 @@ how many workers there are.
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import importlib
 import json
-import math
 import os
 import sys
 import time
@@ -238,6 +237,7 @@ def run_one(job: Tuple[str, int, Optional[str], int, int]) -> Dict[str, Any]:
         "objective": name,
         "seed": seed,
         "metrics": dict(monitor.results),
+        "initial_metrics": dict(monitor.initial_results),
         "action_probs": {int(s): [float(x) for x in p] for s, p in monitor.action_probs.items()},
         "curve": [[int(step), float(mse)] for step, mse in monitor.curve],
         "optimizer_steps": int(trainer.global_step),
@@ -277,12 +277,23 @@ def mean_std(values: Sequence[float]) -> Dict[str, float]:
     return {"mean": float(array.mean()), "std": std}
 
 
+#: The row of the policy before any training (the initialisation every objective starts from).
+UNTRAINED = "untrained"
+
+
 def aggregate(runs: List[Dict[str, Any]], objectives: Sequence[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """``{objective: {metric: {"mean", "std"}}}`` over seeds, plus the :data:`UNTRAINED` row:
+    the same seeds' policies before training (every objective of a seed starts from the same
+    weights; they are read from the first objective's runs)."""
     results = {}
     for name in objectives:
         mine = [run for run in runs if run["objective"] == name]
         if mine:
             results[name] = {key: mean_std([run["metrics"][source] for run in mine]) for key, source in RESULT_METRICS.items()}
+    first = [run for run in runs if run["objective"] == objectives[0]]
+    if first:
+        initial = [dict(run["initial_metrics"], explored_states=0.0, mean_total_variation=0.0) for run in first]
+        results[UNTRAINED] = {key: mean_std([m[source] for m in initial]) for key, source in RESULT_METRICS.items()}
     return results
 
 
@@ -300,6 +311,8 @@ def format_table(results: Dict[str, Dict[str, Dict[str, float]]], seeds: int) ->
     header = f"{'objective':<17}" + "".join(f"{title:>19}" for _, title, _ in columns)
     lines = [header, "-" * len(header)]
     for name, metrics in results.items():
+        if name == UNTRAINED:
+            lines.append("-" * len(header))
         cells = "".join(f"{metrics[key]['mean']:>{11}.{digits}f} ± {metrics[key]['std']:<{5}.{digits}f}"
                         for key, _, digits in columns)
         lines.append(f"{name:<17}{cells}")
@@ -365,10 +378,14 @@ def usable_objectives(task: FrozenLakeTask, names: Sequence[str]) -> Tuple[List[
     for name in names:
         if OBJECTIVE_DATA[name] == "preference":
             try:
-                task.suboptimal_trajectory()
+                rejected = task.suboptimal_trajectory()
             except ValueError as error:
                 notes.append(f"{name} skipped: {error}")
                 continue
+            chosen = task.optimal_trajectory(require_unique=False)
+            if len(rejected) <= len(chosen):
+                notes.append(f"{name}: note: the rejected trajectory {rejected} is as short as the chosen {chosen} "
+                             f"(this map has several shortest paths), so the pair contrasts two optimal paths")
         kept.append(name)
     return kept, notes
 

@@ -114,8 +114,8 @@ class FrozenLakeMonitor(Callback):
 
     Records the MSE to π* at the start and every ``every_n_steps`` optimizer steps
     (:attr:`curve`, ``[(step, mse), ...]``), and at the end of fit every metric of
-    :func:`evaluate_lm` (:attr:`results`, :attr:`action_probs`; the initial policy is
-    :attr:`initial_action_probs`). Logs them as ``frozen_lake/<metric>``. With
+    :func:`evaluate_lm` (:attr:`results`, :attr:`action_probs`; the policy before training
+    is :attr:`initial_action_probs`, its metrics :attr:`initial_results`). Logs them as ``frozen_lake/<metric>``. With
     ``output_dir`` it also writes ``frozen_lake_metrics.json`` and ``frozen_lake.png``
     (the policy beside π*, and the learning curve) there.
 
@@ -138,6 +138,7 @@ class FrozenLakeMonitor(Callback):
         self.curve: List[Tuple[int, float]] = []
         self.initial_action_probs: Optional[Dict[int, np.ndarray]] = None
         self.action_probs: Optional[Dict[int, np.ndarray]] = None
+        self.initial_results: Dict[str, float] = {}
         self.results: Dict[str, float] = {}
 
     def _resolve_task(self, trainer: pl.Trainer) -> FrozenLakeTask:
@@ -157,8 +158,8 @@ class FrozenLakeMonitor(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.task = self._resolve_task(trainer)
         self.curve = []
-        self.initial_action_probs = lm_policy(pl_module.policy, pl_module.tokenizer, self.task)
-        self.curve.append((int(trainer.global_step), mse_to_optimal(self.initial_action_probs, self.task.optimal_policy())))
+        self.initial_results, self.initial_action_probs = evaluate_lm(pl_module.policy, pl_module.tokenizer, self.task)
+        self.curve.append((int(trainer.global_step), self.initial_results["mse_to_optimal"]))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -130,6 +130,7 @@ def plot_policies(
     os.close(handle)
     try:
         fig.savefig(tmp, format="png")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a picture is meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -21,7 +21,7 @@ def available_objectives() -> list[str]:
     while stack:
         cls = stack.pop()
         for sub in cls.__subclasses__():
-            if sub.__name__ not in seen and not sub.__name__.startswith("_"):
+            stack.append(sub)
+            if not sub.__name__.startswith("_"):  # private bases are not objectives of their own
                 seen.add(sub.__name__)
-                stack.append(sub)
     return sorted(seen)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import torch
 
 from ift.objectives import functional as Fn
-from ift.objectives.base import Metrics, Objective
-from ift.objectives.preference import check_preference_batch, pair_logprobs
+from ift.objectives.base import Metrics
+from ift.objectives.preference import _PreferenceObjective, check_preference_batch, pair_logprobs
 
 if TYPE_CHECKING:  # pragma: no cover
     from ift.modules.finetune import FineTuneModule
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps")
 
 
-class DPO(Objective):
+class DPO(_PreferenceObjective):
     """DPO on preference pairs (SPEC.md, "DPO and ORPO").
 
     ``-log σ(β [(logπ(y_w) - logπ_ref(y_w)) - (logπ(y_l) - logπ_ref(y_l))])`` with sequence
@@ -95,11 +95,6 @@ class DPO(Objective):
             "logp_rejected": rejected.detach().mean(),
         }
         return losses.mean(), metrics
-
-    def validation_loss(self, module: "FineTuneModule", batch: Dict[str, Any]):
-        if not all(key in batch for key in ("chosen_input_ids", "rejected_input_ids")):
-            return None
-        return self.loss(module.policy, batch)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"started": self._started}

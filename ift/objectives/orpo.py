@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 
 from ift.objectives import functional as Fn
-from ift.objectives.base import Metrics, Objective
-from ift.objectives.preference import check_preference_batch, pair_logprobs
+from ift.objectives.base import Metrics
+from ift.objectives.preference import _PreferenceObjective, check_preference_batch, pair_logprobs
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ift.modules.finetune import FineTuneModule
-
-
-class ORPO(Objective):
+class ORPO(_PreferenceObjective):
     """ORPO on preference pairs (SPEC.md, "DPO and ORPO"); no reference model.
 
     Per pair: the SFT loss of the chosen response (per-token-mean NLL) plus
@@ -45,7 +41,3 @@ class ORPO(Objective):
         }
         return losses.mean(), metrics
 
-    def validation_loss(self, module: "FineTuneModule", batch: Dict[str, Any]):
-        if not all(key in batch for key in ("chosen_input_ids", "rejected_input_ids")):
-            return None
-        return self.loss(module.policy, batch)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ift.objectives import functional as Fn
+from ift.objectives.base import Objective
 from ift.objectives.forward import policy_logits
 
 PREFERENCE_KEYS = tuple(f"{side}_{field}" for side in ("chosen", "rejected") for field in ("input_ids", "attention_mask", "labels"))
@@ -46,3 +47,12 @@ def pair_logprobs(policy: torch.nn.Module, batch: Dict[str, Any], average: bool)
     logps = Fn.sequence_logprobs(logits, labels, average=average)
     pairs = batch["chosen_input_ids"].shape[0]
     return logps[:pairs], logps[pairs:]
+
+
+class _PreferenceObjective(Objective):
+    """What DPO and ORPO share: a held-out loss only on batches that carry both sides."""
+
+    def validation_loss(self, module, batch: Dict[str, Any]):
+        if not all(key in batch for key in ("chosen_input_ids", "rejected_input_ids")):
+            return None
+        return self.loss(module.policy, batch)
