@@ -8,10 +8,10 @@ from ift.data import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, SFT
 
-# Stated in the README: SFT ≈ 0.8, IFT ≈ 0.9 held-out accuracy after 770 steps; untrained 0.
-MIN_TRAINED_ACCURACY = 0.6
+# Stated in the README: SFT 0.96, IFT 0.93 held-out accuracy after 1,100 steps; untrained 0.
+MIN_TRAINED_ACCURACY = 0.8
 MAX_UNTRAINED_ACCURACY = 0.05
-EPOCHS = 70
+EPOCHS = 100
 
 
 def held_out_accuracy(module, data):
