@@ -49,6 +49,9 @@ def main(args: Optional[List[str]] = None):
         module_name, function = EXTRA_COMMANDS[args[0]].split(":")
         module = __import__(module_name, fromlist=[function])
         return getattr(module, function)(args[1:])
+    if args[:1] in (["-h"], ["--help"]):
+        # LightningCLI's help lists fit/validate/test only; name the extra commands too.
+        print("ift: also `ift frozen-lake --help` (the Frozen Lake comparison of every objective)\n")
     hint = unknown_objective_hint(args)
     if hint:
         raise SystemExit(f"ift: error: {hint}")
