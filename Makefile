@@ -7,7 +7,7 @@ PIP = $(PYTHON) -m pip
 install:
 	# torch 2.13.0 first: it is a local CPU wheel; any other request may pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev]" -c constraints.txt
 
 demo: install
 	ift frozen-lake --out runs/frozen_lake
