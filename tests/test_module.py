@@ -1,6 +1,7 @@
 """FineTuneModule: every way of naming a model, drop-in use in a plain Trainer, logging,
 reproducibility and checkpoints."""
 
+import math
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -190,3 +191,24 @@ def test_checkpoint_restores_weights_and_objective_step(tmp_path):
     trainer.fit(resumed, tiny_data(resumed), ckpt_path=str(path))
     assert trainer.global_step == 5
     assert resumed.objective.state_dict()["step"] == 4  # set at the start of the 5th step
+
+
+def test_preference_objective_reports_a_validation_loss(tmp_path):
+    """Preference batches carry no `labels`: DPO's own held-out loss must still be logged."""
+    import json
+
+    from ift.data import PreferenceDataModule
+    from ift.objectives import DPO
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"{i}+1=", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(8)]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    pl.seed_everything(0)
+    module = FineTuneModule(model="tiny-gpt2", objective=DPO(beta=0.1), eval_accuracy=False)
+    data = PreferenceDataModule(train_data=str(path), val_data=str(path), batch_size=4, tokenizer=module.tokenizer)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    module.ensure_reference()
+    metrics = trainer.validate(module, data, verbose=False)[0]
+    # Before any training the policy equals its reference, so DPO's loss is exactly log 2.
+    assert abs(metrics["val/loss"] - math.log(2)) < 1e-5
+    assert "val/reward_margin" in metrics

@@ -225,15 +225,19 @@ class FineTuneModule(pl.LightningModule):
     def _evaluate(self, stage: str, batch: Dict[str, Any]) -> None:
         self.objective.set_step(self.global_step)
         metrics: Dict[str, torch.Tensor] = {}
-        result = self.objective.validation_loss(self, batch) if "labels" in batch else None
-        if "labels" in batch:
-            nll, _ = SFT().loss(self.policy, batch)
-            metrics["nll"] = nll
+        # Every objective decides what its held-out loss is (preference batches have no labels).
+        result = self.objective.validation_loss(self, batch)
+        loss = None
         if result is not None:
             loss, objective_metrics = result
             metrics.update(objective_metrics)
-        else:
-            loss = metrics.get("nll")
+        if "labels" in batch:
+            # val/nll: plain SFT NLL of the reference responses, comparable across objectives
+            # (IFT's own "nll" metric is measured on the mixed input, so it is replaced here).
+            plain_sft = type(self.objective) is SFT and not self.objective.token_mean
+            metrics["nll"] = loss if plain_sft and loss is not None else SFT().loss(self.policy, batch)[0]
+            if loss is None:
+                loss = metrics["nll"]
         if self.eval_accuracy and "answer" in batch and "prompt_input_ids" in batch:
             metrics["accuracy"] = self.answer_accuracy(batch)
         self.log_metrics(stage, loss, metrics, batch)

@@ -61,7 +61,10 @@ class Objective:
         return self.loss(module.policy, batch)
 
     def validation_loss(self, module: "FineTuneModule", batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics] | None:
-        """Loss on a held-out batch, or None when the objective has no batch loss (PPO)."""
+        """Loss on a held-out batch, or None when the objective has no batch loss (PPO) or
+        the batch has no supervised responses (prompt-only data)."""
+        if "labels" not in batch:
+            return None
         return self.loss(module.policy, batch)
 
     def state_dict(self) -> Dict[str, Any]:
