@@ -120,7 +120,7 @@ def test_teacher_forced_predictions_give_sft_loss_and_scaled_embedding_gradient(
     batch = make_batch(**BATCHES[batch_name])
     lam = 0.3
     objective = IFT(lam=lam, gamma=0.0)
-    monkeypatch.setattr(objective, "predict_next_tokens", lambda policy, ids, mask: ids[:, 1:].clone())
+    monkeypatch.setattr(objective, "predict_next_tokens", lambda policy, ids, mask, labels=None: ids[:, 1:].clone())
     ift_loss, ift_grads, _ = loss_and_grads(objective, policy, batch)
     sft_loss, sft_grads, _ = loss_and_grads(SFT(), policy, batch)
     assert ift_loss.item() == pytest.approx(sft_loss.item(), abs=1e-5)
@@ -196,7 +196,7 @@ def test_predictions_get_no_gradient_untied_llama(tokenizer, monkeypatch):
     assert not (batch["input_ids"] == only_predicted).any() and not (batch["labels"] == only_predicted).any()
     objective = IFT(lam=0.5, gamma=0.95)
     monkeypatch.setattr(objective, "predict_next_tokens",
-                        lambda policy, ids, mask: torch.full_like(ids[:, 1:], only_predicted))
+                        lambda policy, ids, mask, labels=None: torch.full_like(ids[:, 1:], only_predicted))
     loss, grads, _ = loss_and_grads(objective, policy, batch)
     embed = grads["model.embed_tokens.weight"]
     assert torch.all(embed[only_predicted] == 0)
@@ -206,7 +206,7 @@ def test_predictions_get_no_gradient_untied_llama(tokenizer, monkeypatch):
     assert grads["lm_head.weight"][only_predicted].abs().sum() > 0  # (the output layer is another matrix)
     # The prediction does enter the forward pass: another predicted id changes the loss.
     monkeypatch.setattr(objective, "predict_next_tokens",
-                        lambda policy, ids, mask: torch.full_like(ids[:, 1:], only_predicted + 1))
+                        lambda policy, ids, mask, labels=None: torch.full_like(ids[:, 1:], only_predicted + 1))
     other_loss, _ = objective.loss(policy, batch)
     assert abs(other_loss.item() - loss.item()) > 1e-5
 
@@ -224,7 +224,7 @@ def test_tied_embeddings_keep_training_with_lambda(tokenizer, monkeypatch):
     input_side = []
     for lam in (0.2, 0.6):
         objective = IFT(lam=lam, gamma=0.0)
-        monkeypatch.setattr(objective, "predict_next_tokens", lambda policy, ids, mask: ids[:, 1:].clone())
+        monkeypatch.setattr(objective, "predict_next_tokens", lambda policy, ids, mask, labels=None: ids[:, 1:].clone())
         _, grads, _ = loss_and_grads(objective, policy, batch)
         input_side.append((sft_grads[name] - grads[name]) / lam)
     torch.testing.assert_close(input_side[0], input_side[1], atol=1e-5, rtol=1e-3)
@@ -372,3 +372,24 @@ def test_bf16_policy_runs_and_weights_are_float32(tokenizer, model, monkeypatch)
     assert loss_dtype == torch.float32 and weights.dtype == torch.float32
     mask = batch["labels"][:, 1:] != IGNORE
     torch.testing.assert_close(weights.sum(-1), mask.sum(-1).float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("batch_name", sorted(BATCHES))
+def test_pass_one_on_supervised_columns_only_matches_the_full_pass(tokenizer, model, batch_name, monkeypatch):
+    """Running the LM head only where some row is supervised changes no prediction that is
+    used, hence neither the loss nor the gradients."""
+    policy = make_policy(model, tokenizer)
+    batch = make_batch(**BATCHES[batch_name])
+    objective = IFT(lam=0.4, gamma=0.95)
+    mask = batch["labels"][:, 1:] != -100
+    full = objective.predict_next_tokens(policy, batch["input_ids"], batch["attention_mask"])
+    partial = objective.predict_next_tokens(policy, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    assert torch.equal(full[mask], partial[mask])
+    loss, grads, _ = loss_and_grads(objective, policy, batch)
+    real_predict = objective.predict_next_tokens
+    monkeypatch.setattr(objective, "predict_next_tokens", lambda policy, ids, mask, labels=None: real_predict(policy, ids, mask))
+    full_loss, full_grads, _ = loss_and_grads(objective, policy, batch)
+    assert torch.allclose(loss, full_loss, atol=1e-6)
+    for name in grads:
+        assert torch.allclose(grads[name], full_grads[name], atol=1e-6), name

@@ -15,8 +15,11 @@ def policy_outputs(
     attention_mask: torch.Tensor,
     inputs_embeds: Optional[torch.Tensor] = None,
     output_hidden_states: bool = False,
+    **extra,
 ):
-    """Run ``policy`` with position ids that skip padding (left or right), no KV cache."""
+    """Run ``policy`` with position ids that skip padding (left or right), no KV cache.
+
+    ``extra`` goes to the model as is (e.g. ``logits_to_keep``)."""
     return policy(
         input_ids=input_ids,
         inputs_embeds=inputs_embeds,
@@ -24,6 +27,7 @@ def policy_outputs(
         position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
         output_hidden_states=output_hidden_states,
+        **extra,
     )
 
 
@@ -32,6 +36,7 @@ def policy_logits(
     input_ids: Optional[torch.Tensor],
     attention_mask: torch.Tensor,
     inputs_embeds: Optional[torch.Tensor] = None,
+    **extra,
 ) -> torch.Tensor:
     """``B x T x V`` logits of ``policy`` on ids or on ready input embeddings."""
-    return policy_outputs(policy, input_ids, attention_mask, inputs_embeds).logits
+    return policy_outputs(policy, input_ids, attention_mask, inputs_embeds, **extra).logits

@@ -3,7 +3,7 @@ relation-propagation token weights. See SPEC.md, section IFT."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -103,13 +103,42 @@ class IFT(Objective):
         )
 
     @torch.no_grad()
-    def predict_next_tokens(self, policy: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pass 1: the token predicted at every position from ground-truth inputs (``B x (T-1)``)."""
-        logits = policy_logits(policy, input_ids, attention_mask)[:, :-1]
+    def predict_next_tokens(
+        self,
+        policy: torch.nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Pass 1: the token predicted at every position from ground-truth inputs (``B x (T-1)``).
+
+        With ``labels``, the LM head runs only on the columns where some row is supervised
+        (the prediction elsewhere is never used: the residual input keeps the ground truth
+        there), which saves most of the head's cost and the ``B x T x V`` logits of the
+        prompt. Other positions then hold the ground-truth next token.
+        """
+        if labels is None:
+            columns = None
+        else:
+            columns = Fn.label_mask(labels).any(0).nonzero().squeeze(-1)
+            if columns.numel() == 0:
+                return input_ids[:, 1:].clone()
+        try:
+            logits = policy_logits(policy, input_ids, attention_mask, logits_to_keep=columns) if columns is not None \
+                else policy_logits(policy, input_ids, attention_mask)[:, :-1]
+        except TypeError:  # a model without ``logits_to_keep``: compute every column
+            logits = policy_logits(policy, input_ids, attention_mask)[:, :-1]
+            logits = logits if columns is None else logits[:, columns]
         if self.prediction == "greedy":
-            return logits.argmax(-1)
-        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-        return torch.multinomial(probs.reshape(-1, probs.size(-1)), 1).view(probs.shape[:-1])
+            chosen = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+            chosen = torch.multinomial(probs.reshape(-1, probs.size(-1)), 1).view(probs.shape[:-1])
+        if columns is None:
+            return chosen
+        predictions = input_ids[:, 1:].clone()
+        predictions[:, columns] = chosen
+        return predictions
 
     def residual_inputs(self, input_ids: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
         """``x~``: predictions shifted right by one, ground truth wherever the label is masked."""
@@ -121,7 +150,7 @@ class IFT(Objective):
         lam = self.current_lambda(training=policy.training)
         metrics: Metrics = {"lambda": torch.tensor(lam)}
         if lam > 0:
-            predictions = self.predict_next_tokens(policy, input_ids, attention_mask)
+            predictions = self.predict_next_tokens(policy, input_ids, attention_mask, labels)
             residual = self.residual_inputs(input_ids, labels, predictions)
             embed = policy.get_input_embeddings()
             # The prediction is a constant: no gradient reaches the embeddings of predicted tokens.
