@@ -180,6 +180,21 @@ class FineTuneModule(pl.LightningModule):
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
 
+    # ------------------------------------------------------------------ strategies
+    def setup(self, stage: str) -> None:
+        # Runs before the strategy wraps the model: the last moment to tell DDP that a
+        # recipe's stages leave some trainable parts (the value head) idle.
+        from ift.modules.distributed import allow_idle_parameters
+
+        if stage == "fit" and len(self.extras) and type(self.objective).__name__ != "PPO":
+            if allow_idle_parameters(self.trainer.strategy):
+                from pytorch_lightning.utilities import rank_zero_info
+
+                rank_zero_info(
+                    f"{type(self.objective).__name__} leaves trainable parts idle in some steps "
+                    f"({', '.join(self.extras)}): DDP runs with find_unused_parameters=True"
+                )
+
     # ------------------------------------------------------------------ steps
     def on_train_start(self) -> None:
         self.objective.begin(self)
@@ -263,11 +278,16 @@ class FineTuneModule(pl.LightningModule):
         """Log ``{stage}/loss`` and every metric; keys that carry a ``/`` are logged as given."""
         batch_size = _batch_size(batch)
         on_step = stage == "train"
+        # Under DDP every rank sees a different shard: average the metrics over ranks so
+        # the logged value is the whole batch's, not rank 0's alone.
+        sync = self._trainer is not None and self.trainer.world_size > 1
         if loss is not None:
-            self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=batch_size)
+            self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=batch_size,
+                     sync_dist=sync)
         for name, value in metrics.items():
             key = name if "/" in name else f"{stage}/{name}"
-            self.log(key, value, prog_bar=name == "accuracy", on_step=on_step, on_epoch=True, batch_size=batch_size)
+            self.log(key, value, prog_bar=name == "accuracy", on_step=on_step, on_epoch=True, batch_size=batch_size,
+                     sync_dist=sync)
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self):
