@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -13,13 +13,17 @@ from pytorch_lightning.callbacks import Callback
 from ift.callbacks.paths import run_dir
 
 
-def export_pretrained(module: pl.LightningModule, path: str, merge_lora: bool = True) -> str:
+def export_pretrained(
+    module: pl.LightningModule, path: str, merge_lora: bool = True, state_dict: Optional[Dict[str, Any]] = None
+) -> str:
     """Write ``module.policy`` and ``module.tokenizer`` to ``path`` with ``save_pretrained``.
 
     A LoRA policy is written merged (a plain model for ``AutoModelForCausalLM``) when
     ``merge_lora``, else as adapters only (``adapter_config.json`` +
     ``adapter_model.safetensors``, for ``peft.AutoPeftModelForCausalLM`` or
     ``PeftModel.from_pretrained(base, path)``). The training model is not modified.
+    ``state_dict``: the policy's full weights when the module itself holds only shards
+    (FSDP; see :func:`gather_policy_state`).
     """
     from ift.modules.lora import is_peft_model, save_merged
 
@@ -27,14 +31,35 @@ def export_pretrained(module: pl.LightningModule, path: str, merge_lora: bool = 
     if not hasattr(policy, "save_pretrained"):
         raise TypeError(f"cannot export a {type(policy).__name__}: the policy has no save_pretrained (not a Hugging Face model)")
     os.makedirs(path, exist_ok=True)
+    if is_peft_model(policy) and state_dict is not None:
+        raise NotImplementedError("exporting a LoRA policy trained under a sharding strategy is not supported; "
+                                  "train LoRA with DDP, or export from a checkpoint after training")
     if is_peft_model(policy) and merge_lora:
         save_merged(policy, path)
     else:
-        policy.save_pretrained(path)
+        # A copy: save_pretrained renames and drops keys of the dict it is given.
+        policy.save_pretrained(path, state_dict=dict(state_dict) if state_dict is not None else None)
     tokenizer = getattr(module, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
     return path
+
+
+def gather_policy_state(trainer: pl.Trainer) -> Optional[Dict[str, Any]]:
+    """Under a sharding strategy (FSDP), the policy's full weights on CPU, gathered on rank 0
+    (every rank must call this: it is a collective). None when the module holds full weights.
+    """
+    from ift.modules.finetune import REFERENCE_PREFIX, _is_sharded
+
+    if not _is_sharded(trainer.strategy):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(trainer.strategy.model, options=options)
+    prefix = "policy."
+    assert not REFERENCE_PREFIX.startswith(prefix)
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 class ExportPretrained(Callback):
@@ -83,9 +108,10 @@ class ExportPretrained(Callback):
         """Export now to ``<dirpath>/<name>``; returns the folder (every rank calls it)."""
         directory = self.dirpath or os.path.join(run_dir(trainer), "export")
         path = os.path.join(directory, name)
+        state = gather_policy_state(trainer)  # every rank takes part under FSDP
         if trainer.is_global_zero:
             with torch.no_grad():
-                export_pretrained(pl_module, path, merge_lora=self.merge_lora)
+                export_pretrained(pl_module, path, merge_lora=self.merge_lora, state_dict=state)
         trainer.strategy.barrier("ExportPretrained")
         self.exports.append(path)
         return path

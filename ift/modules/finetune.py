@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ift.modules.generation import generate_responses
 from ift.modules.model_factory import build_policy, build_tokenizer
+from ift.modules.nonfinite import NonFiniteGuard, zero_loss
 from ift.objectives.base import Objective
 from ift.objectives.sft import SFT
 
@@ -49,6 +50,16 @@ class FineTuneModule(pl.LightningModule):
         output_tokens: constrain every next-token distribution of the policy to these
             characters plus EOS (e.g. ``LDRU``, Frozen Lake's actions), for every objective;
             None leaves the whole vocabulary (see :mod:`ift.modules.output_mask`).
+        init_in_configure_model: build the policy (and the reference and value head) in
+            ``configure_model``, under the strategy's precision and sharding context, instead
+            of in ``__init__``: set it with FSDP (``configs/strategy/fsdp.yaml``). ``policy``
+            is None until the Trainer calls ``configure_model`` (or you do).
+        max_consecutive_skipped_steps: an optimizer step whose loss (or gradient, without an
+            fp16 GradScaler) is nan/inf is skipped, counted in ``train/skipped_steps`` and warned
+            about; after this many skipped steps in a row training stops with
+            :class:`~ift.modules.nonfinite.NonFiniteLossError`. 0 or None never stops.
+        checkpoint_on_interrupt: on Ctrl-C, finish the current step and write a resumable
+            ``interrupted.ckpt`` (:class:`~ift.callbacks.InterruptCheckpoint`).
     """
 
     def __init__(
@@ -66,6 +77,9 @@ class FineTuneModule(pl.LightningModule):
         torch_dtype: Optional[str] = None,
         lora: Optional[Dict[str, Any]] = None,
         output_tokens: Optional[str] = None,
+        init_in_configure_model: bool = False,
+        max_consecutive_skipped_steps: Optional[int] = 10,
+        checkpoint_on_interrupt: bool = True,
     ):
         super().__init__()
         if lr_scheduler_interval not in LR_INTERVALS:
@@ -75,30 +89,59 @@ class FineTuneModule(pl.LightningModule):
             ignored.append("model")
         self.save_hyperparameters(ignore=ignored)
         self.tokenizer = build_tokenizer(tokenizer, model)
-        self.policy = build_policy(model, self.tokenizer, torch_dtype)
-        if gradient_checkpointing:
-            # transformers 5 renamed the switch; keep both spellings working.
-            enable = getattr(self.policy, "activation_checkpointing_enable", None) or self.policy.gradient_checkpointing_enable
-            enable()
-        if output_tokens:
-            from ift.modules.output_mask import restrict_outputs
-
-            restrict_outputs(self.policy, self.tokenizer, output_tokens)
-        if lora:
-            from ift.modules.lora import wrap_with_lora
-
-            self.policy = wrap_with_lora(self.policy, lora)
+        # Kept out of the module tree (a ready nn.Module would otherwise register as a submodule).
+        self._model_source: tuple = (model,)
+        self.policy: Optional[torch.nn.Module] = None
         self.objective = objective if objective is not None else SFT()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.max_grad_norm = max_grad_norm
+        # Non-finite losses: skipped steps are counted here (and checkpointed).
+        self.nonfinite = NonFiniteGuard(max_consecutive_skipped_steps)
+        self._skip_pending: Optional[tuple] = None  # (what, value) of a non-finite step in progress
         self.eval_accuracy = eval_accuracy
         self.eval_max_new_tokens = eval_max_new_tokens
         self.reference_policy: Optional[torch.nn.Module] = None
         # Trainable parts an objective adds (a value head, a critic); saved with the module.
         self.extras = torch.nn.ModuleDict()
+        if not init_in_configure_model:
+            self.build_model()
+
+    def build_model(self) -> None:
+        """Build the policy with its options (dtype, checkpointing, output mask, LoRA) and let
+        the objective add its trainable parts. Called by ``__init__``, or by
+        :meth:`configure_model` with ``init_in_configure_model``; a no-op once built."""
+        if self.policy is not None:
+            return
+        options = self.hparams
+        policy = build_policy(self._model_source[0], self.tokenizer, options.get("torch_dtype"))
+        if options.get("gradient_checkpointing"):
+            # transformers 5 renamed the switch; keep both spellings working.
+            enable = getattr(policy, "activation_checkpointing_enable", None) or policy.gradient_checkpointing_enable
+            enable()
+        if options.get("output_tokens"):
+            from ift.modules.output_mask import restrict_outputs
+
+            restrict_outputs(policy, self.tokenizer, options["output_tokens"])
+        if options.get("lora"):
+            from ift.modules.lora import wrap_with_lora
+
+            policy = wrap_with_lora(policy, options["lora"])
+        self.policy = policy
+        self._model_source = ()
         self.objective.attach(self)
+
+    def configure_model(self) -> None:
+        """Lightning's hook, run under the strategy before it wraps the model.
+
+        Builds the model when ``init_in_configure_model`` deferred it. Under a sharding
+        strategy (FSDP) the frozen reference is also created here: a copy of a policy that
+        is already sharded cannot be made later.
+        """
+        self.build_model()
+        if self._trainer is not None and _is_sharded(self.trainer.strategy) and self.objective.needs_reference:
+            self.ensure_reference()
 
     # ------------------------------------------------------------------ optimization mode
     @property
@@ -130,7 +173,7 @@ class FineTuneModule(pl.LightningModule):
             reference.eval()
             self.reference_policy = reference
         elif refresh:
-            self.reference_policy.load_state_dict(self.policy.state_dict())
+            _copy_parameters(self.policy, self.reference_policy)
         return self.reference_policy
 
     @contextlib.contextmanager
@@ -220,11 +263,31 @@ class FineTuneModule(pl.LightningModule):
         optimizer.zero_grad()
         self.manual_backward(loss)
         if self.max_grad_norm:
-            self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+            self.clip_gradient_norm(optimizer, self.max_grad_norm)
         optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None and self.lr_scheduler_interval == "step":
             scheduler.step()
+
+    def clip_gradient_norm(self, optimizer, max_norm: float) -> None:
+        """Clip the gradients' global norm to ``max_norm``, in the way the strategy requires.
+
+        Under FSDP each process holds a shard of every gradient: only the sharded root's
+        ``clip_grad_norm_`` computes the true global norm (Lightning's precision plugin
+        refuses norm clipping there).
+        """
+        if self._trainer is not None and _is_sharded(self.trainer.strategy) and hasattr(self.trainer.model, "clip_grad_norm_"):
+            self.trainer.model.clip_grad_norm_(max_norm)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """``--trainer.gradient_clip_val`` as usual; by norm under FSDP goes through
+        :meth:`clip_gradient_norm`."""
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and _is_sharded(self.trainer.strategy):
+            self.clip_gradient_norm(optimizer, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
         scheduler = self.lr_schedulers() if self.trainer.lr_scheduler_configs else None
@@ -312,6 +375,31 @@ class FineTuneModule(pl.LightningModule):
             self.ensure_reference()
         if "objective_state" in checkpoint:
             self.objective.load_state_dict(checkpoint["objective_state"])
+
+
+def _is_sharded(strategy: object) -> bool:
+    """Whether ``strategy`` shards parameters across processes (FSDP / model parallel)."""
+    from pytorch_lightning.strategies import FSDPStrategy, ModelParallelStrategy
+
+    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
+
+
+@torch.no_grad()
+def _copy_parameters(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """Copy ``source``'s parameters and buffers into ``target`` tensor by tensor.
+
+    Local and collective-free: under FSDP both modules are sharded the same way, so each
+    process copies its own shards (a ``state_dict`` round trip would gather full weights).
+    """
+    source_tensors = dict(source.named_parameters())
+    source_tensors.update(source.named_buffers())
+    target_tensors = dict(target.named_parameters())
+    target_tensors.update(target.named_buffers())
+    if source_tensors.keys() != target_tensors.keys():
+        missing = sorted(source_tensors.keys() ^ target_tensors.keys())[:5]
+        raise RuntimeError(f"the reference and the policy differ in their tensors (e.g. {missing}); cannot refresh")
+    for name, tensor in target_tensors.items():
+        tensor.copy_(source_tensors[name])
 
 
 def _batch_size(batch: Dict[str, Any]) -> int:
