@@ -10,7 +10,9 @@ from ift.rewards import (
     AnswerMatchReward,
     Reward,
     RewardModelScore,
+    RewardScores,
     RewardTimeoutError,
+    RewardTimeoutWarning,
     answers_match,
     extract_answer,
     score_safely,
@@ -105,10 +107,12 @@ EXAMPLES = [{"answer": 42, "id": "gsm-17"}, {"answer": 1}, {"answer": 2}, {"answ
 
 
 def test_score_safely_passes_good_scores_through():
-    scores, n_nan = score_safely(AnswerMatchReward(), PROMPTS, RESPONSES, EXAMPLES)
-    assert scores == [1.0, 1.0, 1.0, 1.0] and n_nan == 0
+    result = score_safely(AnswerMatchReward(), PROMPTS, RESPONSES, EXAMPLES)
+    assert isinstance(result, RewardScores)
+    scores, n_nan, timed_out = result
+    assert scores == [1.0, 1.0, 1.0, 1.0] and n_nan == 0 and not timed_out
     # a plain function and a tensor result also work
-    scores, _ = score_safely(lambda p, r, e: torch.arange(len(p), dtype=torch.float32), PROMPTS, RESPONSES, EXAMPLES)
+    scores, _, _ = score_safely(lambda p, r, e: torch.arange(len(p), dtype=torch.float32), PROMPTS, RESPONSES, EXAMPLES)
     assert scores == [0.0, 1.0, 2.0, 3.0]
 
 
@@ -123,7 +127,7 @@ def test_score_safely_reward_that_raises():
 
 def test_score_safely_replaces_nan_and_warns():
     with pytest.warns(RuntimeWarning, match="NaNReward returned 2 non-finite"):
-        scores, n_nan = score_safely(NaNReward(), PROMPTS, RESPONSES, EXAMPLES)
+        scores, n_nan, _ = score_safely(NaNReward(), PROMPTS, RESPONSES, EXAMPLES)
     assert scores == [1.0, 0.0, 0.0, 0.5] and n_nan == 2
     assert all(math.isfinite(s) for s in scores)
 
@@ -139,18 +143,24 @@ def test_score_safely_wrong_length_and_type():
         score_safely(AnswerMatchReward(), PROMPTS, RESPONSES[:2], EXAMPLES)
 
 
-def test_score_safely_times_out_on_a_hanging_reward():
+def test_score_safely_scores_a_hanging_reward_zero_and_warns():
     hangs = Hangs()
     try:
+        with pytest.warns(RewardTimeoutWarning, match=r"Hangs did not return within 0.2 s.*scored 0"):
+            result = score_safely(hangs, PROMPTS, RESPONSES, EXAMPLES, timeout_s=0.2)
+        assert result == RewardScores([0.0] * 4, 0, True)
+        # The old contract on request: a clear TimeoutError.
         with pytest.raises(TimeoutError, match=r"Hangs did not return within 0.2 s") as info:
-            score_safely(hangs, PROMPTS, RESPONSES, EXAMPLES, timeout_s=0.2)
+            score_safely(hangs, PROMPTS, RESPONSES, EXAMPLES, timeout_s=0.2, on_timeout="raise")
         assert isinstance(info.value, RewardTimeoutError)
     finally:
         hangs.release.set()
-    # With a timeout, errors inside the thread still surface as RuntimeError, results pass.
+    # With a timeout, errors inside the thread still surface as RuntimeError (never scored 0), results pass.
     with pytest.raises(RuntimeError, match="Broken raised ZeroDivisionError"):
         score_safely(Broken(), PROMPTS, RESPONSES, EXAMPLES, timeout_s=5)
-    assert score_safely(AnswerMatchReward(), PROMPTS, RESPONSES, EXAMPLES, timeout_s=5) == ([1.0] * 4, 0)
+    assert score_safely(AnswerMatchReward(), PROMPTS, RESPONSES, EXAMPLES, timeout_s=5) == ([1.0] * 4, 0, False)
+    with pytest.raises(ValueError, match="on_timeout"):
+        score_safely(AnswerMatchReward(), PROMPTS, RESPONSES, EXAMPLES, timeout_s=5, on_timeout="ignore")
 
 
 def test_base_reward_is_abstract():
@@ -196,7 +206,7 @@ def test_reward_model_score_matches_unpadded_forward(tiny_reward_model):
     expected = [direct_score(model, tokenizer, p + r) for p, r in zip(prompts, responses)]
     assert scores == pytest.approx(expected, abs=1e-5)
     assert len(set(round(s, 6) for s in scores)) == 3  # the model does tell them apart
-    guarded, n_nan = score_safely(reward, prompts, responses, [{}] * 3)
+    guarded, n_nan, _ = score_safely(reward, prompts, responses, [{}] * 3)
     assert guarded == pytest.approx(scores) and n_nan == 0
 
 

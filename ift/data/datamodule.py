@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ift.data.collate import Collator
 from ift.data.encoding import SkipExample, encode_example
-from ift.data.sampler import EpochSeededSampler
+from ift.data.sampler import EpochSeededSampler, ResumableDataLoader
 from ift.data.records import DataFormatError, Record, read_records, require_keys
 
 log = logging.getLogger(__name__)
@@ -135,9 +135,18 @@ class ExamplesDataModule(pl.LightningDataModule):
         return Collator(self.tokenizer.pad_token_id, self.padding_side)
 
     def train_dataloader(self) -> DataLoader:
+        # Resumable: a checkpoint written mid-epoch resumes with the batches the epoch had left.
         dataset = self.datasets["train"]
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSeededSampler(len(dataset), self.seed),
-                          collate_fn=self.collator(), num_workers=self.num_workers)
+        return ResumableDataLoader(dataset, batch_size=self.batch_size,
+                                   sampler=EpochSeededSampler(len(dataset), self.seed), collate_fn=self.collator(),
+                                   num_workers=self.num_workers, progress=self.train_batches_processed)
+
+    def train_batches_processed(self) -> Optional[int]:
+        """Batches of the current training epoch that the Trainer has processed (None without one)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def _eval_loader(self, split: str):
         if split not in self.datasets:

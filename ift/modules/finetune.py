@@ -243,31 +243,119 @@ class FineTuneModule(pl.LightningModule):
         self.objective.begin(self)
 
     def configure_callbacks(self):
-        """Callbacks every fit gets: the once-per-epoch report of skipped examples."""
-        from ift.callbacks.data_report import SkippedExamplesReport
+        """Callbacks every fit gets: the once-per-epoch report of skipped examples, atomic
+        checkpoint writes, and (``checkpoint_on_interrupt``) a resumable checkpoint on Ctrl-C.
 
-        return [SkippedExamplesReport()]
+        Lightning replaces a Trainer callback by a module callback of the same type, so an
+        ``InterruptCheckpoint`` the Trainer already has (its own folder) is kept, not replaced.
+        """
+        from ift.callbacks.atomic_checkpoint import AtomicCheckpoints
+        from ift.callbacks.data_report import SkippedExamplesReport
+        from ift.callbacks.interrupt import InterruptCheckpoint
+
+        callbacks = [SkippedExamplesReport(), AtomicCheckpoints()]
+        present = self.trainer.callbacks if self._trainer is not None else []
+        if self.hparams.get("checkpoint_on_interrupt", True) and not any(
+            isinstance(callback, InterruptCheckpoint) for callback in present
+        ):
+            callbacks.append(InterruptCheckpoint())
+        return callbacks
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
         self.objective.set_step(self.global_step)
         loss, metrics = self.objective.training_step(self, batch)
-        if not self.automatic_optimization and loss.requires_grad:
-            # A batch-loss objective inside a manual-optimization fit (e.g. SFT stage before PPO).
-            self.optimizer_step_manually(loss)
+        if not self.automatic_optimization:
+            if loss.requires_grad and not self.optimizer_step_manually(loss):
+                # A batch-loss objective inside a manual-optimization fit (e.g. SFT stage before
+                # PPO) whose loss was nan/inf: the step was skipped, there is nothing to log.
+                return None
+            # PPO's loss is the mean over the updates it took (nan when it took none).
+            self.log_metrics("train", loss.detach() if bool(torch.isfinite(loss)) else None, metrics, batch)
+            return None
+        if self._skip_pending is None and not self.nonfinite.is_finite(loss):
+            self._skip_pending = ("loss", loss.detach())
+        if self._skip_pending is not None:
+            # Lightning runs backward on a zero loss (on every rank alike, so DDP stays in step);
+            # optimizer_step then skips the step of this (accumulation) window.
+            return zero_loss(self.trainable_parameters())
         self.log_metrics("train", loss.detach(), metrics, batch)
-        return loss if self.automatic_optimization else None
+        return loss
 
-    def optimizer_step_manually(self, loss: torch.Tensor) -> None:
-        """Backward, clip, step and schedule: one update under manual optimization."""
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """Lightning's step (automatic optimization), skipped when the loss or gradient is nan/inf.
+
+        The closure (training step + backward) runs inside ``optimizer.step``; when it reports
+        a non-finite loss or gradient it raises before the optimizer touches anything, and the
+        gradients are dropped: weights and optimizer state stay exactly as they were.
+        ``global_step`` and step-interval schedulers still advance (Lightning counts the attempt).
+        """
+        if optimizer_closure is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
+        def closure():
+            result = optimizer_closure()
+            if self._skip_pending is None:
+                self._check_gradients()
+            if self._skip_pending is not None:
+                raise _SkipOptimizerStep()
+            return result
+
+        try:
+            optimizer.step(closure=closure)
+        except _SkipOptimizerStep:
+            optimizer.zero_grad()
+            what, value = self._skip_pending
+            self._skip_pending = None
+            self.nonfinite.record_skip(self.global_step, what, value, f", epoch {epoch}, batch {batch_idx}")
+            return
+        finally:
+            self._skip_pending = None
+        self.nonfinite.record_step()
+
+    def optimizer_step_manually(self, loss: torch.Tensor) -> bool:
+        """Backward, clip, step and schedule: one update under manual optimization.
+
+        Returns False when the step was skipped because the loss (or, without an fp16
+        GradScaler, the gradient norm) was nan/inf on some process: the gradients are then
+        dropped and neither the optimizer nor the scheduler steps (``global_step`` does not
+        advance either).
+        """
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        self.manual_backward(loss)
+        if not self.nonfinite.is_finite(loss):
+            self._skip_pending = ("loss", loss.detach())
+            self.manual_backward(zero_loss(self.trainable_parameters()))  # keeps DDP's collectives in step
+        else:
+            self.manual_backward(loss)
+            self._check_gradients()
+        if self._skip_pending is not None:
+            optimizer.zero_grad()
+            what, value = self._skip_pending
+            self._skip_pending = None
+            self.nonfinite.record_skip(self.global_step, what, value, f", epoch {self.current_epoch}")
+            return False
         if self.max_grad_norm:
             self.clip_gradient_norm(optimizer, self.max_grad_norm)
         optimizer.step()
+        self.nonfinite.record_step()
         scheduler = self.lr_schedulers()
         if scheduler is not None and self.lr_scheduler_interval == "step":
             scheduler.step()
+        return True
+
+    def _check_gradients(self) -> None:
+        """Mark the step for skipping when the gradient norm is nan/inf on some process.
+
+        Not with an fp16 GradScaler: it finds inf gradients itself, skips those steps and
+        lowers its scale (that is how it works, not a fault)."""
+        if self._trainer is not None and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return
+        norm = self.nonfinite.gradient_norm(self.trainable_parameters())
+        if not self.nonfinite.is_finite(norm, device=self.device):
+            self._skip_pending = ("gradient norm", norm)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.log("train/skipped_steps", float(self.nonfinite.skipped_steps), on_step=True, on_epoch=False)
 
     def clip_gradient_norm(self, optimizer, max_norm: float) -> None:
         """Clip the gradients' global norm to ``max_norm``, in the way the strategy requires.
@@ -368,6 +456,7 @@ class FineTuneModule(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["objective_state"] = self.objective.state_dict()
+        checkpoint["nonfinite_state"] = self.nonfinite.state_dict()
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         # The reference is not built in __init__: create it so its saved weights can load.
@@ -375,6 +464,12 @@ class FineTuneModule(pl.LightningModule):
             self.ensure_reference()
         if "objective_state" in checkpoint:
             self.objective.load_state_dict(checkpoint["objective_state"])
+        if "nonfinite_state" in checkpoint:
+            self.nonfinite.load_state_dict(checkpoint["nonfinite_state"])
+
+
+class _SkipOptimizerStep(Exception):
+    """Raised inside the optimizer closure to leave ``optimizer.step`` before it updates anything."""
 
 
 def _is_sharded(strategy: object) -> bool:

@@ -74,7 +74,11 @@ class PPO(Objective):
         critic: None for a value head on the policy's last hidden state (shared trunk), or a
             separate critic model: a preset name, hub id / folder, or config dict with
             ``model_type`` (it must share the policy's tokenizer).
-        reward_timeout_s: give up on a reward call after this many seconds (a clear error).
+        reward_timeout_s: give up on a reward call after this many seconds: every response of that
+            batch scores 0, a warning is issued and ``train/reward_timeouts`` (cumulative, over all
+            processes, checkpointed) counts it. The hung call keeps running in a background thread
+            (Python cannot stop it): rewards that run code should time-limit it themselves in a
+            subprocess (:mod:`ift.rewards.code`). None: wait for ever.
         seed: base seed of the sampling streams; None uses the ``seed_everything`` seed
             (``PL_GLOBAL_SEED``), else 0.
     """
@@ -158,6 +162,7 @@ class PPO(Objective):
             AdaptiveKLController(kl_coef, target_kl, kl_horizon) if adaptive_kl else FixedKLController(kl_coef)
         )
         self._rollouts = 0  # rollouts taken so far: the index of the next sampling stream
+        self._reward_timeouts = 0  # reward batches that timed out (scored 0), over all processes
         self._step = 0
 
     # ------------------------------------------------------------------ Objective hooks
@@ -186,12 +191,17 @@ class PPO(Objective):
         return None  # PPO has no loss on a fixed batch; the module logs the NLL and accuracy
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"kl_controller": self.kl_controller.state_dict(), "rollouts": self._rollouts}
+        return {
+            "kl_controller": self.kl_controller.state_dict(),
+            "rollouts": self._rollouts,
+            "reward_timeouts": self._reward_timeouts,
+        }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if "kl_controller" in state:
             self.kl_controller.load_state_dict(state["kl_controller"])
         self._rollouts = int(state.get("rollouts", 0))
+        self._reward_timeouts = int(state.get("reward_timeouts", 0))
 
     # ------------------------------------------------------------------ one iteration
     def training_step(self, module: "FineTuneModule", batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
@@ -203,17 +213,19 @@ class PPO(Objective):
         mini = min(self.mini_batch_size or size, size)
         generator = torch.Generator().manual_seed(self._stream_seed(self._rollouts - 1, salt=1))
         sums: Dict[str, float] = {}
-        updates = 0
+        updates = skipped = 0
         stop = False
         for _ in range(self.ppo_epochs):
             order = torch.randperm(size, generator=generator)
             for first in range(0, size, mini):
                 loss, step_metrics = self.loss_on_rollout(module, rollout.select(order[first:first + mini]))
-                module.optimizer_step_manually(loss)
-                updates += 1
-                step_metrics["loss"] = loss.detach()
-                for key, value in step_metrics.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
+                if module.optimizer_step_manually(loss) is False:
+                    skipped += 1  # nan/inf loss or gradient: no update, metrics left out of the means
+                else:
+                    updates += 1
+                    step_metrics["loss"] = loss.detach()
+                    for key, value in step_metrics.items():
+                        sums[key] = sums.get(key, 0.0) + float(value)
                 if self.early_stop_kl is not None:
                     stop = _mean_over_processes(step_metrics["approx_kl"]) > self.early_stop_kl
                     if stop:
@@ -223,8 +235,10 @@ class PPO(Objective):
         for key, total in sums.items():
             metrics[key] = torch.tensor(total / updates)
         metrics["ppo_updates"] = torch.tensor(float(updates))
+        if skipped:
+            metrics["ppo_skipped_updates"] = torch.tensor(float(skipped))
         metrics["time/update"] = torch.tensor(time.perf_counter() - start)
-        loss = metrics.pop("loss")
+        loss = metrics.pop("loss", torch.tensor(float("nan")))  # nan: every update was skipped
         return loss, metrics
 
     def loss_on_rollout(self, module: "FineTuneModule", rollout: Rollout) -> Tuple[torch.Tensor, Metrics]:
@@ -312,7 +326,11 @@ class PPO(Objective):
             ended = Fn.ended_with_eos(response_ids, eos)
             visible = torch.where(response_mask, response_ids, torch.full_like(response_ids, pad))
             texts = tokenizer.batch_decode(visible, skip_special_tokens=True)
-            scores_list, n_nan = score_safely(self.reward, prompts, texts, examples, timeout_s=self.reward_timeout_s)
+            scores_list, n_nan, timed_out = score_safely(
+                self.reward, prompts, texts, examples, timeout_s=self.reward_timeout_s
+            )
+            if self.reward_timeout_s is not None:  # same branch on every rank: the sum is a collective
+                self._reward_timeouts += round(_mean_over_processes(torch.tensor(float(timed_out))) * _world_size())
             scored = time.perf_counter()
             bar.set_postfix(score=round(sum(scores_list) / max(len(scores_list), 1), 3))
 
@@ -353,6 +371,7 @@ class PPO(Objective):
             "response_length": response_mask.sum(-1).float().mean(),
             "eos_rate": ended.float().mean(),
             "reward_nan": torch.tensor(float(n_nan)),
+            "reward_timeouts": torch.tensor(float(self._reward_timeouts)),
             "time/generation": torch.tensor(generated - start),
             "time/scoring": torch.tensor(scored - generated),
             "time/logprobs": torch.tensor(forwarded - scored),
@@ -444,6 +463,10 @@ def _examples(batch: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if _distributed() else 1
 
 
 def _all_reduce_sum():

@@ -6,9 +6,16 @@ A reward scores a batch of rollouts at once::
 
 ``examples`` are the data rows the prompts came from (gold ``answer``, test cases, ...),
 one per prompt. Any callable with that signature works; :class:`Reward` is the optional
-base class that documents it. :func:`score_safely` is what the PPO objective calls: it
-turns a crashing, hanging or nan-returning reward into a clear error or a counted,
-warned-about 0.
+base class that documents it. :func:`score_safely` is what the PPO objective calls: a
+reward that raises becomes a clear error (a bug in the reward); a nan/inf score, or a
+whole batch whose reward did not return within the time limit, becomes a counted,
+warned-about 0 and training goes on.
+
+A hung reward cannot be stopped from Python: the thread that runs it keeps running in
+the background (a daemon thread, so it does not keep the process alive) and holds
+whatever it holds. Rewards that execute code or call services should put their own time
+limit inside, e.g. run the code in a subprocess with a timeout
+(:mod:`ift.rewards.code`); ``timeout_s`` is the safety net behind that.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 RewardFn = Callable[[List[str], List[str], List[Dict[str, Any]]], Sequence[float]]
 
@@ -66,7 +73,22 @@ def _first_example_label(prompts: Sequence[str], examples: Sequence[Dict[str, An
 
 
 class RewardTimeoutError(TimeoutError):
-    """A reward did not return in time (raised by :func:`score_safely`)."""
+    """A reward did not return in time (raised by :func:`score_safely` with ``on_timeout="raise"``)."""
+
+
+class RewardTimeoutWarning(RuntimeWarning):
+    """A reward did not return in time; its batch was scored 0 (:func:`score_safely`)."""
+
+
+class RewardScores(NamedTuple):
+    """What :func:`score_safely` returns."""
+
+    #: ``B`` finite Python floats (0 for nan/inf scores, and for every item of a timed-out batch).
+    scores: List[float]
+    #: How many scores were nan/inf and replaced by 0.
+    n_nan: int
+    #: Whether the reward did not return within ``timeout_s`` (then every score is 0).
+    timed_out: bool
 
 
 def _call_with_timeout(reward: Any, args: tuple, timeout_s: float, name: str, where: str) -> Any:
@@ -84,8 +106,9 @@ def _call_with_timeout(reward: Any, args: tuple, timeout_s: float, name: str, wh
     if thread.is_alive():
         raise RewardTimeoutError(
             f"Reward {name} did not return within {timeout_s:g} s for a batch of {len(args[0])} "
-            f"responses ({where}). It keeps running in a background thread. Make the reward "
-            "faster (e.g. put a time limit on code execution inside it) or raise reward_timeout_s."
+            f"responses ({where}). It keeps running in a background thread (Python cannot stop a "
+            "thread). Make the reward faster (e.g. run code in a subprocess with its own timeout, "
+            "as ift.rewards.code does) or raise reward_timeout_s."
         )
     if "error" in outcome:
         raise outcome["error"]
@@ -98,25 +121,33 @@ def score_safely(
     responses: Sequence[str],
     examples: Sequence[Dict[str, Any]],
     timeout_s: Optional[float] = None,
-) -> Tuple[List[float], int]:
+    on_timeout: str = "zero",
+) -> RewardScores:
     """Run ``reward`` on one batch and check what it returns.
 
     Args:
         reward: any ``(prompts, responses, examples) -> B floats`` callable.
         prompts, responses, examples: ``B`` each.
         timeout_s: if set, run the reward in a thread and give up after this many seconds.
+        on_timeout: ``"zero"`` (default): a batch that timed out scores 0 for every item,
+            with a :class:`RewardTimeoutWarning`; ``"raise"``: raise :class:`RewardTimeoutError`.
+            Either way the hung call keeps running in its background thread.
 
     Returns:
-        ``(scores, n_nan)``: ``B`` Python floats, with every nan/inf replaced by 0, and
-        how many were replaced (a warning is issued when any were).
+        :class:`RewardScores` ``(scores, n_nan, timed_out)``: ``B`` Python floats, with
+        every nan/inf replaced by 0; how many were replaced (a warning is issued when any
+        were); whether the batch timed out.
 
     Raises:
         ValueError: inputs of different lengths, or a result of the wrong length.
         TypeError: a result that is not a sequence of numbers.
         RuntimeError: the reward raised (chained to the original exception); the message
-            names the reward and the batch's first example.
-        RewardTimeoutError: (a TimeoutError) the reward did not return within ``timeout_s``.
+            names the reward and the batch's first example. A reward that raises is a bug
+            in the reward, not a transient fault: it is never scored 0.
+        RewardTimeoutError: (a TimeoutError) only with ``on_timeout="raise"``.
     """
+    if on_timeout not in ("zero", "raise"):
+        raise ValueError(f"score_safely: on_timeout must be 'zero' or 'raise', got {on_timeout!r}")
     name = reward_name(reward)
     n = len(prompts)
     if len(responses) != n or len(examples) != n:
@@ -131,8 +162,11 @@ def score_safely(
             raw = reward(*args)
         else:
             raw = _call_with_timeout(reward, args, timeout_s, name, where)
-    except RewardTimeoutError:
-        raise
+    except RewardTimeoutError as timeout:
+        if on_timeout == "raise":
+            raise
+        warnings.warn(f"{timeout} Every response of this batch was scored 0.", RewardTimeoutWarning, stacklevel=2)
+        return RewardScores([0.0] * n, 0, True)
     except Exception as exc:
         raise RuntimeError(
             f"Reward {name} raised {type(exc).__name__}: {exc} while scoring a batch of {n} "
@@ -171,4 +205,4 @@ def score_safely(
             RuntimeWarning,
             stacklevel=2,
         )
-    return scores, n_nan
+    return RewardScores(scores, n_nan, False)
