@@ -1,0 +1,103 @@
+"""The built-in code task: the generator's reference code is right by its own tests (run in
+the sandbox), the splits are disjoint and seeded, and the shipped SFT -> PPO config runs
+end to end with the sandboxed reward."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import yaml
+
+from eco_helpers import ROOT
+from ift.cli import main
+from ift.data.code_task import CodeTaskDataModule, apply_steps, code_examples, describe_steps, steps_to_code
+from ift.data.tokenizer import build_char_tokenizer
+from ift.rewards import CodeTestsReward
+
+CODE_CONFIG = ROOT / "configs" / "code" / "sft_then_ppo.yaml"
+
+
+def evaluate_trusted(code: str, x: int) -> int:
+    """Run the generator's own (trusted) reference code in this process."""
+    namespace: dict = {}
+    exec(code, namespace)
+    return namespace["f"](x)
+
+
+def random_steps(rng: random.Random, length: int):
+    ops = [("add", rng.randint(1, 9)), ("sub", rng.randint(1, 9)), ("mul", rng.randint(2, 9)), ("square", 0)]
+    return [rng.choice(ops) for _ in range(length)]
+
+
+def test_reference_code_with_fewest_parentheses_computes_the_steps():
+    rng = random.Random(0)
+    for _ in range(300):
+        steps = random_steps(rng, rng.randint(1, 4))
+        code = steps_to_code(steps)
+        for x in range(-5, 6):
+            assert evaluate_trusted(code, x) == apply_steps(steps, x), (steps, code)
+    # the parentheses are the fewest: none where precedence already gives the order
+    assert steps_to_code([("mul", 2), ("add", 3)]) == "def f(x):\n    return x*2+3"
+    assert steps_to_code([("add", 3), ("mul", 2)]) == "def f(x):\n    return (x+3)*2"
+    assert steps_to_code([("mul", 2), ("square", 0)]) == "def f(x):\n    return (x*2)**2"
+    assert steps_to_code([("square", 0), ("mul", 3)]) == "def f(x):\n    return x**2*3"
+    assert describe_steps([("add", 3), ("mul", 2), ("square", 0)]) == "add 3, times 2, square"
+
+
+def test_examples_are_distinct_seeded_and_their_tests_hold():
+    first = code_examples(40, seed=3)
+    assert first == code_examples(40, seed=3)
+    assert first != code_examples(40, seed=4)
+    assert len({example["prompt"] for example in first}) == 40
+    for example in first:
+        assert len(example["tests"]) == 4 and example["prompt"].startswith("# f(x): ")
+        for test in example["tests"]:
+            call, expected = test[len("assert "):].split(" == ")
+            assert evaluate_trusted(example["response"], int(call[2:-1])) == int(expected)
+
+
+def test_reference_functions_score_one_in_the_sandbox_and_wrong_ones_less():
+    examples = code_examples(6, seed=1)
+    reward = CodeTestsReward(timeout_s=10.0, max_workers=2)
+    prompts = [example["prompt"] for example in examples]
+    assert reward(prompts, [example["response"] for example in examples], examples) == [1.0] * 6
+    wrong = [example["response"].replace("return ", "return 1000+") for example in examples]
+    assert all(score < 1.0 for score in reward(prompts, wrong, examples))
+    assert reward.counts["ok"] >= 6 and reward.counts["runs"] == 12
+
+
+def test_splits_are_disjoint_and_sized():
+    data = CodeTaskDataModule(num_train=30, num_val=10, num_test=5, tokenizer=build_char_tokenizer())
+    splits = data.all_examples()
+    assert {name: len(rows) for name, rows in splits.items()} == {"train": 30, "val": 10, "test": 5}
+    prompts = [{row["prompt"] for row in rows} for rows in splits.values()]
+    assert not (prompts[0] & prompts[1]) and not (prompts[0] & prompts[2]) and not (prompts[1] & prompts[2])
+
+
+def test_impossible_task_sizes_are_clear_errors():
+    with pytest.raises(ValueError, match="could not draw 500 distinct problems"):
+        code_examples(500, seed=0, max_steps=1, max_constant=2)
+    with pytest.raises(ValueError, match="num_tests must be in"):
+        code_examples(5, seed=0, num_tests=50)
+
+
+def test_shipped_code_config_runs_sft_then_ppo_with_the_sandbox(tmp_path):
+    config = yaml.safe_load(CODE_CONFIG.read_text())
+    stages = config["model"]["objective"]["init_args"]["stages"]
+    assert [stage["objective"]["class_path"] for stage in stages] == ["SFT", "PPO"]
+    assert stages[1]["objective"]["init_args"]["reward"]["class_path"] == "ift.rewards.CodeTestsReward"
+    # The shipped recipe, made small: one epoch per stage, 8 problems, short generations.
+    stages[0]["epochs"], stages[1]["epochs"] = 1, 1
+    stages[1]["objective"]["init_args"].update(samples_per_prompt=2, max_new_tokens=24, mini_batch_size=8)
+    config["trainer"].update(max_epochs=2, enable_progress_bar=False, check_val_every_n_epoch=1)
+    config["data"]["init_args"].update(num_train=8, num_val=4, num_test=4, batch_size=8, eval_batch_size=4)
+    small = tmp_path / "code.yaml"
+    small.write_text(yaml.safe_dump(config))
+    cli = main(["fit", "--config", str(small), "--trainer.default_root_dir", str(tmp_path / "run")])
+    trainer, module = cli.trainer, cli.model
+    assert trainer.state.finished and trainer.current_epoch == 2
+    reward = module.objective.stages[1].objective.reward
+    assert isinstance(reward, CodeTestsReward)
+    assert reward.counts["responses"] == 16  # 8 prompts x 2 samples, each run or looked up in the sandbox
+    assert "train/score" in trainer.callback_metrics and "train/reward_timeouts" in trainer.callback_metrics
