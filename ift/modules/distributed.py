@@ -30,13 +30,19 @@ def all_reduce_sum_fn() -> Optional[Callable[[torch.Tensor], None]]:
     return lambda tensor: torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
 
 
-def mean_over_processes(value: torch.Tensor) -> float:
-    """The mean of a scalar over every process (the value itself with one process)."""
+def sum_over_processes(value: torch.Tensor) -> float:
+    """The sum of a scalar over every process (the value itself with one process). The
+    reduction runs on ``value``'s device: keep it on the GPU under NCCL."""
     if not is_distributed():
         return float(value)
     tensor = value.detach().float().reshape(1).clone()
     torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
-    return float(tensor) / torch.distributed.get_world_size()
+    return float(tensor)
+
+
+def mean_over_processes(value: torch.Tensor) -> float:
+    """The mean of a scalar over every process (the value itself with one process)."""
+    return sum_over_processes(value) / (torch.distributed.get_world_size() if is_distributed() else 1)
 
 
 def any_process(flag: bool, device: Optional[torch.device] = None) -> bool:

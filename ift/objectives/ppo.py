@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Un
 
 import torch
 
+from ift.modules.distributed import all_reduce_sum_fn, mean_over_processes, process_rank, sum_over_processes
 from ift.modules.generation import generate_responses
 from ift.objectives import functional as Fn
 from ift.objectives.base import Metrics, Objective
@@ -227,7 +228,7 @@ class PPO(Objective):
                     for key, value in step_metrics.items():
                         sums[key] = sums.get(key, 0.0) + float(value)
                 if self.early_stop_kl is not None:
-                    stop = _mean_over_processes(step_metrics["approx_kl"]) > self.early_stop_kl
+                    stop = mean_over_processes(step_metrics["approx_kl"]) > self.early_stop_kl
                     if stop:
                         break
             if stop:
@@ -330,7 +331,7 @@ class PPO(Objective):
                 self.reward, prompts, texts, examples, timeout_s=self.reward_timeout_s
             )
             if self.reward_timeout_s is not None:  # same branch on every rank: the sum is a collective
-                self._reward_timeouts += round(_mean_over_processes(torch.tensor(float(timed_out))) * _world_size())
+                self._reward_timeouts += round(sum_over_processes(torch.tensor(float(timed_out), device=prompt_ids.device)))
             scored = time.perf_counter()
             bar.set_postfix(score=round(sum(scores_list) / max(len(scores_list), 1), 3))
 
@@ -352,7 +353,7 @@ class PPO(Objective):
         values = torch.where(response_mask, values.float(), 0.0)
         advantages, returns = Fn.gae(rewards, values, response_mask, self.gamma, self.lam)
         if self.whiten_advantages:
-            advantages = Fn.masked_whiten(advantages, response_mask, all_reduce=_all_reduce_sum())
+            advantages = Fn.masked_whiten(advantages, response_mask, all_reduce=all_reduce_sum_fn())
         forwarded = time.perf_counter()
 
         rollout = Rollout(
@@ -363,7 +364,7 @@ class PPO(Objective):
             n_nan_rewards=n_nan, kl_coef=kl_coef,
         )
         sequence_kl = kl.sum(-1).mean()
-        self.kl_controller.update(_mean_over_processes(sequence_kl), rollout.batch_size)
+        self.kl_controller.update(mean_over_processes(sequence_kl), rollout.batch_size)
         metrics: Metrics = {
             "score": scores.mean(),
             "kl": sequence_kl,
@@ -404,7 +405,7 @@ class PPO(Objective):
     def _stream_seed(self, index: int, salt: int = 0) -> int:
         """Seed of rollout ``index``'s random stream: a function of (seed, index, rank, salt)."""
         base = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
-        rank = torch.distributed.get_rank() if _distributed() else 0
+        rank = process_rank()
         return (((base * 1_000_003 + index) * 1_009 + rank) * 7 + salt) % (2**63 - 1)
 
     def __repr__(self) -> str:
@@ -459,29 +460,6 @@ def _examples(batch: Dict[str, Any]) -> List[Dict[str, Any]]:
             for row, value in zip(rows, batch[key]):
                 row.setdefault(key, value)
     return rows
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _world_size() -> int:
-    return torch.distributed.get_world_size() if _distributed() else 1
-
-
-def _all_reduce_sum():
-    """A sum over processes for :func:`masked_whiten` under DDP, else None."""
-    if not _distributed():
-        return None
-    return lambda tensor: torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
-
-
-def _mean_over_processes(value: torch.Tensor) -> float:
-    if not _distributed():
-        return float(value)
-    tensor = value.detach().float().reshape(1).clone()
-    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
-    return float(tensor) / torch.distributed.get_world_size()
 
 
 @contextlib.contextmanager
