@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any, Dict, List, Optional, Tuple
 
-from ift.data.datamodule import ExamplesDataModule
-from ift.data.records import Record
+from ift.data.generated import GeneratedTaskDataModule
 
 
 def evaluate_with_steps(operands: List[int], operators: List[str]) -> Tuple[int, List[str]]:
@@ -67,7 +66,7 @@ def arithmetic_examples(
     return examples
 
 
-class ArithmeticDataModule(ExamplesDataModule):
+class ArithmeticDataModule(GeneratedTaskDataModule):
     """Generated arithmetic problems with a disjoint held-out split and exact answers.
 
     Args:
@@ -82,6 +81,8 @@ class ArithmeticDataModule(ExamplesDataModule):
         task_seed: seed of the problem generator.
         batch_size: see :class:`ExamplesDataModule` (as are the other arguments).
     """
+
+    task_name = "arithmetic"
 
     def __init__(
         self,
@@ -102,27 +103,11 @@ class ArithmeticDataModule(ExamplesDataModule):
         seed: int = 0,
         tokenizer: Optional[Any] = None,
     ):
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length,
+        super().__init__(num_train, num_val, num_test, task_seed,
+                         dict(num_operands=num_operands, min_operand=min_operand, max_operand=max_operand,
+                              operators=operators, worked_solution=worked_solution),
+                         batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length,
                          padding_side=padding_side, num_workers=num_workers, seed=seed, tokenizer=tokenizer)
-        self.task = dict(num_operands=num_operands, min_operand=min_operand, max_operand=max_operand,
-                         operators=operators, worked_solution=worked_solution)
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
-        self.task_seed = task_seed
-        self._examples: Optional[Dict[str, List[Dict[str, Any]]]] = None
 
-    def all_examples(self) -> Dict[str, List[Dict[str, Any]]]:
-        """The three splits, drawn once: held-out prompts are excluded from training."""
-        if self._examples is None:
-            total = sum(self.sizes.values())
-            pool = arithmetic_examples(total, self.task_seed, **self.task)
-            val = pool[: self.sizes["val"]]
-            test = pool[self.sizes["val"]: self.sizes["val"] + self.sizes["test"]]
-            train = pool[self.sizes["val"] + self.sizes["test"]:]
-            self._examples = {"train": train, "val": val, "test": test}
-        return self._examples
-
-    def load_examples(self, split: str) -> Optional[List[Record]]:
-        examples = self.all_examples()[split]
-        if not examples:
-            return None
-        return [(f"arithmetic[{split}]#{index}", example) for index, example in enumerate(examples)]
+    def generate(self, count: int) -> List[Dict[str, Any]]:
+        return arithmetic_examples(count, self.task_seed, **self.task)

@@ -24,7 +24,7 @@ import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ift.data.datamodule import ExamplesDataModule
-from ift.data.records import Record
+from ift.data.generated import GeneratedTaskDataModule
 
 Step = Tuple[str, int]
 _PRECEDENCE = {"atom": 4, "power": 3, "product": 2, "sum": 1}
@@ -117,7 +117,7 @@ def code_examples(
     return examples
 
 
-class CodeTaskDataModule(ExamplesDataModule):
+class CodeTaskDataModule(GeneratedTaskDataModule):
     """Generated function-synthesis problems with tests, a disjoint held-out split, for
     SFT on the reference code and PPO with :class:`ift.rewards.CodeTestsReward`.
 
@@ -133,6 +133,8 @@ class CodeTaskDataModule(ExamplesDataModule):
         task_seed: seed of the problem generator.
         batch_size: see :class:`ExamplesDataModule` (as are the other arguments).
     """
+
+    task_name = "code_task"
 
     def __init__(
         self,
@@ -153,27 +155,14 @@ class CodeTaskDataModule(ExamplesDataModule):
         seed: int = 0,
         tokenizer: Optional[Any] = None,
     ):
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length,
+        super().__init__(num_train, num_val, num_test, task_seed,
+                         dict(max_steps=max_steps, max_constant=max_constant, num_tests=num_tests,
+                              min_input=min_input, max_input=max_input),
+                         batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length,
                          padding_side=padding_side, num_workers=num_workers, seed=seed, tokenizer=tokenizer)
-        self.task = dict(max_steps=max_steps, max_constant=max_constant, num_tests=num_tests,
-                         min_input=min_input, max_input=max_input)
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
-        self.task_seed = task_seed
-        self._examples: Optional[Dict[str, List[Dict[str, Any]]]] = None
 
-    def all_examples(self) -> Dict[str, List[Dict[str, Any]]]:
-        """The three splits, drawn once from one pool: no prompt is in two splits."""
-        if self._examples is None:
-            pool = code_examples(sum(self.sizes.values()), self.task_seed, **self.task)
-            val, test = self.sizes["val"], self.sizes["test"]
-            self._examples = {"val": pool[:val], "test": pool[val: val + test], "train": pool[val + test:]}
-        return self._examples
-
-    def load_examples(self, split: str) -> Optional[List[Record]]:
-        examples = self.all_examples()[split]
-        if not examples:
-            return None
-        return [(f"code_task[{split}]#{index}", example) for index, example in enumerate(examples)]
+    def generate(self, count: int) -> List[Dict[str, Any]]:
+        return code_examples(count, self.task_seed, **self.task)
 
 
 def pass_rate(module: Any, data: ExamplesDataModule, split: str = "val", reward: Any = None,
