@@ -1,4 +1,5 @@
-"""The ``ift`` command: LightningCLI for ``fit|validate|test`` plus ``ift frozen-lake``."""
+"""The ``ift`` command: LightningCLI for ``fit|validate|test`` plus ``ift frozen-lake`` and
+``ift code-pass-rate``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ift.callbacks.save_config import SaveRunConfig
 import ift.data  # noqa: F401  (registers data module classes for short class_path names)
 from ift.modules import FineTuneModule
 
-EXTRA_COMMANDS = {"frozen-lake": "ift.frozen_lake_cli:main"}
+EXTRA_COMMANDS = {"frozen-lake": "ift.frozen_lake_cli:main", "code-pass-rate": "ift.data.code_task:main"}
 
 
 class IFTCLI(LightningCLI):
@@ -51,7 +52,8 @@ def main(args: Optional[List[str]] = None):
         return getattr(module, function)(args[1:])
     if args[:1] in (["-h"], ["--help"]):
         # LightningCLI's help lists fit/validate/test only; name the extra commands too.
-        print("ift: also `ift frozen-lake --help` (the Frozen Lake comparison of every objective)\n")
+        print("ift: also `ift frozen-lake --help` (the Frozen Lake comparison of every objective) and\n"
+              "`ift code-pass-rate --help` (held-out pass rate of a checkpoint on the built-in code task)\n")
     hint = unknown_objective_hint(args)
     if hint:
         raise SystemExit(f"ift: error: {hint}")

@@ -4,6 +4,7 @@ end to end with the sandboxed reward."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -82,7 +83,7 @@ def test_impossible_task_sizes_are_clear_errors():
         code_examples(5, seed=0, num_tests=50)
 
 
-def test_shipped_code_config_runs_sft_then_ppo_with_the_sandbox(tmp_path):
+def test_shipped_code_config_runs_sft_then_ppo_with_the_sandbox(tmp_path, capsys):
     config = yaml.safe_load(CODE_CONFIG.read_text())
     stages = config["model"]["objective"]["init_args"]["stages"]
     assert [stage["objective"]["class_path"] for stage in stages] == ["SFT", "PPO"]
@@ -101,3 +102,9 @@ def test_shipped_code_config_runs_sft_then_ppo_with_the_sandbox(tmp_path):
     assert isinstance(reward, CodeTestsReward)
     assert reward.counts["responses"] == 16  # 8 prompts x 2 samples, each run or looked up in the sandbox
     assert "train/score" in trainer.callback_metrics and "train/reward_timeouts" in trainer.callback_metrics
+    # The held-out pass rate of the checkpoint, through `ift code-pass-rate`.
+    (checkpoint,) = (tmp_path / "run").glob("**/checkpoints/*.ckpt")
+    task = json.dumps({"num_train": 8, "num_val": 4, "num_test": 4})
+    result = main(["code-pass-rate", "--ckpt", str(checkpoint), "--task", task, "--max-new-tokens", "24"])
+    assert result["count"] == 4 and 0.0 <= result["pass_rate"] <= result["mean_score"] <= 1.0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result

@@ -13,7 +13,7 @@ Steps: ``add K`` (``+K``), ``subtract K`` (``-K``), ``times K`` (``*K``, K >= 2)
 ``square`` (``**2``), with constants 1..``max_constant``. The reference code uses the
 fewest parentheses. Examples carry ``tests`` (read by :class:`ift.rewards.CodeTestsReward`)
 and no ``answer`` (``val/accuracy`` is a numeric match and does not apply); measure the
-held-out pass rate with :func:`pass_rate` or ``python -m ift.data.code_task --ckpt ...``.
+held-out pass rate with :func:`pass_rate` or ``ift code-pass-rate --ckpt ...``.
 """
 
 from __future__ import annotations
@@ -201,8 +201,9 @@ def pass_rate(module: Any, data: ExamplesDataModule, split: str = "val", reward:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
-    """``python -m ift.data.code_task --ckpt run.ckpt``: held-out pass rate of a checkpoint."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    """``ift code-pass-rate --ckpt run.ckpt`` (or ``python -m ift.data.code_task``): held-out
+    pass rate of a checkpoint on the built-in code task, greedy decoding, printed as JSON."""
+    parser = argparse.ArgumentParser(prog="ift code-pass-rate", description=main.__doc__)
     parser.add_argument("--ckpt", help="checkpoint of a FineTuneModule; omit for an untrained tiny-gpt2")
     parser.add_argument("--split", default="val", choices=("val", "test"))
     parser.add_argument("--max-new-tokens", type=int, default=48)
