@@ -12,7 +12,14 @@ import yaml
 
 from eco_helpers import ROOT
 from ift.cli import main
-from ift.data.code_task import CodeTaskDataModule, apply_steps, code_examples, describe_steps, steps_to_code
+from ift.data.code_task import (
+    CodeTaskDataModule,
+    apply_steps,
+    code_examples,
+    describe_steps,
+    step_options,
+    steps_to_code,
+)
 from ift.data.tokenizer import build_char_tokenizer
 from ift.rewards import CodeTestsReward
 
@@ -74,6 +81,21 @@ def test_splits_are_disjoint_and_sized():
     assert {name: len(rows) for name, rows in splits.items()} == {"train": 30, "val": 10, "test": 5}
     prompts = [{row["prompt"] for row in rows} for rows in splits.values()]
     assert not (prompts[0] & prompts[1]) and not (prompts[0] & prompts[2]) and not (prompts[1] & prompts[2])
+
+
+def test_problems_are_drawn_uniformly_so_every_split_has_the_same_mix():
+    # Every problem of the space can be drawn: 9 single steps with constants up to 3.
+    options = step_options(3)
+    assert len(options) == len(set(options)) == 3 + 3 + 2 + 1
+    everything = code_examples(9 + 9 ** 2, seed=0, max_constant=3)
+    expected = {f"# f(x): {describe_steps([a])}\n" for a in options}
+    expected |= {f"# f(x): {describe_steps([a, b])}\n" for a in options for b in options}
+    assert {example["prompt"] for example in everything} == expected
+    # The default task draws 700 of its 756 problems: held-out splits cut from the first
+    # draws must not be richer in one-step problems than the training split.
+    splits = CodeTaskDataModule(tokenizer=build_char_tokenizer()).all_examples()
+    share = {name: sum("," not in row["prompt"] for row in rows) / len(rows) for name, rows in splits.items()}
+    assert abs(share["val"] - share["train"]) < 0.05 and abs(share["test"] - share["train"]) < 0.05, share
 
 
 def test_impossible_task_sizes_are_clear_errors():

@@ -10,7 +10,8 @@ inputs::
     tests:    ["assert f(4) == 14", "assert f(-2) == 2", ...]
 
 Steps: ``add K`` (``+K``), ``subtract K`` (``-K``), ``times K`` (``*K``, K >= 2) and
-``square`` (``**2``), with constants 1..``max_constant``. The reference code uses the
+``square`` (``**2``), with constants 1..``max_constant``. Problems are drawn uniformly
+from all problems, so the training and held-out splits have the same mix of lengths. The reference code uses the
 fewest parentheses. Examples carry ``tests`` (read by :class:`ift.rewards.CodeTestsReward`)
 and no ``answer`` (``val/accuracy`` is a numeric match and does not apply); measure the
 held-out pass rate with :func:`pass_rate` or ``ift code-pass-rate --ckpt ...``.
@@ -67,17 +68,24 @@ def apply_steps(steps: Sequence[Step], x: int) -> int:
     return x
 
 
+def step_options(max_constant: int) -> List[Step]:
+    """Every single step: ``add``/``subtract`` 1..max_constant, ``times`` 2..max(2, max_constant), ``square``."""
+    return ([("add", k) for k in range(1, max_constant + 1)] + [("sub", k) for k in range(1, max_constant + 1)]
+            + [("mul", k) for k in range(2, max(2, max_constant) + 1)] + [("square", 0)])
+
+
 def _draw_steps(rng: random.Random, max_steps: int, max_constant: int) -> List[Step]:
-    steps = []
-    for _ in range(rng.randint(1, max_steps)):
-        op = rng.choice(("add", "sub", "mul", "square"))
-        if op == "square":
-            steps.append(("square", 0))
-        elif op == "mul":
-            steps.append(("mul", rng.randint(2, max(2, max_constant))))
-        else:
-            steps.append((op, rng.randint(1, max_constant)))
-    return steps
+    """One problem drawn uniformly from all problems of 1..max_steps steps.
+
+    The number of steps is weighted by how many problems have it (``len(options) ** n``):
+    drawing it uniformly would exhaust the few one-step problems within the first draws,
+    so the held-out splits (cut from the first draws) would be mostly one-step problems
+    that training hardly contains.
+    """
+    options = step_options(max_constant)
+    lengths = list(range(1, max_steps + 1))
+    length = rng.choices(lengths, weights=[len(options) ** n for n in lengths])[0]
+    return [rng.choice(options) for _ in range(length)]
 
 
 def code_examples(
