@@ -331,7 +331,8 @@ class PPO(Objective):
                 self.reward, prompts, texts, examples, timeout_s=self.reward_timeout_s
             )
             if self.reward_timeout_s is not None:  # same branch on every rank: the sum is a collective
-                self._reward_timeouts += round(sum_over_processes(torch.tensor(float(timed_out), device=prompt_ids.device)))
+                timed_out_here = torch.tensor(float(timed_out), device=prompt_ids.device)
+                self._reward_timeouts += round(sum_over_processes(timed_out_here))
             scored = time.perf_counter()
             bar.set_postfix(score=round(sum(scores_list) / max(len(scores_list), 1), 3))
 
