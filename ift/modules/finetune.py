@@ -303,10 +303,7 @@ class FineTuneModule(pl.LightningModule):
         try:
             optimizer.step(closure=closure)
         except _SkipOptimizerStep:
-            optimizer.zero_grad()
-            what, value = self._skip_pending
-            self._skip_pending = None
-            self.nonfinite.record_skip(self.global_step, what, value, f", epoch {epoch}, batch {batch_idx}")
+            self._skip_step(optimizer, f", epoch {epoch}, batch {batch_idx}")
             return
         finally:
             self._skip_pending = None
@@ -329,10 +326,7 @@ class FineTuneModule(pl.LightningModule):
             self.manual_backward(loss)
             self._check_gradients()
         if self._skip_pending is not None:
-            optimizer.zero_grad()
-            what, value = self._skip_pending
-            self._skip_pending = None
-            self.nonfinite.record_skip(self.global_step, what, value, f", epoch {self.current_epoch}")
+            self._skip_step(optimizer, f", epoch {self.current_epoch}")
             return False
         if self.max_grad_norm:
             self.clip_gradient_norm(optimizer, self.max_grad_norm)
@@ -342,6 +336,14 @@ class FineTuneModule(pl.LightningModule):
         if scheduler is not None and self.lr_scheduler_interval == "step":
             scheduler.step()
         return True
+
+    def _skip_step(self, optimizer, where: str) -> None:
+        """Drop the gradients of the step marked in ``_skip_pending`` and count the skip
+        (which raises once too many steps in a row were skipped)."""
+        optimizer.zero_grad()
+        what, value = self._skip_pending
+        self._skip_pending = None
+        self.nonfinite.record_skip(self.global_step, what, value, where)
 
     def _check_gradients(self) -> None:
         """Mark the step for skipping when the gradient norm is nan/inf on some process.

@@ -220,7 +220,7 @@ class PPO(Objective):
             order = torch.randperm(size, generator=generator)
             for first in range(0, size, mini):
                 loss, step_metrics = self.loss_on_rollout(module, rollout.select(order[first:first + mini]))
-                if module.optimizer_step_manually(loss) is False:
+                if not module.optimizer_step_manually(loss):
                     skipped += 1  # nan/inf loss or gradient: no update, metrics left out of the means
                 else:
                     updates += 1

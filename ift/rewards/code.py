@@ -170,11 +170,10 @@ class CodeTestsReward(Reward):
         """The score of one sandbox result under this reward's settings."""
         if result.status == "blocked" and self.zero_on_blocked:
             return 0.0
-        if not result.completed or result.total == 0:
-            return 0.0
+        fraction = result.fraction_passed  # 0 unless the run completed
         if self.partial_credit:
-            return result.passed / result.total
-        return 1.0 if result.passed == result.total else 0.0
+            return fraction
+        return 1.0 if fraction == 1.0 else 0.0
 
     def __call__(self, prompts: List[str], responses: List[str], examples: List[Dict[str, Any]]) -> List[float]:
         jobs = []
