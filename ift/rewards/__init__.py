@@ -3,7 +3,7 @@
 ``RewardModelScore`` imports transformers only when it first scores.
 """
 
-from ift.rewards.answer import AnswerMatchReward, answers_match, extract_answer
+from ift.rewards.answer import AnswerMatchReward, answers_match, extract_answer, extract_triggered_answer
 from ift.rewards.code import CodeTestsReward, extract_code
 from ift.rewards.base import (
     Reward,
@@ -27,6 +27,7 @@ __all__ = [
     "RewardTimeoutWarning",
     "answers_match",
     "extract_answer",
+    "extract_triggered_answer",
     "extract_code",
     "run_in_sandbox",
     "reward_name",

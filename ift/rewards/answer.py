@@ -1,31 +1,43 @@
 """Verifiable reward for math word problems: does the response state the gold number?
 
-The ReFT score (SPEC.md, "PPO"): 1 if the answer extracted from the response matches the
-gold answer (``|pred - gold| <= 1e-2``), 0.1 if an answer was extracted but is wrong, 0
-if none could be extracted.
+The ReFT score (SPEC.md, "PPO"; Luong et al. 2024, §3.1): 1 if the answer extracted from the
+response matches the gold answer (``|pred - gold| <= 1e-2``), 0.1 if an answer was extracted
+but is wrong, 0 if none could be extracted. What counts as "extracted" decides who gets the
+0.1, and there are two rules:
 
-How :func:`extract_answer` reads a response, first rule that yields a number wins:
+* **ReFT's rule** (:func:`extract_triggered_answer`, ``AnswerMatchReward(trigger=...)``): the
+  answer is the *first* number after the *last* occurrence of the CoT format's answer
+  *trigger* (``"The answer is"`` in ReFT's natural-language CoT, ``"####"`` in GSM8K's own
+  solutions), in any case. No trigger, or no number after the last one: nothing extracted,
+  score 0, however many numbers the response holds. So 0.1 pays for a well-formed answer,
+  not for any number.
+* **The liberal rule** (:func:`extract_answer`, the default ``trigger=None``), first rule that
+  yields a number wins:
 
-1. A strong marker: ``####`` (GSM8K), ``answer:`` / ``answer is`` / ``answer is:`` /
-   ``answer =`` (any case) or ``\\boxed{``. The answer is the *first* number after the
-   *last* such marker (so ``"answer: 7 or 8"`` gives 7: the model committed to 7 first;
-   hedging earns nothing extra). If the last marker has no number after it, the one
-   before it is tried, and so on.
-2. An equals sign (not part of ``==``, ``<=``, ``>=``, ``!=``): the first number after the
-   last ``=`` that has one after it (``"x = 5"`` gives 5).
-3. Otherwise the last number in the text.
+  1. A strong marker: ``####`` (GSM8K), ``answer:`` / ``answer is`` / ``answer is:`` /
+     ``answer =`` (any case) or ``\\boxed{``. The answer is the *first* number after the
+     *last* such marker (so ``"answer: 7 or 8"`` gives 7: the model committed to 7 first;
+     hedging earns nothing extra). If the last marker has no number after it, the one
+     before it is tried, and so on.
+  2. An equals sign (not part of ``==``, ``<=``, ``>=``, ``!=``): the first number after the
+     last ``=`` that has one after it (``"x = 5"`` gives 5).
+  3. Otherwise the last number in the text.
 
-A number is an optional sign, digits with optional thousands commas (``1,200``), an
-optional decimal part and exponent, and an optional ``/denominator`` (``3/4`` gives 0.75).
-A number glued to the end of a Latin word (``x2``, ``H2O``) is not one; a trailing
-period or unit is ignored (``42.``, ``5km``, ``50%``).
+  It suits models not trained on one answer format (and greedy ``val/accuracy``), but it
+  pays 0.1 to nearly every response that contains a digit.
+
+A number, under both rules, is an optional sign, digits with optional thousands commas
+(``1,200``), an optional decimal part and exponent, and an optional ``/denominator``
+(``3/4`` gives 0.75). A number glued to the end of a Latin word (``x2``, ``H2O``) is not one;
+a trailing period or unit is ignored (``42.``, ``5km``, ``50%``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ift.rewards.base import Reward
 
@@ -81,6 +93,63 @@ def extract_answer(text: Optional[str]) -> Optional[float]:
     return numbers[-1] if numbers else None
 
 
+def _trigger_tuple(triggers: Union[str, Sequence[str]], owner: str) -> Tuple[str, ...]:
+    """``triggers`` as a tuple of non-blank phrases; a clear error for anything else."""
+    phrases = [triggers] if isinstance(triggers, str) else triggers
+    try:
+        phrases = list(phrases)
+    except TypeError:
+        raise TypeError(f"{owner}: trigger must be a phrase or a list of phrases, got {triggers!r}") from None
+    if not phrases:
+        raise ValueError(
+            f"{owner}: trigger is an empty list; give the phrase that precedes the final answer in "
+            f"the SFT data (e.g. trigger: ['####'] for GSM8K, ['The answer is'] for ReFT's CoT), "
+            f"or leave trigger unset (null) for the liberal extraction rules"
+        )
+    for phrase in phrases:
+        if not isinstance(phrase, str):
+            raise TypeError(f"{owner}: every trigger must be a string, got {phrase!r} in {triggers!r}")
+        if not phrase.strip():
+            raise ValueError(
+                f"{owner}: trigger {phrase!r} is empty or blank, so it would match everywhere; give "
+                f"the phrase that precedes the final answer in the SFT data (e.g. trigger: ['####'] "
+                f"for GSM8K, ['The answer is'] for ReFT's CoT), or leave trigger unset (null) for "
+                f"the liberal extraction rules"
+            )
+    return tuple(phrases)
+
+
+@functools.lru_cache(maxsize=64)
+def _trigger_pattern(triggers: Tuple[str, ...]) -> "re.Pattern[str]":
+    # A zero-width lookahead finds every occurrence, overlapping ones included; at each position
+    # the longest phrase that matches there wins (alternatives are tried longest first).
+    alternatives = "|".join(re.escape(t) for t in sorted(set(triggers), key=len, reverse=True))
+    return re.compile(f"(?=({alternatives}))", re.IGNORECASE)
+
+
+def extract_triggered_answer(text: Optional[str], triggers: Union[str, Sequence[str]]) -> Optional[float]:
+    """ReFT's EXTRACT: the first number after the last answer trigger, or None.
+
+    ``triggers`` is a phrase or a list of phrases (``"The answer is"``, ``"####"``), matched in
+    any case. The answer is the first number (as in :func:`extract_answer`) after the *last*
+    occurrence of any of them (the one that starts last; at the same start, the longest).
+    None when no trigger occurs, or when no number follows the last one: a number elsewhere,
+    or after an earlier trigger, does not count. Examples with ``"The answer is"``:
+    ``"2 + 3 = 5. The answer is 5."`` -> 5.0, ``"the ANSWER is 7 or 8"`` -> 7.0,
+    ``"2 + 3 = 5"`` -> None, ``"The answer is 4. No, the answer is unclear"`` -> None.
+    """
+    pattern = _trigger_pattern(_trigger_tuple(triggers, "extract_triggered_answer"))
+    if not text:
+        return None
+    text = text.translate(_MINUS_SIGNS)  # one character for one: positions do not move
+    last = None
+    for last in pattern.finditer(text):
+        pass
+    if last is None:
+        return None
+    return _first_number(text[last.start() + len(last.group(1)):])
+
+
 def _gold_value(gold: Any) -> float:
     """A gold answer as a float: a number, a numeric string (``"1,200"``) or text with one (``"#### 72"``)."""
     if isinstance(gold, bool) or gold is None:
@@ -121,14 +190,30 @@ def answers_match(pred: Optional[float], gold: Union[float, int, str], tol: floa
 
 class AnswerMatchReward(Reward):
     """ReFT's score: ``correct`` if the extracted answer matches, ``wrong`` if an answer was
-    extracted but does not match, ``missing`` if no number could be extracted.
+    extracted but does not match, ``missing`` if no answer could be extracted.
+
+    What "extracted" means is ``trigger``'s choice: ReFT's rule (a number after the answer
+    trigger) when it is set, the liberal rules of :func:`extract_answer` when it is None.
 
     Args:
-        correct: score of a correct answer.
-        wrong: score of a wrong but extracted answer (ReFT: 0.1, a bonus for a well-formed answer).
-        missing: score when no answer could be extracted.
-        tolerance: absolute tolerance of the numeric comparison.
+        correct: score of a correct answer (ReFT: 1).
+        wrong: score of a wrong but extracted answer (ReFT: 0.1, a partial reward for a
+            well-formed answer; ReFT pays it only for a number after the answer trigger, so set
+            ``trigger`` to reproduce it).
+        missing: score when no answer could be extracted (ReFT: 0): with ``trigger`` set, no
+            trigger in the response or no number after the last one.
+        tolerance: absolute tolerance of the numeric comparison (ReFT: 1e-2).
         answer_key: key of the gold answer in each example.
+        trigger: the phrase (or list of phrases) that precedes the final answer in the SFT
+            data's format, matched in any case; the answer is the first number after its last
+            occurrence. This is ReFT's rule: ``"The answer is"`` for ReFT's own CoT format,
+            ``"####"`` for GSM8K's worked solutions. It must match what the warm-up taught the
+            model to write, or every response scores ``missing``. In YAML and on the command
+            line give a phrase that starts with ``#`` as a list, ``trigger: ["####"]``: the
+            CLI re-reads a lone string as YAML, where ``####`` is a comment, i.e. null.
+            None (default): the liberal rules of :func:`extract_answer` (a marker, else the
+            last ``=``, else the last number), which pay ``wrong`` to nearly any response with
+            a number in it; not ReFT's rule.
     """
 
     def __init__(
@@ -138,16 +223,29 @@ class AnswerMatchReward(Reward):
         missing: float = 0.0,
         tolerance: float = 1e-2,
         answer_key: str = "answer",
+        trigger: Optional[Union[str, List[str]]] = None,
     ) -> None:
         self.correct = float(correct)
         self.wrong = float(wrong)
         self.missing = float(missing)
         self.tolerance = float(tolerance)
         self.answer_key = answer_key
+        if trigger is None:
+            self.trigger: Optional[Union[str, List[str]]] = None
+            self.triggers: Optional[Tuple[str, ...]] = None
+        else:
+            self.triggers = _trigger_tuple(trigger, "AnswerMatchReward")
+            self.trigger = trigger if isinstance(trigger, str) else list(self.triggers)
+
+    def extract(self, response: str) -> Optional[float]:
+        """The answer this reward reads from ``response`` (ReFT's rule when ``trigger`` is set)."""
+        if self.triggers is None:
+            return extract_answer(response)
+        return extract_triggered_answer(response, self.triggers)
 
     def score_one(self, response: str, example: Dict[str, Any]) -> float:
         """Score a single response against ``example[answer_key]``."""
-        pred = extract_answer(response)
+        pred = self.extract(response)
         if pred is None:
             return self.missing
         return self.correct if answers_match(pred, example[self.answer_key], self.tolerance) else self.wrong
@@ -170,5 +268,5 @@ class AnswerMatchReward(Reward):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(correct={self.correct}, wrong={self.wrong}, missing={self.missing}, "
-            f"tolerance={self.tolerance}, answer_key={self.answer_key!r})"
+            f"tolerance={self.tolerance}, answer_key={self.answer_key!r}, trigger={self.trigger!r})"
         )
