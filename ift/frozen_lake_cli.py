@@ -284,7 +284,12 @@ UNTRAINED = "untrained"
 def aggregate(runs: List[Dict[str, Any]], objectives: Sequence[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
     """``{objective: {metric: {"mean", "std"}}}`` over seeds, plus the :data:`UNTRAINED` row:
     the same seeds' policies before training (every objective of a seed starts from the same
-    weights; they are read from the first objective's runs)."""
+    weights; they are read from the first objective's runs).
+
+    Runs are taken in seed order: workers finish in any order, and a float sum over seeds in
+    another order can differ in its last bit (IFT with lam = 0, gamma = 0 must equal SFT exactly).
+    """
+    runs = sorted(runs, key=lambda run: run["seed"])
     results = {}
     for name in objectives:
         mine = [run for run in runs if run["objective"] == name]
