@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ift.experiments.workers import imap_in_processes
 from ift.data.frozen_lake import DEFAULT_MAP, MAP_SEPARATOR, VOCAB, ACTIONS, FrozenLakeTask, MapError
 
 # --------------------------------------------------------------------------------------
@@ -224,12 +225,6 @@ def build_run(config: Dict[str, Any]):
 def run_one(job: Tuple[str, int, Optional[str], int, int]) -> Dict[str, Any]:
     """Train one (objective, seed) and return its metrics, final policy and learning curve."""
     name, seed, map_spec, steps, eval_every = job
-    import warnings
-
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
     start = time.perf_counter()
     module, data, trainer, monitor = build_run(run_config(name, map_spec, steps, seed, eval_every))
     trainer.fit(module, datamodule=data)
@@ -243,18 +238,6 @@ def run_one(job: Tuple[str, int, Optional[str], int, int]) -> Dict[str, Any]:
         "optimizer_steps": int(trainer.global_step),
         "seconds": time.perf_counter() - start,
     }
-
-
-def _quiet_worker() -> None:
-    import logging
-    import warnings
-
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # --------------------------------------------------------------------------------------
@@ -477,19 +460,9 @@ def _run_jobs(jobs: List[Tuple[str, int, Optional[str], int, int]], workers: int
     runs: List[Dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc="frozen-lake", unit="run", file=sys.stderr, dynamic_ncols=True)
     try:
-        if workers == 1:
-            _quiet_worker()
-            for job in jobs:
-                runs.append(run_one(job))
-                _advance(bar, runs[-1])
-        else:
-            import multiprocessing
-
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(workers, initializer=_quiet_worker) as pool:
-                for run in pool.imap_unordered(run_one, jobs):
-                    runs.append(run)
-                    _advance(bar, run)
+        for run in imap_in_processes(run_one, jobs, workers):
+            runs.append(run)
+            _advance(bar, run)
     finally:
         bar.close()
     return runs
