@@ -1,19 +1,26 @@
-"""The claims of the Frozen Lake sanity check on the default map, 5 fixed seeds, with the
-defaults of ``ift frozen-lake`` (exactly the README's table).
+"""The claims of the Frozen Lake sanity check on the default map, 5 seeds, with the
+defaults of ``ift frozen-lake`` (the README's table).
 
-Reproduced (asserted): IFT's mean MSE to π* is below SFT's; IFT with lam = 0 and gamma = 0
-gives SFT's numbers exactly; PPO (environment reward only) reaches the goal greedily on
-every seed. Not reproduced (strict xfail, so that a change that makes it hold is noticed
-and the docs get updated): DPO's mean MSE below SFT's. See docs/frozen_lake.md.
+A comparison "A closer to π* than B" is asserted on the paired per-seed differences of MSE
+to π*: their mean must be below zero by more than ``Z`` standard errors of the mean (sample
+std / sqrt(seeds)), so neither seed-to-seed spread nor the drift between CPU kernels can
+flip it. Reproduced (asserted): IFT closer than SFT; IFT with lam = 0, gamma = 0 gives SFT's
+numbers exactly; PPO (environment reward only) reaches the goal greedily on every seed.
+Not reproduced (strict xfail, asserted the same robust way, so that a change that makes it
+hold is noticed and the docs get updated): DPO closer than SFT. See docs/frozen_lake.md.
 """
 
 import json
+import math
+import statistics
 
 import pytest
 
 from ift import frozen_lake_cli as cli
 
 pytestmark = pytest.mark.slow
+
+Z = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +31,23 @@ def check(tmp_path_factory):
     return results, details
 
 
-def mse(results, name):
-    return results[name]["mse_to_optimal"]["mean"]
+def paired_mse_differences(details, first, second):
+    """Per seed: MSE to π* of ``first`` minus that of ``second`` (negative: ``first`` is closer)."""
+    per_seed = {(run["objective"], run["seed"]): run["metrics"]["mse_to_optimal"] for run in details["runs"]}
+    return [per_seed[(first, seed)] - per_seed[(second, seed)] for seed in range(details["seeds"])]
+
+
+def robustly_closer(details, first, second) -> bool:
+    diffs = paired_mse_differences(details, first, second)
+    mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+    print(f"\nMSE {first} - {second} per seed: " + ", ".join(f"{d:+.4f}" for d in diffs)
+          + f"; mean {mean:+.4f}, SE {se:.4f}")
+    return mean < -Z * se
 
 
 def test_ift_is_closer_to_the_optimal_policy_than_sft(check):
-    results, details = check
-    assert mse(results, "IFT") < mse(results, "SFT")
-    # ... and on every seed, not only on average.
-    per_seed = {(run["objective"], run["seed"]): run["metrics"]["mse_to_optimal"] for run in details["runs"]}
-    for seed in range(details["seeds"]):
-        assert per_seed[("IFT", seed)] < per_seed[("SFT", seed)], seed
+    _, details = check
+    assert robustly_closer(details, "IFT", "SFT")
 
 
 def test_ift_with_lam0_gamma0_is_sft_exactly(check):
@@ -64,5 +77,5 @@ def test_supervised_objectives_learn_the_optimal_trajectory(check):
 @pytest.mark.xfail(strict=True, reason="does not reproduce on this setup: DPO's sequence-level penalty on the rejected "
                                        "path DDDRRRU also pushes down its optimal tail (R, R, R, U); docs/frozen_lake.md")
 def test_dpo_is_closer_to_the_optimal_policy_than_sft(check):
-    results, _ = check
-    assert mse(results, "DPO") < mse(results, "SFT")
+    _, details = check
+    assert robustly_closer(details, "DPO", "SFT")

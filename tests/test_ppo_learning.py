@@ -1,104 +1,109 @@
-"""Learning tests (slow): PPO with the answer reward raises held-out greedy accuracy on the
-arithmetic task above the SFT warm-up it starts from, both as a second fit and inside a
-``Sequential`` SFT -> PPO recipe run as one fit (ReFT).
+"""Learning tests (slow): what PPO after an SFT warm-up does on the arithmetic task (ReFT),
+asserted only where it holds over seeds and CPU kernels.
 
-Task: two operands in [0, 29], ``+`` or ``-`` (1800 distinct problems), 1500 for training,
-200 held out. Warm-up: 1500 SFT steps of 64 at lr 3e-3 (~30% held-out accuracy: the
-model has learned the format and part of the arithmetic). PPO: 30 iterations of 64
-prompts x 4 samples at temperature 1, lr 5e-4, beta 0.05, 2 PPO epochs over
-mini-batches of 64.
+The runs are ``ift.experiments.reft_arms`` at the benchmark's defaults (the README's ReFT
+table, ``python benchmarks/reft_arms.py``): two-operand ``+``/``-`` with operands 0-29,
+worked solutions, 1536 training and 264 held-out questions, an 800-step SFT warm-up, then
+48 PPO iterations (384 optimizer steps) at lr 1e-4, or as many SFT steps at the same lr;
+reward and accuracy under ReFT's answer rule (trigger ``answer:``). Seeds 0-3, plus
+seeds 0-2 of the ``Sequential`` SFT -> PPO recipe in one fit (24 PPO iterations).
 
-Measured (torch 2.13 CPU, one thread): SFT warm-up 0.355 -> PPO 0.410 (second fit);
-Sequential 0.290 at the switch -> 0.355 after PPO (one fit). About 65 s each.
+A gain is asserted robust when its mean over seeds exceeds ``Z`` standard errors of that
+mean (sample std / sqrt(seeds)); a claim that the measured numbers contradict is a strict
+xfail that states them.
+
+Measured (AMD EPYC, torch 2.13.0 CPU), paired over seeds 0-3:
+
+- PPO training score, last quarter of the rollouts - first: AVX-512 +0.036, +0.069,
+  +0.021, +0.041 (mean 0.042, 4.2 SE); asserted.
+- held-out accuracy, PPO - warm-up: AVX-512 +0.163, +0.174, +0.023, +0.053 (mean +0.103,
+  2.9 SE; +0.123 ± 0.079 over the benchmark's 5 seeds); AVX2 +0.076, +0.091, -0.011,
+  +0.027 (mean +0.045, 1.9 SE). Positive on average under both kernels but not robust: a
+  non-strict xfail (a strict one would fail on whichever kernel it happens to pass on);
+  what is asserted is that PPO does not significantly *lower* it.
+- held-out accuracy, PPO - more SFT at the same lr and steps: negative on every seed under
+  both kernels (-0.093 ± 0.032 over 5 seeds, AVX-512): ReFT's claim, a strict xfail.
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
+import math
+import statistics
 
 import pytest
-import pytorch_lightning as pl
-import torch
 
-from ift.data import ArithmeticDataModule
-from ift.modules import FineTuneModule
-from ift.objectives import PPO, SFT, Sequential
+from ift.experiments.reft_arms import ReftSettings, run_job
+from ift.experiments.workers import map_in_processes
 
 pytestmark = pytest.mark.slow
 
-SFT_STEPS = 1500
-PPO_ITERATIONS = 30
-BATCH = 64
-UPDATES = 2 * 4  # optimizer steps per PPO iteration: 2 epochs x (64 x 4 samples / mini-batches of 64)
+SETTINGS = ReftSettings()
+SEQUENTIAL = dataclasses.replace(SETTINGS, ppo_iterations=24)
+ARM_SEEDS = (0, 1, 2, 3)
+SEQUENTIAL_SEEDS = (0, 1, 2)
+Z = 2.0
 
 
+@pytest.fixture(scope="module")
+def runs():
+    jobs = [("arms", SETTINGS, seed, ("sft+ppo", "sft+sft")) for seed in ARM_SEEDS]
+    jobs += [("sequential", SEQUENTIAL, seed) for seed in SEQUENTIAL_SEEDS]
+    results = map_in_processes(run_job, jobs, workers=2)
+    return results[:len(ARM_SEEDS)], results[len(ARM_SEEDS):]
 
 
-def arithmetic() -> ArithmeticDataModule:
-    return ArithmeticDataModule(num_train=1500, num_val=200, num_test=100, max_operand=29, operators="+-",
-                                batch_size=BATCH, eval_batch_size=200)
+def mean_and_standard_error(values):
+    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
-def reft_ppo() -> PPO:
-    return PPO(kl_coef=0.05, samples_per_prompt=4, max_new_tokens=5, ppo_epochs=2, mini_batch_size=BATCH,
-               temperature=1.0, seed=0)
+def report(name, values):
+    mean, se = mean_and_standard_error(values)
+    print(f"\n{name}: " + ", ".join(f"{v:+.3f}" for v in values) + f"; mean {mean:+.3f}, SE {se:.3f}")
+    return mean, se
 
 
-def trainer(max_steps: int) -> pl.Trainer:
-    return pl.Trainer(max_steps=max_steps, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                      limit_val_batches=0)
+def test_ppo_raises_its_training_reward(runs):
+    arms, _ = runs
+    gains = [r["arms"]["sft+ppo"]["train_score"]["last_quarter"] - r["arms"]["sft+ppo"]["train_score"]["first_quarter"]
+             for r in arms]
+    mean, se = report("PPO training score, last quarter - first quarter", gains)
+    assert mean > Z * se
 
 
-def held_out_accuracy(policy: torch.nn.Module, tokenizer, data: ArithmeticDataModule) -> float:
-    """Greedy exact-match accuracy on the held-out split."""
-    probe = FineTuneModule(model=policy, tokenizer=tokenizer, eval_max_new_tokens=5)
-    probe.eval()
-    hits = 0.0
-    for batch in data.val_dataloader():
-        hits += float(probe.answer_accuracy(batch)) * len(batch["prompt"])
-    return hits / len(data.datasets["val"])
+def test_ppo_does_not_lower_held_out_accuracy_below_its_warm_up(runs):
+    """What does hold under both kernels: no loss (a collapsed or drifting policy fails this)."""
+    arms, _ = runs
+    losses = [r["warmup_accuracy"] - r["arms"]["sft+ppo"]["accuracy"] for r in arms]
+    mean, se = report("held-out accuracy, warm-up - PPO", losses)
+    assert mean < Z * se
 
 
-def adamw(lr: float):
-    return lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+@pytest.mark.xfail(strict=False, reason="not robust over 4 seeds: mean gain +0.103 (2.9 SE) with AVX-512 kernels, "
+                                        "+0.045 (1.9 SE) with AVX2's; see the module docstring")
+def test_ppo_raises_held_out_accuracy_above_its_warm_up(runs):
+    arms, _ = runs
+    gains = [r["arms"]["sft+ppo"]["accuracy"] - r["warmup_accuracy"] for r in arms]
+    mean, se = report("held-out accuracy, PPO - warm-up", gains)
+    assert mean > Z * se
 
 
-def test_ppo_after_an_sft_warm_up_raises_held_out_accuracy():
-    start = time.perf_counter()
-    pl.seed_everything(0)
-    warm = FineTuneModule(model="tiny-gpt2", objective=SFT(), optimizer=adamw(3e-3))
-    data = arithmetic()
-    trainer(SFT_STEPS).fit(warm, data)
-    before = held_out_accuracy(warm.policy, warm.tokenizer, data)
-
-    module = FineTuneModule(model=warm.policy, tokenizer=warm.tokenizer, objective=reft_ppo(), optimizer=adamw(5e-4))
-    ppo_trainer = trainer(PPO_ITERATIONS * UPDATES)
-    ppo_trainer.fit(module, data)
-    after = held_out_accuracy(module.policy, module.tokenizer, data)
-    elapsed = time.perf_counter() - start
-    print(f"\nSFT warm-up {before:.3f} -> PPO {after:.3f} held-out accuracy ({elapsed:.0f} s)")
-    assert before > 0.1  # a partially trained model: PPO has correct samples to reinforce
-    assert after >= before + 0.03
+@pytest.mark.xfail(strict=True, reason="ReFT's claim does not hold at this scale: more SFT at the same lr and "
+                                       "optimizer steps beats PPO on every seed (README, 'ReFT on the arithmetic task')")
+def test_ppo_beats_more_sft_at_equal_optimizer_steps(runs):
+    arms, _ = runs
+    gains = [r["arms"]["sft+ppo"]["accuracy"] - r["arms"]["sft+sft"]["accuracy"] for r in arms]
+    mean, se = report("held-out accuracy, PPO - more SFT", gains)
+    assert mean > 0
 
 
-def test_sequential_sft_then_ppo_in_one_fit_raises_held_out_accuracy():
-    start = time.perf_counter()
-    pl.seed_everything(0)
-    recipe = Sequential(stages=[
-        {"objective": SFT(), "steps": SFT_STEPS, "name": "sft"},
-        {"objective": reft_ppo(), "lr": 5e-4, "name": "ppo"},
-    ])
-    module = FineTuneModule(model="tiny-gpt2", objective=recipe, optimizer=adamw(3e-3))
-    data = arithmetic()
-    fit = trainer(SFT_STEPS + PPO_ITERATIONS * UPDATES)
-    fit.fit(module, data)
-    # (a short last batch of an epoch makes fewer PPO updates, so a few more iterations fit)
-    assert recipe.stage_index == 1 and recipe.stage_batches >= PPO_ITERATIONS
-    # The reference is the policy as it stood at the switch: the SFT warm-up.
-    before = held_out_accuracy(module.reference_policy, module.tokenizer, data)
-    after = held_out_accuracy(module.policy, module.tokenizer, data)
-    elapsed = time.perf_counter() - start
-    print(f"\nSequential: at the switch {before:.3f} -> after PPO {after:.3f} held-out accuracy ({elapsed:.0f} s)")
-    assert before > 0.1
-    assert after >= before + 0.03
+def test_sequential_sft_then_ppo_in_one_fit_raises_the_training_reward(runs):
+    _, sequential = runs
+    for r in sequential:  # the recipe switched and ran its PPO iterations
+        assert r["stage_batches"] >= SEQUENTIAL.ppo_iterations
+    gains = [r["train_score"]["last_quarter"] - r["train_score"]["first_quarter"] for r in sequential]
+    report("Sequential: PPO-stage training score, last quarter - first quarter", gains)
+    held_out = [r["accuracy"] - r["switch_accuracy"] for r in sequential]
+    report("Sequential: held-out accuracy, end - switch", held_out)
+    mean, se = mean_and_standard_error(gains)
+    assert mean > Z * se

@@ -201,10 +201,9 @@ def run_seed(settings: ReftSettings, seed: int, arms: Sequence[str] = ARMS) -> D
     whole = FineTuneModule(model="tiny-gpt2", objective=SFT(), optimizer=_adamw(settings.sft_lr))
     tokenizer = whole.tokenizer
     snapshot = SnapshotAt(settings.warmup_steps)
-    whole_seconds = time.perf_counter()
     whole_steps = settings.warmup_steps + (ppo_steps if "sft" in arms else 0)
     _trainer(whole_steps, [snapshot]).fit(whole, data_module(settings, seed, tokenizer))
-    whole_seconds = time.perf_counter() - whole_seconds
+    after_warmup_seconds = time.perf_counter() - snapshot.time
     warm_policy = copy.deepcopy(whole.policy)
     warm_policy.load_state_dict(snapshot.state)
 

@@ -1,0 +1,107 @@
+"""The experiment harnesses behind the published learning numbers: worker processes keep
+job order, the ReFT arms count their compute consistently, and both benchmark scripts run
+end to end on a tiny budget. (The learning claims themselves are the slow tests.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import subprocess
+import sys
+
+import pytest
+
+from eco_helpers import ROOT
+from ift import frozen_lake_cli
+from ift.experiments.hardware import describe_hardware
+from ift.experiments.reft_arms import CountingReward, ReftSettings, run_job, run_seed
+from ift.experiments.workers import map_in_processes
+from ift.rewards import AnswerMatchReward
+
+TINY = ReftSettings(num_train=128, num_val=16, batch_size=32, mini_batch_size=32, samples_per_prompt=2,
+                    warmup_steps=4, ppo_iterations=2, max_new_tokens=8)
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def test_worker_processes_return_results_in_job_order():
+    jobs = list(range(7))
+    assert map_in_processes(square, jobs, workers=2) == [x * x for x in jobs]
+    assert map_in_processes(square, jobs, workers=1) == [x * x for x in jobs]
+
+
+def test_reft_arms_share_the_warm_up_and_spend_equal_optimizer_steps():
+    result = run_seed(TINY, seed=0)
+    arms = result["arms"]
+    assert set(arms) == {"sft", "sft+ppo", "sft+sft"}
+    # PPO: 2 iterations x ppo_epochs 2 x (32 prompts x 2 samples / mini-batches of 32) updates.
+    assert TINY.updates_per_iteration == 4
+    steps = TINY.warmup_steps + TINY.ppo_iterations * TINY.updates_per_iteration
+    assert [arms[arm]["optimizer_steps"] for arm in ("sft", "sft+ppo", "sft+sft")] == [steps] * 3
+    assert arms["sft+ppo"]["tokens_sampled"] > 0 and arms["sft"]["tokens_sampled"] == 0
+    # every sampled response was scored: 2 iterations x 32 prompts x 2 samples
+    assert 0.0 <= arms["sft+ppo"]["mean_train_score"] <= 1.0
+    for value in [result["warmup_accuracy"]] + [arm["accuracy"] for arm in arms.values()]:
+        assert 0.0 <= value <= 1.0
+    # same seed, same machine: the same numbers
+    again = run_seed(TINY, seed=0, arms=("sft+ppo",))
+    assert again["warmup_accuracy"] == result["warmup_accuracy"]
+    assert again["arms"]["sft+ppo"]["accuracy"] == arms["sft+ppo"]["accuracy"]
+
+
+def test_sequential_job_runs_the_recipe_through_its_switch():
+    result = run_job(("sequential", TINY, 0))
+    assert result["stage_batches"] == TINY.ppo_iterations
+    assert 0.0 <= result["switch_accuracy"] <= 1.0 and 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_bad_arm_and_job_names_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown arm"):
+        run_seed(TINY, 0, arms=("sft+ppo", "dpo"))
+    with pytest.raises(ValueError, match="lacks 'sft\\+ppo'"):
+        run_seed(TINY, 0, arms=("sft",))
+    with pytest.raises(ValueError, match="unknown job kind"):
+        run_job(("nope", TINY, 0))
+
+
+def test_counting_reward_records_scores_tokens_and_quarters():
+    from ift.data.tokenizer import build_char_tokenizer
+
+    reward = CountingReward(AnswerMatchReward(trigger="answer:"), build_char_tokenizer())
+    for responses in (["answer: 3", "3"], ["answer: 4", "x"], ["answer: 3", "answer: 3"], ["", ""]):
+        reward(["1+2="] * 2, responses, [{"answer": "3"}] * 2)
+    assert reward.scores == [1.0, 0.0, 0.1, 0.0, 1.0, 1.0, 0.0, 0.0]
+    assert reward.tokens == len("answer: 3") * 3 + 1 + len("answer: 4") + 1
+    assert reward.quarter_means() == {"first_quarter": 0.5, "last_quarter": 0.0}
+
+
+def test_frozen_lake_aggregate_does_not_depend_on_the_order_runs_finish_in():
+    rng = random.Random(0)
+    runs = [{"objective": "SFT", "seed": seed, "metrics": {source: rng.random() / 3 for source in
+                                                             frozen_lake_cli.RESULT_METRICS.values()},
+             "initial_metrics": {source: rng.random() for source in frozen_lake_cli.RESULT_METRICS.values()}}
+            for seed in range(5)]
+    reference = frozen_lake_cli.aggregate(runs, ["SFT"])
+    for _ in range(10):
+        rng.shuffle(runs)
+        assert frozen_lake_cli.aggregate(runs, ["SFT"]) == reference  # exactly, to the last bit
+
+
+def test_hardware_line_names_cpu_torch_and_kernels():
+    line = describe_hardware()
+    assert "cores" in line and "torch" in line and "CPU kernels" in line
+
+
+@pytest.mark.parametrize("script, args", [
+    ("reft_arms.py", ["--seeds", "2", "--warmup-steps", "3", "--ppo-iterations", "1", "--workers", "2"]),
+    ("arithmetic_learning.py", ["--seeds", "2", "--steps", "2,4", "--workers", "1"]),
+])
+def test_benchmark_scripts_print_mean_and_std_over_seeds(script, args, tmp_path):
+    out = tmp_path / "runs.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "±" in done.stdout and "seeds 0-1" in done.stdout and "CPU kernels" in done.stdout
+    assert out.exists()
