@@ -2,10 +2,12 @@
 
     python benchmarks/reft_arms.py                          # 5 seeds, the defaults of ReftSettings
     python benchmarks/reft_arms.py --seeds 3 --warmup-steps 400 --ppo-iterations 24 --out runs/reft.json
+    python benchmarks/reft_arms.py --task code --seeds 3    # the code task (CODE_SETTINGS)
 
-Built-in arithmetic task with worked solutions (``17+25=42 answer: 42``); the reward and
-held-out accuracy use ReFT's answer rule (a number after the trigger ``answer:``). See
-``ift.experiments.reft_arms`` for the arms. Prints held-out accuracy mean ± sample std over
+Arithmetic: the built-in task with worked solutions (``17+25=42 answer: 42``); the reward
+and held-out accuracy use ReFT's answer rule (a number after the trigger ``answer:``).
+Code: the built-in code task, the sandboxed test-pass reward, held-out pass rate (every
+test passes). See ``ift.experiments.reft_arms`` for the arms. Prints held-out accuracy mean ± sample std over
 seeds, each arm's compute, the paired differences between arms, and every seed's numbers.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ift.experiments.hardware import describe_hardware  # noqa: E402
-from ift.experiments.reft_arms import ARMS, ReftSettings, run_seeds  # noqa: E402
+from ift.experiments.reft_arms import ARMS, CODE_SETTINGS, ReftSettings, run_seeds  # noqa: E402
 
 
 def _mean_std(values):
@@ -31,22 +33,26 @@ def _mean_std(values):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = ReftSettings()
+    parser.add_argument("--task", choices=("arithmetic", "code"), default="arithmetic",
+                        help="which built-in task (its settings: ReftSettings() or CODE_SETTINGS)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="SFT warm-up optimizer steps")
-    parser.add_argument("--ppo-iterations", type=int, default=defaults.ppo_iterations, help="PPO iterations after it")
-    parser.add_argument("--second-stage-lr", type=float, default=defaults.second_stage_lr,
+    parser.add_argument("--warmup-steps", type=int, default=None, help="SFT warm-up optimizer steps")
+    parser.add_argument("--ppo-iterations", type=int, default=None, help="PPO iterations after it")
+    parser.add_argument("--second-stage-lr", type=float, default=None,
                         help="learning rate of the PPO stage and of the extra SFT stage")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (one thread each)")
     parser.add_argument("--out", default=None, help="write every seed's numbers to this JSON file")
     args = parser.parse_args()
-    settings = dataclasses.replace(defaults, warmup_steps=args.warmup_steps, ppo_iterations=args.ppo_iterations,
-                                   second_stage_lr=args.second_stage_lr)
+    defaults = CODE_SETTINGS if args.task == "code" else ReftSettings()
+    overrides = {"warmup_steps": args.warmup_steps, "ppo_iterations": args.ppo_iterations,
+                 "second_stage_lr": args.second_stage_lr}
+    settings = dataclasses.replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
     start = time.perf_counter()
     runs = run_seeds(settings, list(range(args.seeds)), args.workers)
     elapsed = time.perf_counter() - start
 
-    print(f"\nReFT arms on arithmetic, held-out accuracy (ReFT's answer rule), seeds 0-{args.seeds - 1}; "
+    measure = "pass rate (all tests pass)" if settings.task == "code" else "accuracy (ReFT's answer rule)"
+    print(f"\nReFT arms on {settings.task}, held-out {measure}, seeds 0-{args.seeds - 1}; "
           f"{describe_hardware()}, {args.workers} workers, {elapsed:.0f} s")
     print(f"warm-up: {settings.warmup_steps} SFT steps; then {settings.ppo_iterations} PPO iterations "
           f"({settings.ppo_iterations * settings.updates_per_iteration} optimizer steps)")

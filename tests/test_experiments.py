@@ -105,3 +105,19 @@ def test_benchmark_scripts_print_mean_and_std_over_seeds(script, args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "±" in done.stdout and "seeds 0-1" in done.stdout and "CPU kernels" in done.stdout
     assert out.exists()
+
+
+def test_code_task_arms_score_in_the_sandbox():
+    from ift.experiments.reft_arms import CODE_SETTINGS
+
+    tiny = dataclasses.replace(CODE_SETTINGS, num_train=64, num_val=8, warmup_steps=2, ppo_iterations=1,
+                               max_new_tokens=16)
+    result = run_seed(tiny, seed=0, arms=("sft+ppo",))
+    ppo = result["arms"]["sft+ppo"]
+    assert ppo["optimizer_steps"] == tiny.warmup_steps + tiny.updates_per_iteration
+    assert ppo["tokens_sampled"] > 0 and 0.0 <= ppo["accuracy"] <= 1.0
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown task 'poetry'"):
+        ReftSettings(task="poetry")

@@ -43,14 +43,16 @@ class ReftSettings:
     """One configuration of the experiment (every arm and seed uses it).
 
     Args:
-        max_operand: operands are drawn from ``[0, max_operand]``.
-        operators: operators of the two-operand problems.
+        task: ``arithmetic`` (the built-in arithmetic task, answer reward) or ``code`` (the
+            built-in code task, the sandboxed test-pass reward; :data:`CODE_SETTINGS`).
+        max_operand: operands are drawn from ``[0, max_operand]`` (arithmetic).
+        operators: operators of the two-operand problems (arithmetic).
         num_train: training questions (a multiple of ``batch_size`` keeps every PPO
             iteration the same number of updates).
         num_val: held-out questions on which accuracy is measured.
-        worked_solution: SFT targets are worked paths (``17+25=42 answer: 42``).
+        worked_solution: SFT targets are worked paths (``17+25=42 answer: 42``; arithmetic).
         trigger: the answer trigger of the reward and of held-out accuracy (ReFT's rule:
-            no trigger, no answer).
+            no trigger, no answer; arithmetic).
         batch_size: SFT batch and PPO prompts per iteration.
         warmup_steps: SFT optimizer steps of the shared warm-up.
         sft_lr: AdamW learning rate of the warm-up and of the ``sft`` arm.
@@ -65,6 +67,7 @@ class ReftSettings:
         max_new_tokens: longest sampled or greedy response.
     """
 
+    task: str = "arithmetic"
     max_operand: int = 29
     operators: str = "+-"
     num_train: int = 1536
@@ -84,33 +87,56 @@ class ReftSettings:
     temperature: float = 1.0
     max_new_tokens: int = 20
 
+    def __post_init__(self):
+        if self.task not in ("arithmetic", "code"):
+            raise ValueError(f"ReFT arms: unknown task {self.task!r}; 'arithmetic' or 'code'")
+
     @property
     def updates_per_iteration(self) -> int:
         """Optimizer steps one PPO iteration makes on a full batch."""
         return self.ppo_epochs * math.ceil(self.batch_size * self.samples_per_prompt / self.mini_batch_size)
 
 
+#: The code task as the shipped configs/code/sft_then_ppo.yaml trains it, with a weaker
+#: warm-up (25 epochs of 16 batches) so that there is something left for PPO to learn, then
+#: 6 epochs of PPO (96 iterations).
+CODE_SETTINGS = ReftSettings(task="code", num_train=512, num_val=100, batch_size=32, warmup_steps=400,
+                             ppo_iterations=96, second_stage_lr=5e-4, max_new_tokens=40)
+
+
 def answer_reward(settings: ReftSettings):
-    """ReFT's answer reward (1 / 0.1 / 0) with the settings' trigger."""
+    """The task's reward: ReFT's answer reward (1 / 0.1 / 0) with the settings' trigger, or
+    the sandboxed fraction of the code task's tests that pass."""
+    if settings.task == "code":
+        from ift.rewards import CodeTestsReward
+
+        return CodeTestsReward(timeout_s=5.0, memory_mb=256, max_workers=2)
     from ift.rewards import AnswerMatchReward
 
     return AnswerMatchReward(trigger=settings.trigger)
 
 
 def data_module(settings: ReftSettings, seed: int, tokenizer=None):
-    """The arithmetic task; the questions are the same for every seed (``task_seed`` 0),
-    the shuffle follows ``seed``."""
+    """The task's data; the questions are the same for every seed (``task_seed`` 0), the
+    shuffle follows ``seed``."""
+    loader = dict(batch_size=settings.batch_size, eval_batch_size=settings.num_val, seed=seed, tokenizer=tokenizer)
+    if settings.task == "code":
+        from ift.data import CodeTaskDataModule
+
+        return CodeTaskDataModule(num_train=settings.num_train, num_val=settings.num_val, num_test=0, **loader)
+    if settings.task != "arithmetic":
+        raise ValueError(f"ReFT arms: unknown task {settings.task!r}; 'arithmetic' or 'code'")
     from ift.data import ArithmeticDataModule
 
     return ArithmeticDataModule(
         num_train=settings.num_train, num_val=settings.num_val, num_test=0, max_operand=settings.max_operand,
-        operators=settings.operators, worked_solution=settings.worked_solution, batch_size=settings.batch_size,
-        eval_batch_size=settings.num_val, seed=seed, tokenizer=tokenizer,
+        operators=settings.operators, worked_solution=settings.worked_solution, **loader,
     )
 
 
 def held_out_accuracy(policy, tokenizer, settings: ReftSettings, data) -> float:
-    """Greedy exact match on the held-out split, under the reward's answer rule."""
+    """Greedy exact match on the held-out split, under the reward's answer rule (code: the
+    share of problems whose tests all pass)."""
     from ift.modules.generation import generate_responses
 
     reward = answer_reward(settings)
@@ -126,9 +152,9 @@ def held_out_accuracy(policy, tokenizer, settings: ReftSettings, data) -> float:
                 max_new_tokens=settings.max_new_tokens,
             )
             texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-            for text, gold in zip(texts, batch["answer"]):
-                hits += reward.score_one(text, {"answer": gold}) == reward.correct
-                count += 1
+            scores = reward(list(batch["prompt"]), texts, list(batch["examples"]))
+            hits += sum(score >= 1.0 for score in scores)
+            count += len(scores)
     policy.train(was_training)
     return hits / max(count, 1)
 
