@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -18,6 +18,7 @@ from ift.modules.model_factory import build_policy, build_tokenizer
 from ift.modules.nonfinite import NonFiniteGuard, zero_loss
 from ift.objectives.base import Objective
 from ift.objectives.sft import SFT
+from ift.rewards.answer import AnswerMatchReward
 
 REFERENCE_PREFIX = "reference_policy."
 LR_INTERVALS = ("step", "epoch")
@@ -42,6 +43,11 @@ class FineTuneModule(pl.LightningModule):
             ``--trainer.gradient_clip_val`` as usual.
         eval_accuracy: on batches with an ``answer``, greedy-decode and log ``val/accuracy``.
         eval_max_new_tokens: longest greedy answer decoded for ``val/accuracy``.
+        eval_answer_trigger: how ``val/accuracy`` reads the answer: None for the liberal rule
+            of :func:`~ift.rewards.extract_answer`; a phrase or list of phrases (e.g.
+            ``["answer:"]``, ``["####"]``) for ReFT's rule, the number after the last trigger
+            and no answer without one. Give it the PPO reward's ``trigger`` so that the
+            validation accuracy and the reward agree on what counts as an answer.
         gradient_checkpointing: trade compute for activation memory in the policy.
         torch_dtype: dtype to build or load the policy in (e.g. ``bfloat16``); None keeps float32.
         lora: wrap the policy with LoRA adapters (needs ``peft``), e.g. ``{r: 8, alpha: 16,
@@ -73,6 +79,7 @@ class FineTuneModule(pl.LightningModule):
         max_grad_norm: Optional[float] = 1.0,
         eval_accuracy: bool = True,
         eval_max_new_tokens: int = 16,
+        eval_answer_trigger: Optional[Union[str, List[str]]] = None,
         gradient_checkpointing: bool = False,
         torch_dtype: Optional[str] = None,
         lora: Optional[Dict[str, Any]] = None,
@@ -102,6 +109,10 @@ class FineTuneModule(pl.LightningModule):
         self._skip_pending: Optional[tuple] = None  # (what, value) of a non-finite step in progress
         self.eval_accuracy = eval_accuracy
         self.eval_max_new_tokens = eval_max_new_tokens
+        try:  # AnswerMatchReward checks the trigger: a bad one is refused now, not at the first validation
+            self._answer_rule = AnswerMatchReward(trigger=eval_answer_trigger)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"FineTuneModule: eval_answer_trigger={eval_answer_trigger!r}: {error}") from None
         self.reference_policy: Optional[torch.nn.Module] = None
         # Trainable parts an objective adds (a value head, a critic); saved with the module.
         self.extras = torch.nn.ModuleDict()
@@ -412,8 +423,9 @@ class FineTuneModule(pl.LightningModule):
 
     @torch.no_grad()
     def answer_accuracy(self, batch: Dict[str, Any]) -> torch.Tensor:
-        """Share of prompts whose greedy answer matches ``batch['answer']`` (numeric, 1e-2)."""
-        from ift.rewards.answer import answers_match, extract_answer
+        """Share of prompts whose greedy answer matches ``batch['answer']`` (numeric, 1e-2),
+        the answer read by ``eval_answer_trigger``'s rule."""
+        from ift.rewards.answer import answers_match
 
         responses, _ = generate_responses(
             self.policy,
@@ -424,7 +436,7 @@ class FineTuneModule(pl.LightningModule):
             max_new_tokens=self.eval_max_new_tokens,
         )
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        hits = [answers_match(extract_answer(text), gold) for text, gold in zip(texts, batch["answer"])]
+        hits = [answers_match(self._answer_rule.extract(text), gold) for text, gold in zip(texts, batch["answer"])]
         return torch.tensor(sum(hits) / max(len(hits), 1), dtype=torch.float32)
 
     def log_metrics(self, stage: str, loss: Optional[torch.Tensor], metrics: Dict[str, Any], batch: Dict[str, Any]) -> None:
