@@ -1,4 +1,4 @@
-"""The ReFT claim on the built-in arithmetic task, measured at equal data over several seeds.
+"""The ReFT claim on a built-in task (arithmetic, or code), measured at equal data over seeds.
 
 ReFT (arXiv 2401.08967) claims that an SFT warm-up followed by PPO on the *same training
 questions* beats SFT alone on held-out accuracy. This module trains, for each seed, three
@@ -6,19 +6,22 @@ arms that share one SFT warm-up and see the same training questions:
 
 * ``sft``: SFT for the whole budget, one uninterrupted run (warm-up steps + the PPO arm's
   optimizer steps, same learning rate and optimizer state throughout);
-* ``sft+ppo``: the warm-up, then PPO against the answer reward (ReFT's rule: the answer
-  must follow the trigger ``answer:``) at the PPO learning rate;
+* ``sft+ppo``: the warm-up, then PPO against the task's reward at the second stage's
+  learning rate (arithmetic: ReFT's answer rule, the answer must follow the trigger
+  ``answer:``; code: the sandboxed share of the problem's tests that pass);
 * ``sft+sft``: the warm-up, then more SFT for exactly as many optimizer steps as the PPO
   stage made, at the PPO stage's learning rate with a fresh optimizer (so the only
   difference from ``sft+ppo`` is the objective).
 
-Held-out accuracy is greedy exact match under the same answer rule as the reward. Each
+Held-out accuracy is greedy exact match under the same answer rule as the reward (code:
+the share of held-out problems whose tests all pass). Each
 arm's compute is counted: optimizer steps, sequences trained on, tokens sampled, and the
 wall seconds it spent after the warm-up.
 
 Seeds run in parallel in worker processes with one CPU thread each, so a seed's numbers do
 not depend on how many workers there are. ``benchmarks/reft_arms.py`` prints the table;
-the slow learning tests assert on the same runs at a smaller budget.
+the slow learning tests (``tests/test_ppo_learning.py``) assert on the same arithmetic runs
+over fewer seeds, plus :func:`run_sequential`, the same recipe as one ``Sequential`` fit.
 """
 
 from __future__ import annotations
