@@ -18,11 +18,14 @@ pytestmark = pytest.mark.slow
 SEEDS = (0, 1, 2)
 SETTINGS = LearningSettings(eval_steps=(1100,))
 # Measured with `python benchmarks/arithmetic_learning.py --seeds 5` (seeds 0-4, AMD EPYC,
-# torch 2.13.0 CPU, AVX-512 kernels), after 1100 steps: SFT 0.898 ± 0.077 (lowest 0.780),
-# IFT 0.925 ± 0.066 (lowest 0.835); every seed 0.000 untrained. The floor sits 0.28 (3.6 SFT
-# standard deviations) below the lowest seed.
+# torch 2.13.0 CPU) after 1100 steps, mean ± std (lowest seed):
+#   AVX-512 kernels: SFT 0.898 ± 0.077 (0.780), IFT 0.925 ± 0.066 (0.835)
+#   AVX2 kernels:    SFT 0.844 ± 0.085 (0.770), IFT 0.843 ± 0.177 (0.580: seed 2 fell from
+#                    0.795 at step 770, a late spike of the constant lr 3e-3)
+# every seed 0.000 untrained. The floor sits 3 standard deviations of the widest spread
+# (0.177) below the lowest mean, and 0.28 below the lowest seed of either kernel setting.
 MAX_UNTRAINED_ACCURACY = 0.05
-MIN_TRAINED_ACCURACY = 0.5
+MIN_TRAINED_ACCURACY = 0.3
 
 
 @pytest.fixture(scope="module")
