@@ -21,7 +21,7 @@ Times are wall-clock on CUDA. On CPU they are, by default, the CPU time of this 
 inflate one operation more than another; with ``--threads 1`` it equals the compute spent.
 ``--clock wall`` gives elapsed time instead.
 
-SPEC.md expects IFT ÷ SFT ≈ 4/3 (SFT is about three forward passes of compute) and
+docs/objectives.md expects IFT ÷ SFT ≈ 4/3 (SFT is about three forward passes of compute) and
 (IFT − SFT) ÷ forward ≈ 1 (one extra forward pass).
 
 Memory. On CUDA the peak is read from the allocator: ``torch.cuda.max_memory_allocated``

@@ -157,7 +157,7 @@ def loop_explained_variance(values, returns, mask):
 # ======================================================================================
 # SFT / IFT references (tests/test_functional.py, tests/test_ift_objective.py): plain
 # Python loops in float64 over one row and one token at a time, written straight from
-# SPEC.md (sections "SFT" and "IFT"). Inputs may be tensors or nested lists; outputs are
+# docs/objectives.md (sections "SFT" and "IFT"). Inputs may be tensors or nested lists; outputs are
 # nested lists of Python floats (callers turn them into tensors to compare).
 # ======================================================================================
 
@@ -243,7 +243,7 @@ def ref_discounted_cumsum_direct(x, gamma, reverse=True):
 
 
 def ref_ift_token_weights(token_losses, mask, gamma, side="left", norm="L1", kind="loss"):
-    """IFT relation-propagation weights, one row at a time (SPEC.md, IFT step 4).
+    """IFT relation-propagation weights, one row at a time (docs/objectives.md, IFT step 4).
 
     items ``c_t``: ``m_t l_t / N`` (loss), ``m_t`` (mask), ``m_t l_t`` (logps).
     left: ``S_t = sum_{j>=t} gamma^(j-t) c_j``; L1 ``S``, L2 ``S^2``, softmax over the
@@ -341,7 +341,7 @@ def ref_weighted_token_loss(token_nll, mask, weights=None):
 
 
 def ref_sft_loss(logits, labels):
-    """SFT (SPEC.md): per-sequence token-mean NLL of the supervised labels, mean over sequences."""
+    """SFT (docs/objectives.md): per-sequence token-mean NLL of the supervised labels, mean over sequences."""
     logps = ref_label_logprobs(logits, labels)
     labels = _sft_rows(labels)
     mask = [[lab != REF_IGNORE_INDEX for lab in row[1:]] for row in labels]

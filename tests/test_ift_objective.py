@@ -1,6 +1,6 @@
 """The IFT objective on tiny GPT-2 (tied embeddings) and tiny Llama (untied) models.
 
-SPEC.md, IFT: lam = 0 and gamma = 0 is SFT (loss and gradients); prompt positions keep
+docs/objectives.md, IFT: lam = 0 and gamma = 0 is SFT (loss and gradients); prompt positions keep
 the ground truth; the prediction carries no gradient; lam = 0 with gamma > 0 is SFT with
 the relation-propagation weights.
 """
@@ -92,7 +92,7 @@ def test_lambda_zero_gamma_zero_is_sft_loss_and_gradients(tokenizer, model, batc
     assert_same_grads(sft_grads, ift_grads, atol=1e-6)
     assert len(sft_grads) == len(list(policy.parameters()))  # every parameter is trained
     assert metrics["lambda"].item() == 0.0
-    # And SFT itself is the SPEC's loss, checked against the loop reference.
+    # And SFT itself is the loss of docs/objectives.md, checked against the loop reference.
     with torch.no_grad():
         logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         position_ids=Fn.position_ids_from_mask(batch["attention_mask"])).logits

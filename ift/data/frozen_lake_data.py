@@ -1,7 +1,8 @@
 """The data of the Frozen Lake sanity check, as a data module every objective can train on.
 
 One map gives one example; an epoch repeats it ``num_copies`` times. What the example
-holds depends on what the objective may see (SPEC.md, "The Frozen Lake sanity check"):
+holds depends on what the objective may see (docs/objectives.md, "What each Frozen Lake
+objective sees"):
 
 * ``objective_data="optimal"`` (SFT, IFT): ``prompt`` + ``response`` = the optimal
   trajectory (e.g. ``"SFFF/FFHF/FFHG/FFFF:"`` -> ``"RRRDD"``); batches carry

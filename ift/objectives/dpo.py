@@ -18,7 +18,7 @@ REFERENCE_KEYS = ("reference_chosen_logps", "reference_rejected_logps")
 
 
 class DPO(_PreferenceObjective):
-    """DPO on preference pairs (SPEC.md, "DPO and ORPO").
+    """DPO on preference pairs (docs/objectives.md, "DPO and ORPO").
 
     ``-log σ(β [(logπ(y_w) - logπ_ref(y_w)) - (logπ(y_l) - logπ_ref(y_l))])`` with sequence
     log-probs summed over response tokens, averaged over pairs.

@@ -111,7 +111,7 @@ def ift_token_weights(
     norm: str = "L1",
     kind: str = "loss",
 ) -> torch.Tensor:
-    """IFT relation-propagation weights (SPEC.md, IFT step 4).
+    """IFT relation-propagation weights (docs/objectives.md, IFT step 4).
 
     Args:
         token_losses: ``B x (T-1)`` per-token losses ``l_t = -log p(x_{t+1} | ...)``.
@@ -248,7 +248,7 @@ def token_losses_and_mask(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[t
 
 
 # --------------------------------------------------------------------------------------
-# PPO with verifiable rewards (SPEC.md, "PPO"). Shapes: ``B`` rollouts, ``R`` response
+# PPO with verifiable rewards (docs/objectives.md, "PPO"). Shapes: ``B`` rollouts, ``R`` response
 # tokens. Position ``t`` of a ``B x R`` tensor is about response token ``t`` (its
 # log-prob, its value, its reward). Every function computes in float32 (float64 stays
 # float64) whatever the input precision, and never lets values on masked positions
@@ -651,7 +651,7 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
 
 # --------------------------------------------------------------------------------------
-# Preference objectives: DPO and ORPO (SPEC.md, "DPO and ORPO"). Shapes: ``B`` pairs.
+# Preference objectives: DPO and ORPO (docs/objectives.md, "DPO and ORPO"). Shapes: ``B`` pairs.
 # Every function computes in float32 (float64 stays float64) whatever the input dtype.
 # --------------------------------------------------------------------------------------
 

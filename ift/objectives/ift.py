@@ -1,5 +1,5 @@
 """Intuitive Fine-Tuning (arXiv 2405.11870): SFT on a temporally-mixed input, with
-relation-propagation token weights. See SPEC.md, section IFT."""
+relation-propagation token weights. See docs/objectives.md, section IFT."""
 
 from __future__ import annotations
 

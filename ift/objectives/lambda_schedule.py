@@ -16,7 +16,7 @@ def ift_lambda(
     noise_std: float = 0.0,
     noise_seed: int = 0,
 ) -> float:
-    """Lambda at optimizer step ``step`` (SPEC.md, IFT step 5).
+    """Lambda at optimizer step ``step`` (docs/objectives.md, IFT step 5).
 
     ``static``: ``lam``. ``linear``: from ``min_lam`` (0 when None) to ``lam`` over
     ``warmup_steps`` steps, then ``lam``. With ``noise_std > 0`` the value is disturbed

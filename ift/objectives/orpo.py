@@ -11,7 +11,7 @@ from ift.objectives.base import Metrics
 from ift.objectives.preference import _PreferenceObjective, check_preference_batch, pair_logprobs
 
 class ORPO(_PreferenceObjective):
-    """ORPO on preference pairs (SPEC.md, "DPO and ORPO"); no reference model.
+    """ORPO on preference pairs (docs/objectives.md, "DPO and ORPO"); no reference model.
 
     Per pair: the SFT loss of the chosen response (per-token-mean NLL) plus
     ``β · -log σ(log-odds(y_w) - log-odds(y_l))``, with per-token-mean log-probs and

@@ -1,4 +1,4 @@
-"""PPO for language models with a verifiable reward (ReFT). See SPEC.md, section PPO.
+"""PPO for language models with a verifiable reward (ReFT). See docs/objectives.md, section PPO.
 
 One training batch of prompts is one PPO *iteration*:
 

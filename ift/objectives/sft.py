@@ -12,7 +12,7 @@ from ift.objectives.forward import policy_logits
 
 
 class SFT(Objective):
-    """Supervised fine-tuning (SPEC.md, SFT).
+    """Supervised fine-tuning (docs/objectives.md, SFT).
 
     Args:
         token_mean: average over all response tokens of the batch instead of the default

@@ -1,6 +1,6 @@
 """Verifiable reward for math word problems: does the response state the gold number?
 
-The ReFT score (SPEC.md, "PPO"; Luong et al. 2024, §3.1): 1 if the answer extracted from the
+The ReFT score (docs/reft.md; Luong et al. 2024, §3.1): 1 if the answer extracted from the
 response matches the gold answer (``|pred - gold| <= 1e-2``), 0.1 if an answer was extracted
 but is wrong, 0 if none could be extracted. What counts as "extracted" decides who gets the
 0.1, and there are two rules:
