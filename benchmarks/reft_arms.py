@@ -25,10 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ift.experiments.hardware import describe_hardware  # noqa: E402
 from ift.experiments.reft_arms import ARMS, CODE_SETTINGS, ReftSettings, run_seeds  # noqa: E402
-
-
-def _mean_std(values):
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+from ift.experiments.stats import mean_std  # noqa: E402
 
 
 def main() -> None:
@@ -58,19 +55,19 @@ def main() -> None:
           f"({settings.ppo_iterations * settings.updates_per_iteration} optimizer steps)")
     header = f"{'arm':<10}{'accuracy':>18}{'optimizer steps':>17}{'sequences trained':>19}{'tokens sampled':>16}{'s after warm-up':>17}"
     print(header)
-    mean, std = _mean_std([r["warmup_accuracy"] for r in runs])
+    mean, std = mean_std([r["warmup_accuracy"] for r in runs])
     print(f"{'warm-up':<10}{mean:>11.3f} ± {std:.3f}{settings.warmup_steps:>17}"
           f"{settings.warmup_steps * settings.batch_size:>19}{0:>16}{'':>17}")
     for arm in ARMS:
         cells = [r["arms"][arm] for r in runs]  # every arm ran: the benchmark asks for all of them
-        mean, std = _mean_std([c["accuracy"] for c in cells])
+        mean, std = mean_std([c["accuracy"] for c in cells])
         print(f"{arm:<10}{mean:>11.3f} ± {std:.3f}{cells[0]['optimizer_steps']:>17}{cells[0]['sequences_trained']:>19}"
               f"{round(statistics.fmean(c['tokens_sampled'] for c in cells)):>16}"
               f"{statistics.fmean(c['seconds'] for c in cells):>17.0f}")
     print("\npaired differences over seeds (mean ± std; seeds where the first is higher):")
     for first, second in (("sft+ppo", "warm-up"), ("sft+ppo", "sft+sft"), ("sft+ppo", "sft"), ("sft+sft", "warm-up")):
         diffs = [_accuracy(r, first) - _accuracy(r, second) for r in runs]
-        mean, std = _mean_std(diffs)
+        mean, std = mean_std(diffs)
         print(f"  {first} - {second}: {mean:+.3f} ± {std:.3f} ({sum(d > 0 for d in diffs)}/{len(diffs)})")
     print("\nper seed:")
     for r in runs:

@@ -121,3 +121,17 @@ def test_code_task_arms_score_in_the_sandbox():
 def test_unknown_task_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown task 'poetry'"):
         ReftSettings(task="poetry")
+
+
+def test_standard_error_is_the_sample_std_over_root_n():
+    from ift.experiments.stats import mean_and_standard_error, mean_std
+
+    values = [0.1, 0.3, 0.2, 0.6]
+    mean, std = mean_std(values)
+    naive_mean = sum(values) / 4
+    naive_std = (sum((v - naive_mean) ** 2 for v in values) / 3) ** 0.5
+    assert mean == pytest.approx(naive_mean) and std == pytest.approx(naive_std)
+    assert mean_and_standard_error(values) == pytest.approx((naive_mean, naive_std / 2))
+    assert mean_std([0.5]) == (0.5, 0.0)
+    with pytest.raises(ValueError, match="at least 2 values"):
+        mean_and_standard_error([0.5])

@@ -11,12 +11,11 @@ hold is noticed and the docs get updated): DPO closer than SFT. See docs/frozen_
 """
 
 import json
-import math
-import statistics
 
 import pytest
 
 from ift import frozen_lake_cli as cli
+from ift.experiments.stats import mean_and_standard_error
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +38,7 @@ def paired_mse_differences(details, first, second):
 
 def robustly_closer(details, first, second) -> bool:
     diffs = paired_mse_differences(details, first, second)
-    mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+    mean, se = mean_and_standard_error(diffs)
     print(f"\nMSE {first} - {second} per seed: " + ", ".join(f"{d:+.4f}" for d in diffs)
           + f"; mean {mean:+.4f}, SE {se:.4f}")
     return mean < -Z * se

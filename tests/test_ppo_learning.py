@@ -28,12 +28,11 @@ Measured (AMD EPYC, torch 2.13.0 CPU), paired over seeds 0-3:
 from __future__ import annotations
 
 import dataclasses
-import math
-import statistics
 
 import pytest
 
 from ift.experiments.reft_arms import ReftSettings, run_job
+from ift.experiments.stats import mean_and_standard_error
 from ift.experiments.workers import map_in_processes
 
 pytestmark = pytest.mark.slow
@@ -51,10 +50,6 @@ def runs():
     jobs += [("sequential", SEQUENTIAL, seed) for seed in SEQUENTIAL_SEEDS]
     results = map_in_processes(run_job, jobs, workers=2)
     return results[:len(ARM_SEEDS)], results[len(ARM_SEEDS):]
-
-
-def mean_and_standard_error(values):
-    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
 def report(name, values):

@@ -192,6 +192,7 @@ def pass_rate(module: Any, data: ExamplesDataModule, split: str = "val", reward:
     loader = data._eval_loader(split)
     tokenizer = module.tokenizer
     scores: List[float] = []
+    was_training = module.training
     module.eval()
     with torch.no_grad():
         for batch in loader:
@@ -200,6 +201,7 @@ def pass_rate(module: Any, data: ExamplesDataModule, split: str = "val", reward:
                                         max_new_tokens=max_new_tokens)
             texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
             scores += reward(list(batch["prompt"]), texts, list(batch["examples"]))
+    module.train(was_training)  # callable mid-training (e.g. from a callback)
     count = len(scores)
     return {
         "pass_rate": sum(1 for s in scores if s >= 1.0) / max(count, 1),

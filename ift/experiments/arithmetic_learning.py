@@ -9,7 +9,6 @@ each budget in ``eval_steps``, in one run per (objective, seed).
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from typing import Any, Dict, List, Sequence, Tuple
 
 import pytorch_lightning as pl
@@ -72,17 +71,12 @@ class AccuracyAt(pl.Callback):
 
 
 def held_out_accuracy(module, data) -> float:
-    """Greedy exact match of ``module`` on the held-out split of ``data``."""
-    was_training = module.training
-    module.eval()
-    hits, count = 0, 0
-    with torch.no_grad():
-        for batch in data.val_dataloader():
-            # answer_accuracy is a float32 share: back to a whole count of hits.
-            hits += round(float(module.answer_accuracy(batch)) * len(batch["prompt"]))
-            count += len(batch["prompt"])
-    module.train(was_training)
-    return hits / max(count, 1)
+    """Greedy exact match of ``module`` on the held-out split of ``data`` (the liberal answer
+    rule of ``val/accuracy``)."""
+    from ift.data.code_task import pass_rate
+    from ift.rewards import AnswerMatchReward
+
+    return pass_rate(module, data, "val", AnswerMatchReward(), module.eval_max_new_tokens)["pass_rate"]
 
 
 def learn(job: Tuple[str, int, LearningSettings]) -> Dict[str, Any]:
@@ -116,7 +110,3 @@ def run(settings: LearningSettings, seeds: Sequence[int], objectives: Sequence[s
     """:func:`learn` for every (objective, seed), over ``workers`` processes."""
     return map_in_processes(learn, [(name, seed, settings) for name in objectives for seed in seeds], workers)
 
-
-def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

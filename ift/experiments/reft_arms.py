@@ -127,8 +127,6 @@ def data_module(settings: ReftSettings, seed: int, tokenizer=None):
         from ift.data import CodeTaskDataModule
 
         return CodeTaskDataModule(num_train=settings.num_train, num_val=settings.num_val, num_test=0, **loader)
-    if settings.task != "arithmetic":
-        raise ValueError(f"ReFT arms: unknown task {settings.task!r}; 'arithmetic' or 'code'")
     from ift.data import ArithmeticDataModule
 
     return ArithmeticDataModule(
@@ -139,27 +137,12 @@ def data_module(settings: ReftSettings, seed: int, tokenizer=None):
 
 def held_out_accuracy(policy, tokenizer, settings: ReftSettings, data) -> float:
     """Greedy exact match on the held-out split, under the reward's answer rule (code: the
-    share of problems whose tests all pass)."""
-    from ift.modules.generation import generate_responses
+    share of problems whose tests all pass): the reward's full score counts as a hit."""
+    from ift.data.code_task import pass_rate
+    from ift.modules import FineTuneModule
 
-    reward = answer_reward(settings)
-    data.setup("validate")
-    hits, count = 0, 0
-    was_training = policy.training
-    policy.eval()
-    with torch.no_grad():
-        for batch in data.val_dataloader():
-            responses, _ = generate_responses(
-                policy, batch["prompt_input_ids"], batch["prompt_attention_mask"],
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                max_new_tokens=settings.max_new_tokens,
-            )
-            texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
-            scores = reward(list(batch["prompt"]), texts, list(batch["examples"]))
-            hits += sum(score >= 1.0 for score in scores)
-            count += len(scores)
-    policy.train(was_training)
-    return hits / max(count, 1)
+    probe = FineTuneModule(model=policy, tokenizer=tokenizer)
+    return pass_rate(probe, data, "val", answer_reward(settings), settings.max_new_tokens)["pass_rate"]
 
 
 def _trainer(max_steps: int, callbacks: Sequence[Any] = ()):
@@ -349,16 +332,3 @@ def run_seeds(settings: ReftSettings, seeds: Sequence[int], workers: int = 2,
     """:func:`run_seed` for every seed, over ``workers`` processes; in the order of ``seeds``."""
     return map_in_processes(run_job, [("arms", settings, seed, tuple(arms)) for seed in seeds], workers)
 
-
-def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
-    """Mean and sample std over seeds of each arm's accuracy (and of the warm-up's)."""
-    import statistics
-
-    def stats(values: List[float]) -> Dict[str, float]:
-        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "values": values}
-
-    table = {"warm-up": stats([run["warmup_accuracy"] for run in runs])}
-    for arm in (arm for arm in ARMS if arm in runs[0]["arms"]):
-        table[arm] = stats([run["arms"][arm]["accuracy"] for run in runs])
-    return table
