@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ift.experiments.workers import imap_in_processes
+from ift.core.workers import imap_in_processes
 from ift.data.frozen_lake import DEFAULT_MAP, MAP_SEPARATOR, VOCAB, ACTIONS, FrozenLakeTask, MapError
 
 # --------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import pytorch_lightning as pl
 
 from ift.data import build_char_tokenizer
-from ift.modules.model_factory import build_policy
+from ift.core.model_factory import build_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ from ift.data.code_task import (
     step_options,
     steps_to_code,
 )
-from ift.data.tokenizer import build_char_tokenizer
+from ift.core.tokenizer import build_char_tokenizer
 from ift.rewards import CodeTestsReward
 
 CODE_CONFIG = ROOT / "configs" / "code" / "sft_then_ppo.yaml"

@@ -13,9 +13,9 @@ import pytest
 
 from eco_helpers import ROOT
 from ift import frozen_lake_cli
-from ift.experiments.hardware import describe_hardware
+from ift.core.hardware import describe_hardware
 from ift.experiments.reft_arms import CountingReward, ReftSettings, run_job, run_seed
-from ift.experiments.workers import map_in_processes
+from ift.core.workers import map_in_processes
 from ift.rewards import AnswerMatchReward
 
 TINY = ReftSettings(num_train=128, num_val=16, batch_size=32, mini_batch_size=32, samples_per_prompt=2,
@@ -67,7 +67,7 @@ def test_bad_arm_and_job_names_are_clear_errors():
 
 
 def test_counting_reward_records_scores_tokens_and_quarters():
-    from ift.data.tokenizer import build_char_tokenizer
+    from ift.core.tokenizer import build_char_tokenizer
 
     reward = CountingReward(AnswerMatchReward(trigger="answer:"), build_char_tokenizer())
     for responses in (["answer: 3", "3"], ["answer: 4", "x"], ["answer: 3", "answer: 3"], ["", ""]):
@@ -124,7 +124,7 @@ def test_unknown_task_is_a_clear_error():
 
 
 def test_standard_error_is_the_sample_std_over_root_n():
-    from ift.experiments.stats import mean_and_standard_error, mean_std
+    from ift.core.stats import mean_and_standard_error, mean_std
 
     values = [0.1, 0.3, 0.2, 0.6]
     mean, std = mean_std(values)

@@ -15,7 +15,7 @@ import json
 import pytest
 
 from ift import frozen_lake_cli as cli
-from ift.experiments.stats import mean_and_standard_error
+from ift.core.stats import mean_and_standard_error
 
 pytestmark = pytest.mark.slow
 

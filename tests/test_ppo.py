@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from ift.data import ArithmeticDataModule
-from ift.data.tokenizer import build_char_tokenizer
+from ift.core.tokenizer import build_char_tokenizer
 from ift.modules import FineTuneModule
 from ift.objectives import PPO, Rollout
 from ift.rewards import Reward

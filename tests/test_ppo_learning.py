@@ -32,8 +32,8 @@ import dataclasses
 import pytest
 
 from ift.experiments.reft_arms import ReftSettings, run_job
-from ift.experiments.stats import mean_and_standard_error
-from ift.experiments.workers import map_in_processes
+from ift.core.stats import mean_and_standard_error
+from ift.core.workers import map_in_processes
 
 pytestmark = pytest.mark.slow
 

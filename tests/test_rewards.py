@@ -175,7 +175,7 @@ def test_base_reward_is_abstract():
 def tiny_reward_model(tmp_path_factory):
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from ift.data.tokenizer import build_char_tokenizer
+    from ift.core.tokenizer import build_char_tokenizer
 
     path = tmp_path_factory.mktemp("reward_model")
     tokenizer = build_char_tokenizer()
@@ -212,7 +212,7 @@ def test_reward_model_score_matches_unpadded_forward(tiny_reward_model):
 
 def test_reward_model_tokenizer_without_pad_token(tiny_reward_model):
     path, model, _ = tiny_reward_model
-    from ift.data.tokenizer import build_char_tokenizer
+    from ift.core.tokenizer import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     tokenizer.pad_token = None  # falls back to EOS for padding

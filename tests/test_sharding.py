@@ -76,7 +76,7 @@ def test_configure_model_builds_value_head_and_under_sharding_the_reference(monk
     module = FineTuneModule(objective=PPO(reward=AnswerMatchReward()), init_in_configure_model=True)
     assert module.policy is None and len(module.extras) == 0
     module._trainer = types.SimpleNamespace(strategy=object())
-    monkeypatch.setattr(finetune, "_is_sharded", lambda strategy: True)
+    monkeypatch.setattr(finetune, "is_sharded", lambda strategy: True)
     module.configure_model()
     assert module.policy is not None and "value_head" in module.extras
     assert module.reference_policy is not None

@@ -25,7 +25,7 @@ def export_pretrained(
     ``state_dict``: the policy's full weights when the module itself holds only shards
     (FSDP; see :func:`gather_policy_state`).
     """
-    from ift.modules.lora import is_peft_model, save_merged
+    from ift.core.lora import is_peft_model, save_merged
 
     policy = module.policy
     if not hasattr(policy, "save_pretrained"):
@@ -49,9 +49,10 @@ def gather_policy_state(trainer: pl.Trainer) -> Optional[Dict[str, Any]]:
     """Under a sharding strategy (FSDP), the policy's full weights on CPU, gathered on rank 0
     (every rank must call this: it is a collective). None when the module holds full weights.
     """
-    from ift.modules.finetune import REFERENCE_PREFIX, _is_sharded
+    from ift.core.constants import REFERENCE_PREFIX
+    from ift.core.distributed import is_sharded
 
-    if not _is_sharded(trainer.strategy):
+    if not is_sharded(trainer.strategy):
         return None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 

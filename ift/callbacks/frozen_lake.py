@@ -39,7 +39,7 @@ from ift.data.frozen_lake import (
     total_variation,
 )
 from ift.data.collate import lengths_mask, pad_sequences
-from ift.objectives.forward import policy_logits
+from ift.core.forward import policy_logits
 
 #: States whose action distribution moved more than this (total variation) from the
 #: initial policy's count as "explored".

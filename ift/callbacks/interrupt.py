@@ -142,7 +142,7 @@ class InterruptCheckpoint(Callback):
     ) -> None:
         requested = self._requested
         if trainer.world_size > 1:
-            from ift.modules.distributed import any_process
+            from ift.core.distributed import any_process
 
             requested = any_process(requested, device=pl_module.device)  # every rank stops after the same step
         if not requested:

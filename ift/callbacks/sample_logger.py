@@ -13,7 +13,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from ift.callbacks.paths import run_dir
 from ift.data.collate import Collator
-from ift.modules.generation import generate_responses
+from ift.core.generation import generate_responses
 
 log = logging.getLogger(__name__)
 COLUMNS = ["step", "prompt", "response", "reference"]

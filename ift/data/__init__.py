@@ -7,7 +7,7 @@ from ift.data.datamodule import ExamplesDataModule, PromptResponseDataModule, So
 from ift.data.frozen_lake_data import FrozenLakeDataModule
 from ift.data.preference import PreferenceDataModule
 from ift.data.records import DataFormatError
-from ift.data.tokenizer import build_char_tokenizer
+from ift.core.tokenizer import build_char_tokenizer
 
 __all__ = ["ChatDataModule", "PreferenceDataModule", "SourceDataModule", "ArithmeticDataModule", "ExamplesDataModule", "PromptResponseDataModule", "DataFormatError", "build_char_tokenizer"]
 __all__ += ["FrozenLakeDataModule"]

@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from ift.data.encoding import SkipExample
 from ift.data.records import require_keys
 from ift.data.datamodule import SourceDataModule
-from ift.objectives.functional import IGNORE_INDEX
+from ift.core.constants import IGNORE_INDEX
 
 Message = Dict[str, Any]
 ROLES = ("system", "user", "assistant", "tool")

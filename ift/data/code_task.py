@@ -182,7 +182,7 @@ def pass_rate(module: Any, data: ExamplesDataModule, split: str = "val", reward:
     """
     import torch
 
-    from ift.modules.generation import generate_responses
+    from ift.core.generation import generate_responses
     from ift.rewards.code import CodeTestsReward
 
     reward = reward if reward is not None else CodeTestsReward()

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-from ift.objectives.functional import IGNORE_INDEX
+from ift.core.constants import IGNORE_INDEX
 
 PADDING_SIDES = ("right", "left")
 _TEXT_KEYS = ("prompt", "response", "answer", "example")

@@ -86,7 +86,7 @@ class ExamplesDataModule(pl.LightningDataModule):
         if isinstance(self._tokenizer_spec, PreTrainedTokenizerBase):
             return self._tokenizer_spec
         if isinstance(self._tokenizer_spec, str):
-            from ift.modules.model_factory import build_tokenizer
+            from ift.core.model_factory import build_tokenizer
 
             return build_tokenizer(self._tokenizer_spec, self._tokenizer_spec)
         module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None

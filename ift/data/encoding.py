@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 
 from transformers import PreTrainedTokenizerBase
 
-from ift.objectives.functional import IGNORE_INDEX
+from ift.core.constants import IGNORE_INDEX
 
 
 class SkipExample(Exception):

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import pytorch_lightning as pl
 import torch
 
-from ift.experiments.workers import map_in_processes
+from ift.core.workers import map_in_processes
 
 #: The objectives compared, by name.
 OBJECTIVES = ("SFT", "IFT")

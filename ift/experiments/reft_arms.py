@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import pytorch_lightning as pl
 import torch
 
-from ift.experiments.workers import map_in_processes
+from ift.core.workers import map_in_processes
 
 #: The arms, in table order.
 ARMS = ("sft", "sft+ppo", "sft+sft")

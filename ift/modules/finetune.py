@@ -13,14 +13,15 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from transformers import PreTrainedTokenizerBase
 
-from ift.modules.generation import generate_responses
-from ift.modules.model_factory import build_policy, build_tokenizer
+from ift.core.constants import REFERENCE_PREFIX
+from ift.core.distributed import is_sharded
+from ift.core.generation import generate_responses
+from ift.core.model_factory import build_policy, build_tokenizer
 from ift.modules.nonfinite import NonFiniteGuard, zero_loss
 from ift.objectives.base import Objective
 from ift.objectives.sft import SFT
 from ift.rewards.answer import AnswerMatchReward
 
-REFERENCE_PREFIX = "reference_policy."
 LR_INTERVALS = ("step", "epoch")
 
 
@@ -136,7 +137,7 @@ class FineTuneModule(pl.LightningModule):
 
             restrict_outputs(policy, self.tokenizer, options["output_tokens"])
         if options.get("lora"):
-            from ift.modules.lora import wrap_with_lora
+            from ift.core.lora import wrap_with_lora
 
             policy = wrap_with_lora(policy, options["lora"])
         self.policy = policy
@@ -151,7 +152,7 @@ class FineTuneModule(pl.LightningModule):
         is already sharded cannot be made later.
         """
         self.build_model()
-        if self._trainer is not None and _is_sharded(self.trainer.strategy) and self.objective.needs_reference:
+        if self._trainer is not None and is_sharded(self.trainer.strategy) and self.objective.needs_reference:
             self.ensure_reference()
 
     # ------------------------------------------------------------------ optimization mode
@@ -208,7 +209,7 @@ class FineTuneModule(pl.LightningModule):
     @property
     def uses_lora(self) -> bool:
         """Whether the policy carries peft adapters (``lora=...`` or a ready PeftModel)."""
-        from ift.modules.lora import is_peft_model
+        from ift.core.lora import is_peft_model
 
         return is_peft_model(self.policy)
 
@@ -238,7 +239,7 @@ class FineTuneModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         # Runs before the strategy wraps the model: the last moment to tell DDP that a
         # recipe's stages leave some trainable parts (the value head) idle.
-        from ift.modules.distributed import allow_idle_parameters
+        from ift.core.distributed import allow_idle_parameters
 
         if stage == "fit" and len(self.extras) and type(self.objective).__name__ != "PPO":
             if allow_idle_parameters(self.trainer.strategy):
@@ -377,7 +378,7 @@ class FineTuneModule(pl.LightningModule):
         ``clip_grad_norm_`` computes the true global norm (Lightning's precision plugin
         refuses norm clipping there).
         """
-        if self._trainer is not None and _is_sharded(self.trainer.strategy) and hasattr(self.trainer.model, "clip_grad_norm_"):
+        if self._trainer is not None and is_sharded(self.trainer.strategy) and hasattr(self.trainer.model, "clip_grad_norm_"):
             self.trainer.model.clip_grad_norm_(max_norm)
         else:
             self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
@@ -385,7 +386,7 @@ class FineTuneModule(pl.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """``--trainer.gradient_clip_val`` as usual; by norm under FSDP goes through
         :meth:`clip_gradient_norm`."""
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and _is_sharded(self.trainer.strategy):
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and is_sharded(self.trainer.strategy):
             self.clip_gradient_norm(optimizer, gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
@@ -484,13 +485,6 @@ class FineTuneModule(pl.LightningModule):
 
 class _SkipOptimizerStep(Exception):
     """Raised inside the optimizer closure to leave ``optimizer.step`` before it updates anything."""
-
-
-def _is_sharded(strategy: object) -> bool:
-    """Whether ``strategy`` shards parameters across processes (FSDP / model parallel)."""
-    from pytorch_lightning.strategies import FSDPStrategy, ModelParallelStrategy
-
-    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
 
 
 @torch.no_grad()

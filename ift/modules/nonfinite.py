@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, Optional
 
 import torch
 
-from ift.modules.distributed import any_process
+from ift.core.distributed import any_process
 
 
 class NonFiniteLossError(RuntimeError):
@@ -148,7 +148,7 @@ def _shown(value: Any) -> str:
 
 
 def _rank_zero_warn(message: str) -> None:
-    from ift.modules.distributed import process_rank
+    from ift.core.distributed import process_rank
 
     if process_rank() == 0:
         warnings.warn(message, NonFiniteLossWarning, stacklevel=3)

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from ift.objectives.forward import policy_outputs
+from ift.core.forward import policy_outputs
 
 
 def hidden_size_of(model: torch.nn.Module) -> int:

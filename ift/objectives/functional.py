@@ -14,7 +14,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from ift.core.constants import IGNORE_INDEX  # noqa: F401  (re-exported: other code reads it here)
+from ift.core.forward import position_ids_from_mask  # noqa: F401  (re-exported)
 _DISCOUNT_CHUNK = 64  # block size of the two-level discounted sum; see discounted_cumsum
 
 PROPAGATION_SIDES = ("left", "right")
@@ -229,11 +230,6 @@ def mix_embeddings(truth: torch.Tensor, predicted: torch.Tensor, lam: float) -> 
     if lam == 0:
         return truth
     return (1 - lam) * truth + lam * predicted
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip padding on either side: 0 at each row's first real token."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

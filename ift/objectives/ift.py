@@ -9,7 +9,7 @@ import torch
 
 from ift.objectives import functional as Fn
 from ift.objectives.base import Metrics, Objective
-from ift.objectives.forward import policy_logits
+from ift.core.forward import policy_logits
 from ift.objectives.lambda_schedule import ift_lambda
 
 PREDICTIONS = ("greedy", "sample")

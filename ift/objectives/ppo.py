@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Un
 
 import torch
 
-from ift.modules.distributed import all_reduce_sum_fn, mean_over_processes, process_rank, sum_over_processes
-from ift.modules.generation import generate_responses
+from ift.core.distributed import all_reduce_sum_fn, mean_over_processes, process_rank, sum_over_processes
+from ift.core.generation import generate_responses
 from ift.objectives import functional as Fn
 from ift.objectives.base import Metrics, Objective
-from ift.objectives.forward import policy_outputs
+from ift.core.forward import policy_outputs
 from ift.objectives.kl_control import AdaptiveKLController, FixedKLController
 from ift.objectives.rollout import Rollout
 from ift.rewards.answer import AnswerMatchReward
@@ -175,7 +175,7 @@ class PPO(Objective):
             if VALUE_HEAD_KEY not in module.extras:
                 module.extras[VALUE_HEAD_KEY] = ValueHead(hidden_size_of(module.policy))
         elif CRITIC_KEY not in module.extras:
-            from ift.modules.model_factory import build_policy
+            from ift.core.model_factory import build_policy
 
             backbone = build_policy(self.critic, module.tokenizer)
             module.extras[CRITIC_KEY] = CriticModel(backbone).to(next(module.policy.parameters()).device)

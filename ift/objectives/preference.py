@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ift.objectives import functional as Fn
 from ift.objectives.base import Objective
-from ift.objectives.forward import policy_logits
+from ift.core.forward import policy_logits
 
 PREFERENCE_KEYS = tuple(f"{side}_{field}" for side in ("chosen", "rejected") for field in ("input_ids", "attention_mask", "labels"))
 

@@ -6,7 +6,10 @@ from typing import Optional
 
 import torch
 
-from ift.objectives.functional import position_ids_from_mask
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip padding on either side: 0 at each row's first real token."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def policy_outputs(

@@ -73,3 +73,10 @@ def allow_idle_parameters(strategy: object) -> bool:
         return False
     kwargs["find_unused_parameters"] = True
     return True
+
+
+def is_sharded(strategy: object) -> bool:
+    """Whether ``strategy`` shards parameters across processes (FSDP / model parallel)."""
+    from pytorch_lightning.strategies import FSDPStrategy, ModelParallelStrategy
+
+    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))

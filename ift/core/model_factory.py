@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from ift.data.tokenizer import build_char_tokenizer
+from ift.core.tokenizer import build_char_tokenizer
 
 CHAR_TOKENIZER = "char"
 
