@@ -1,0 +1,105 @@
+"""Pure tensor maths behind every objective: no Lightning, no models, no state.
+
+Every function here has a slow Python-loop twin in ``tests/reference_impls.py`` and a
+test comparing the two; the formulas are in ``docs/objectives.md``. Shapes: ``B`` batch,
+``T`` sequence length, ``V`` vocabulary. Token-level quantities are *aligned with the
+shifted labels*: position ``t`` of a ``B x (T-1)`` tensor is about predicting token
+``t+1`` from tokens ``0..t``.
+
+The maths is split by concern; this package re-exports all of it, so objectives write
+``from ift.objectives import functional as Fn`` and call ``Fn.<name>``:
+
+* :mod:`~ift.objectives.functional.token_losses`: label log-probs and masks, sequence
+  means, the weighted token loss, entropy;
+* :mod:`~ift.objectives.functional.discounting`: discounted cumulative sums;
+* :mod:`~ift.objectives.functional.ift_propagation`: IFT's propagation weights and
+  temporal residual input;
+* :mod:`~ift.objectives.functional.masked_stats`: masked mean, variance and whitening;
+* :mod:`~ift.objectives.functional.ppo_losses`: KL estimators, per-token rewards, GAE,
+  EOS masks, clipped policy/value losses, explained variance;
+* :mod:`~ift.objectives.functional.preference_losses`: DPO and ORPO.
+"""
+
+from ift.core.constants import IGNORE_INDEX
+from ift.core.forward import position_ids_from_mask
+from ift.objectives.functional.discounting import discounted_cumsum
+from ift.objectives.functional.ift_propagation import (
+    PROPAGATION_NORMS,
+    PROPAGATION_SIDES,
+    PROPAGATION_TYPES,
+    ift_token_weights,
+    mix_embeddings,
+    shift_predictions_right,
+)
+from ift.objectives.functional.masked_stats import masked_mean, masked_var, masked_whiten
+from ift.objectives.functional.ppo_losses import (
+    KL_ESTIMATORS,
+    ended_with_eos,
+    explained_variance,
+    gae,
+    kl_penalty,
+    per_token_rewards,
+    ppo_policy_loss,
+    ppo_value_loss,
+    response_mask_after_eos,
+)
+from ift.objectives.functional.preference_losses import (
+    ORPO_MAX_PROB_GAP,
+    dpo_loss,
+    log1mexp,
+    log_odds,
+    orpo_loss,
+    sequence_logprobs,
+)
+from ift.objectives.functional.token_losses import (
+    batch_mean_of_rows,
+    entropy_from_logits,
+    label_logprobs,
+    label_mask,
+    sequence_mean,
+    token_losses_and_mask,
+    weighted_token_loss,
+)
+
+__all__ = [
+    # shared constants and helpers, re-exported because objectives read them here
+    "IGNORE_INDEX",
+    "position_ids_from_mask",
+    # token losses (SFT, IFT)
+    "label_logprobs",
+    "label_mask",
+    "sequence_mean",
+    "batch_mean_of_rows",
+    "weighted_token_loss",
+    "entropy_from_logits",
+    "token_losses_and_mask",
+    # discounting and IFT's propagation
+    "discounted_cumsum",
+    "PROPAGATION_SIDES",
+    "PROPAGATION_NORMS",
+    "PROPAGATION_TYPES",
+    "ift_token_weights",
+    "shift_predictions_right",
+    "mix_embeddings",
+    # masked statistics
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    # PPO
+    "KL_ESTIMATORS",
+    "kl_penalty",
+    "per_token_rewards",
+    "gae",
+    "ended_with_eos",
+    "response_mask_after_eos",
+    "ppo_policy_loss",
+    "ppo_value_loss",
+    "explained_variance",
+    # DPO and ORPO
+    "ORPO_MAX_PROB_GAP",
+    "sequence_logprobs",
+    "dpo_loss",
+    "log1mexp",
+    "log_odds",
+    "orpo_loss",
+]
