@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pytorch_lightning as pl  # noqa: E402
 
-from ift.data import ArithmeticDataModule  # noqa: E402
+from ift.tasks.arithmetic import ArithmeticDataModule  # noqa: E402
 from ift.modules import FineTuneModule  # noqa: E402
-from ift.modules.generation import generate_responses  # noqa: E402
+from ift.core.generation import generate_responses  # noqa: E402
 from ift.objectives import PPO  # noqa: E402
 
 PHASES = ("time/generation", "time/scoring", "time/logprobs", "time/update")

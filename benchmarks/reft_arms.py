@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ift.experiments.hardware import describe_hardware  # noqa: E402
+from ift.core.hardware import describe_hardware  # noqa: E402
 from ift.experiments.reft_arms import ARMS, CODE_SETTINGS, ReftSettings, run_seeds  # noqa: E402
-from ift.experiments.stats import mean_std  # noqa: E402
+from ift.core.stats import mean_std  # noqa: E402
 
 
 def main() -> None:

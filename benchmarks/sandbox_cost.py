@@ -16,8 +16,8 @@ import subprocess
 import sys
 import time
 
-from ift.data.code_task import code_examples
 from ift.rewards import CodeTestsReward, run_in_sandbox
+from ift.tasks.code import code_examples
 
 
 def bare_run(program: str, tests: list) -> float:

@@ -52,10 +52,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ift.data.tokenizer import build_char_tokenizer  # noqa: E402
-from ift.modules.model_factory import build_policy  # noqa: E402
+from ift.core.tokenizer import build_char_tokenizer  # noqa: E402
+from ift.core.model_factory import build_policy  # noqa: E402
 from ift.objectives import IFT, SFT  # noqa: E402
-from ift.objectives.forward import policy_logits  # noqa: E402
+from ift.core.forward import policy_logits  # noqa: E402
 from ift.objectives.functional import IGNORE_INDEX  # noqa: E402
 
 DEFAULT_MODELS = ("tiny-gpt2", "tiny-llama", "gpt2-100m")

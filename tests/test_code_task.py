@@ -12,7 +12,7 @@ import yaml
 
 from eco_helpers import ROOT
 from ift.cli import main
-from ift.data.code_task import (
+from ift.tasks.code import (
     CodeTaskDataModule,
     apply_steps,
     code_examples,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from ift.data import ArithmeticDataModule, DataFormatError, PromptResponseDataModule, build_char_tokenizer
-from ift.data.arithmetic import arithmetic_examples
+from ift.data import DataFormatError, PromptResponseDataModule, build_char_tokenizer
+from ift.tasks.arithmetic import ArithmeticDataModule, arithmetic_examples
 from ift.data.collate import Collator
 
 IGNORE = -100

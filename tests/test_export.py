@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from eco_helpers import quiet_trainer
 from ift.callbacks import ExportPretrained, RolloutProgress, SampleLogger, rollout_progress
 from ift.callbacks.rollout_progress import RolloutBar
-from ift.data import ArithmeticDataModule
+from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, SFT
 

@@ -28,7 +28,7 @@ from ift.callbacks.atomic_checkpoint import (
     temporary_name,
 )
 from ift.callbacks.interrupt import InterruptCheckpoint
-from ift.data import ArithmeticDataModule
+from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.modules.nonfinite import NonFiniteLossError, NonFiniteLossWarning
 from ift.objectives import PPO, SFT, Sequential
@@ -303,7 +303,7 @@ def test_nan_loss_of_a_batch_loss_stage_in_a_manual_fit(tmp_path):
 DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch, pytorch_lightning as pl
-    from ift.data import ArithmeticDataModule
+    from ift.tasks.arithmetic import ArithmeticDataModule
     from ift.modules import FineTuneModule
     from ift.objectives import SFT
 
@@ -583,7 +583,7 @@ KILL_SCRIPT = textwrap.dedent(
     import pytorch_lightning as pl, torch
     from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
     from pytorch_lightning.callbacks import ModelCheckpoint
-    from ift.data import ArithmeticDataModule
+    from ift.tasks.arithmetic import ArithmeticDataModule
     from ift.modules import FineTuneModule
 
     root, ready, mode, block_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from eco_helpers import quiet_trainer, save_tiny_model
 from ift.callbacks import export_pretrained
-from ift.data import ArithmeticDataModule
+from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, SFT
 

@@ -6,7 +6,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from ift.data import ArithmeticDataModule, build_char_tokenizer
+from ift.data import build_char_tokenizer
+from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule, build_policy
 from ift.objectives import IFT, SFT
 

@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from ift.data import ArithmeticDataModule
+from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.core.tokenizer import build_char_tokenizer
 from ift.modules import FineTuneModule
 from ift.objectives import PPO, Rollout

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from eco_helpers import quiet_trainer, write_jsonl
-from ift.data import ArithmeticDataModule, PreferenceDataModule
+from ift.data import PreferenceDataModule
+from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, SFT
 

@@ -8,7 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from ift.data import ArithmeticDataModule
+from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, PPO, SFT, Mix, Sequential, Stage
 

@@ -14,7 +14,7 @@ from pytorch_lightning.strategies import FSDPStrategy
 
 import ift.modules.finetune as finetune
 from ift.callbacks.export import export_pretrained, gather_policy_state
-from ift.data import ArithmeticDataModule
+from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FSDP, FineTuneModule
 from ift.modules.sharding import decoder_layer_types
 from ift.objectives import DPO, PPO, SFT

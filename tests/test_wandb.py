@@ -120,7 +120,7 @@ def test_sample_logger_writes_markdown_for_csv_logger(tmp_path):
     from pytorch_lightning.loggers import CSVLogger
 
     from ift.callbacks import SampleLogger
-    from ift.data import ArithmeticDataModule
+    from ift.tasks.arithmetic import ArithmeticDataModule
     from ift.modules import FineTuneModule
 
     samples = SampleLogger(every_n_steps=1, num_samples=2, max_new_tokens=3, split="val")

@@ -73,7 +73,7 @@ class AccuracyAt(pl.Callback):
 def held_out_accuracy(module, data) -> float:
     """Greedy exact match of ``module`` on the held-out split of ``data`` (the liberal answer
     rule of ``val/accuracy``)."""
-    from ift.data.code_task import pass_rate
+    from ift.tasks.code import pass_rate
     from ift.rewards import AnswerMatchReward
 
     return pass_rate(module, data, "val", AnswerMatchReward(), module.eval_max_new_tokens)["pass_rate"]
@@ -81,7 +81,7 @@ def held_out_accuracy(module, data) -> float:
 
 def learn(job: Tuple[str, int, LearningSettings]) -> Dict[str, Any]:
     """Train one (objective, seed); accuracy before training and at every ``eval_steps``."""
-    from ift.data import ArithmeticDataModule
+    from ift.tasks.arithmetic import ArithmeticDataModule
     from ift.modules import FineTuneModule
 
     name, seed, settings = job

@@ -124,10 +124,10 @@ def data_module(settings: ReftSettings, seed: int, tokenizer=None):
     shuffle follows ``seed``."""
     loader = dict(batch_size=settings.batch_size, eval_batch_size=settings.num_val, seed=seed, tokenizer=tokenizer)
     if settings.task == "code":
-        from ift.data import CodeTaskDataModule
+        from ift.tasks.code import CodeTaskDataModule
 
         return CodeTaskDataModule(num_train=settings.num_train, num_val=settings.num_val, num_test=0, **loader)
-    from ift.data import ArithmeticDataModule
+    from ift.tasks.arithmetic import ArithmeticDataModule
 
     return ArithmeticDataModule(
         num_train=settings.num_train, num_val=settings.num_val, num_test=0, max_operand=settings.max_operand,
@@ -138,7 +138,7 @@ def data_module(settings: ReftSettings, seed: int, tokenizer=None):
 def held_out_accuracy(policy, tokenizer, settings: ReftSettings, data) -> float:
     """Greedy exact match on the held-out split, under the reward's answer rule (code: the
     share of problems whose tests all pass): the reward's full score counts as a hit."""
-    from ift.data.code_task import pass_rate
+    from ift.tasks.code import pass_rate
     from ift.modules import FineTuneModule
 
     probe = FineTuneModule(model=policy, tokenizer=tokenizer)

@@ -14,18 +14,13 @@ Steps: ``add K`` (``+K``), ``subtract K`` (``-K``), ``times K`` (``*K``, K >= 2)
 from all problems, so the training and held-out splits have the same mix of lengths. The reference code uses the
 fewest parentheses. Examples carry ``tests`` (read by :class:`ift.rewards.CodeTestsReward`)
 and no ``answer`` (``val/accuracy`` is a numeric match and does not apply); measure the
-held-out pass rate with :func:`pass_rate` or ``ift code-pass-rate --ckpt ...``.
+held-out pass rate with :func:`ift.tasks.code.pass_rate` or ``ift code-pass-rate --ckpt ...``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple
-
-from ift.data.datamodule import ExamplesDataModule
-from ift.data.generated import GeneratedTaskDataModule
 
 Step = Tuple[str, int]
 _PRECEDENCE = {"atom": 4, "power": 3, "product": 2, "sum": 1}
@@ -123,113 +118,3 @@ def code_examples(
         tests = [f"assert f({x}) == {apply_steps(steps, x)}" for x in xs]
         examples.append({"prompt": prompt, "response": steps_to_code(steps), "tests": tests})
     return examples
-
-
-class CodeTaskDataModule(GeneratedTaskDataModule):
-    """Generated function-synthesis problems with tests, a disjoint held-out split, for
-    SFT on the reference code and PPO with :class:`ift.rewards.CodeTestsReward`.
-
-    Args:
-        num_train: training problems.
-        num_val: held-out problems (never in the training set).
-        num_test: test problems (disjoint from both).
-        max_steps: most steps in a function (each one of add/subtract/times/square).
-        max_constant: largest constant in a step.
-        num_tests: assert lines per problem.
-        min_input: smallest test input.
-        max_input: largest test input.
-        task_seed: seed of the problem generator.
-        batch_size: see :class:`ExamplesDataModule` (as are the other arguments).
-    """
-
-    task_name = "code_task"
-
-    def __init__(
-        self,
-        num_train: int = 500,
-        num_val: int = 100,
-        num_test: int = 100,
-        max_steps: int = 2,
-        max_constant: int = 9,
-        num_tests: int = 4,
-        min_input: int = -9,
-        max_input: int = 9,
-        task_seed: int = 0,
-        batch_size: int = 32,
-        eval_batch_size: Optional[int] = None,
-        max_length: int = 96,
-        padding_side: str = "right",
-        num_workers: int = 0,
-        seed: int = 0,
-        tokenizer: Optional[Any] = None,
-    ):
-        super().__init__(num_train, num_val, num_test, task_seed,
-                         dict(max_steps=max_steps, max_constant=max_constant, num_tests=num_tests,
-                              min_input=min_input, max_input=max_input),
-                         batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length,
-                         padding_side=padding_side, num_workers=num_workers, seed=seed, tokenizer=tokenizer)
-
-    def generate(self, count: int) -> List[Dict[str, Any]]:
-        return code_examples(count, self.task_seed, **self.task)
-
-
-def pass_rate(module: Any, data: ExamplesDataModule, split: str = "val", reward: Any = None,
-              max_new_tokens: int = 48) -> Dict[str, float]:
-    """Greedy-decode every prompt of ``split`` and score it with ``reward``.
-
-    Returns ``{"pass_rate": share of problems whose tests all pass, "mean_score": mean
-    reward, "count": problems}``. ``reward`` defaults to ``CodeTestsReward()``.
-    """
-    import torch
-
-    from ift.core.generation import generate_responses
-    from ift.rewards.code import CodeTestsReward
-
-    reward = reward if reward is not None else CodeTestsReward()
-    if data.tokenizer is None:
-        data.tokenizer = module.tokenizer
-    data.setup("validate")
-    loader = data._eval_loader(split)
-    tokenizer = module.tokenizer
-    scores: List[float] = []
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        for batch in loader:
-            ids, _ = generate_responses(module.policy, batch["prompt_input_ids"], batch["prompt_attention_mask"],
-                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                        max_new_tokens=max_new_tokens)
-            texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-            scores += reward(list(batch["prompt"]), texts, list(batch["examples"]))
-    module.train(was_training)  # callable mid-training (e.g. from a callback)
-    count = len(scores)
-    return {
-        "pass_rate": sum(1 for s in scores if s >= 1.0) / max(count, 1),
-        "mean_score": sum(scores) / max(count, 1),
-        "count": float(count),
-    }
-
-
-def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
-    """``ift code-pass-rate --ckpt run.ckpt`` (or ``python -m ift.data.code_task``): held-out
-    pass rate of a checkpoint on the built-in code task, greedy decoding, printed as JSON."""
-    parser = argparse.ArgumentParser(prog="ift code-pass-rate", description=main.__doc__)
-    parser.add_argument("--ckpt", help="checkpoint of a FineTuneModule; omit for an untrained tiny-gpt2")
-    parser.add_argument("--split", default="val", choices=("val", "test"))
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--task", default="{}", help="JSON of CodeTaskDataModule arguments (default: its defaults)")
-    args = parser.parse_args(argv)
-    import torch
-
-    from ift.modules import FineTuneModule
-
-    torch.manual_seed(0)
-    module = FineTuneModule.load_from_checkpoint(args.ckpt) if args.ckpt else FineTuneModule("tiny-gpt2")
-    data = CodeTaskDataModule(tokenizer=module.tokenizer, eval_batch_size=100, **json.loads(args.task))
-    result = pass_rate(module, data, args.split, max_new_tokens=args.max_new_tokens)
-    print(json.dumps(result))
-    return result
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
