@@ -31,7 +31,7 @@ from ift.callbacks.interrupt import InterruptCheckpoint
 from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.modules.nonfinite import NonFiniteLossError, NonFiniteLossWarning
-from ift.objectives import PPO, SFT, Sequential
+from ift.objectives import PPO, SFT, Sequential, StepResult
 from ift.rewards import Reward, RewardTimeoutWarning
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -68,14 +68,15 @@ class FaultySFT(SFT):
         self.always_nan = always_nan
         self.calls = 0
 
-    def training_step(self, module, batch):
-        loss, metrics = super().training_step(module, batch)
+    def training_step(self, context, batch):
+        result = super().training_step(context, batch)
+        loss = result.loss
         call, self.calls = self.calls, self.calls + 1
         if self.always_nan or call in self.nan_calls:
             loss = loss * float("nan")  # the nan flows into every gradient if backward ran on it
         if call in self.inf_grad_calls:
-            loss = loss + _InfGrad.apply(next(module.policy.parameters()))
-        return loss, metrics
+            loss = loss + _InfGrad.apply(next(context.policy.parameters()))
+        return StepResult(loss, result.metrics)
 
 
 class Snapshots(pl.Callback):
@@ -230,8 +231,8 @@ class NanPPO(PPO):
         self.nan_updates = tuple(nan_updates)
         self.updates_seen = 0
 
-    def loss_on_rollout(self, module, rollout):
-        loss, metrics = super().loss_on_rollout(module, rollout)
+    def loss_on_rollout(self, context, rollout):
+        loss, metrics = super().loss_on_rollout(context, rollout)
         update, self.updates_seen = self.updates_seen, self.updates_seen + 1
         if update in self.nan_updates:
             loss = loss * float("nan")
@@ -308,11 +309,11 @@ DDP_SCRIPT = textwrap.dedent(
     from ift.objectives import SFT
 
     class NanOnRankOne(SFT):
-        def training_step(self, module, batch):
-            loss, metrics = super().training_step(module, batch)
-            if module.trainer.global_rank == 1 and module.global_step == 1:
-                loss = loss * float("nan")
-            return loss, metrics
+        def training_step(self, context, batch):
+            result = super().training_step(context, batch)
+            if torch.distributed.get_rank() == 1 and context.global_step == 1:
+                result.loss = result.loss * float("nan")
+            return result
 
     class Record(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -423,10 +424,10 @@ class RaiseInStep(SFT):
         super().__init__()
         self.at = at
 
-    def training_step(self, module, batch):
-        if module.global_step == self.at:
+    def training_step(self, context, batch):
+        if context.global_step == self.at:
             raise KeyboardInterrupt
-        return super().training_step(module, batch)
+        return super().training_step(context, batch)
 
 
 def _interrupted_then_resumed(tmp_path, interrupt, objective=None, total_steps=9, **trainer_kwargs):

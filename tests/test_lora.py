@@ -94,7 +94,7 @@ def test_dpo_reference_with_lora_is_the_base_model_without_a_copy():
     base, module = base_and_lora(objective=dpo.DPO())
     from ift.objectives.preference import pair_logprobs
 
-    module.objective.begin(module)
+    module.objective.begin(module.step_context)
     assert module.reference_policy is None
     tokenizer = module.tokenizer
     prompt, chosen, rejected = tokenizer("2+2=")["input_ids"], tokenizer("4")["input_ids"], tokenizer("5")["input_ids"]
@@ -108,11 +108,12 @@ def test_dpo_reference_with_lora_is_the_base_model_without_a_copy():
     for p in module.policy.parameters():  # move the adapters away from zero
         if p.requires_grad:
             p.data.normal_(0, 0.2)
-    reference = module.objective.reference_logprobs(batch)
+    with_reference = module.objective.with_reference_logprobs(module.step_context, batch)
+    reference = [with_reference[key] for key in dpo.REFERENCE_KEYS]
     expected = pair_logprobs(base.policy.eval(), batch, average=False)
     for got, want in zip(reference, expected):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
-    loss, _ = module.objective.loss(module.policy, batch)
+    loss = module.objective.training_step(module.step_context, batch).loss
     assert torch.isfinite(loss)
 
 

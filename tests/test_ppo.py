@@ -62,7 +62,7 @@ class Scripted(PPO):
         super().__init__(**kwargs)
         self.scripted = responses
 
-    def generate(self, module, prompt_ids, prompt_mask):
+    def generate(self, context, prompt_ids, prompt_mask):
         return self.scripted.clone()
 
 
@@ -75,7 +75,7 @@ def test_rollout_shapes_masks_and_metrics():
     module = make_module(samples_per_prompt=2)
     batch = make_batch(module)
     module.ensure_reference()
-    rollout = module.objective.rollout(module, batch)
+    rollout = module.objective.rollout(module.step_context, batch)
     assert isinstance(rollout, Rollout)
     B, P = 8, batch["prompt_input_ids"].shape[1]
     R = rollout.response_ids.shape[1]
@@ -116,7 +116,7 @@ def test_old_and_reference_logprobs_equal_the_policy_before_any_update():
     module = make_module(samples_per_prompt=2)
     batch = make_batch(module)
     module.ensure_reference()
-    rollout = module.objective.rollout(module, batch)
+    rollout = module.objective.rollout(module.step_context, batch)
     mask = rollout.response_mask
     assert torch.allclose(rollout.old_logprobs, rollout.ref_logprobs, atol=1e-6)
     assert (rollout.kl == 0).all() if module.objective.kl_estimator == "k1" else True
@@ -139,11 +139,11 @@ def test_sampling_is_reproducible_and_leaves_the_global_rng_alone():
     batch = make_batch(module)
     module.ensure_reference()
     state = torch.get_rng_state()
-    first = module.objective.rollout(module, batch)
+    first = module.objective.rollout(module.step_context, batch)
     assert torch.equal(torch.get_rng_state(), state)
-    second = module.objective.rollout(module, batch)
+    second = module.objective.rollout(module.step_context, batch)
     module.objective.load_state_dict({"rollouts": 0})
-    again = module.objective.rollout(module, batch)
+    again = module.objective.rollout(module.step_context, batch)
     assert torch.equal(first.response_ids, again.response_ids)
     assert not torch.equal(first.response_ids, second.response_ids)  # a new stream per rollout
 
@@ -168,7 +168,7 @@ def test_score_lands_on_eos_or_last_token_and_nothing_after_eos_counts(pad_is_eo
     module = FineTuneModule(model="tiny-gpt2", tokenizer=tokenizer, objective=objective)
     batch = make_batch(module)
     module.ensure_reference()
-    rollout = objective.rollout(module, batch)
+    rollout = objective.rollout(module.step_context, batch)
 
     expected_mask = torch.tensor([
         [1, 1, 1, 0, 0],
@@ -201,7 +201,7 @@ def test_kl_penalty_on_every_valid_token_and_score_on_top():
     with torch.no_grad():  # make the reference differ from the policy
         for parameter in module.reference_policy.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
-    rollout = objective.rollout(module, batch)
+    rollout = objective.rollout(module.step_context, batch)
     mask = rollout.response_mask
     assert (rollout.kl[mask] > 0).all()  # k3 is positive when the policies differ
     expected = torch.where(mask, -0.1 * rollout.kl, 0.0)
@@ -217,7 +217,7 @@ def test_pad_equal_to_eos_real_sampling():
     module = make_module(tokenizer=tokenizer, samples_per_prompt=4, max_new_tokens=8)
     batch = make_batch(module)
     module.ensure_reference()
-    rollout = module.objective.rollout(module, batch)
+    rollout = module.objective.rollout(module.step_context, batch)
     eos = tokenizer.eos_token_id
     for row in range(rollout.batch_size):
         tokens = rollout.response_ids[row].tolist()
@@ -239,7 +239,7 @@ def test_a_reward_that_raises_names_the_reward_and_the_example():
     batch = make_batch(module)
     module.ensure_reference()
     with pytest.raises(RuntimeError, match=r"Reward Broken raised ZeroDivisionError: boom.*prompt '"):
-        module.objective.rollout(module, batch)
+        module.objective.rollout(module.step_context, batch)
 
 
 def test_nan_rewards_are_counted_scored_zero_and_warned_about():
@@ -252,7 +252,7 @@ def test_nan_rewards_are_counted_scored_zero_and_warned_about():
     module.ensure_reference()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rollout = module.objective.rollout(module, batch)
+        rollout = module.objective.rollout(module.step_context, batch)
     assert any("non-finite" in str(w.message) for w in caught)
     assert rollout.n_nan_rewards == 2 and float(rollout.metrics["reward_nan"]) == 2
     assert rollout.scores.tolist() == [1.0, 0.0, 1.0, 0.0]
@@ -343,4 +343,4 @@ def test_ppo_rejects_bad_settings():
         PPO(top_p=0)
     with pytest.raises(KeyError, match="prompt_input_ids"):
         module = make_module()
-        module.objective.rollout(module, {"input_ids": torch.zeros(1, 2, dtype=torch.long)})
+        module.objective.rollout(module.step_context, {"input_ids": torch.zeros(1, 2, dtype=torch.long)})

@@ -252,15 +252,20 @@ def test_pair_logprobs_padding_either_side(tokenizer, side, extra, average):
 def test_dpo_objective_starts_at_log2_and_learns(tokenizer):
     torch.manual_seed(0)
     module = FineTuneModule(model="tiny-gpt2", objective=DPO(beta=0.1), tokenizer=tokenizer)
-    module.objective.begin(module)  # what on_train_start does
+    module.objective.begin(module.step_context)  # what on_train_start does
     batch = preference_batch(tokenizer, "right")
-    loss, metrics = module.objective.loss(module.policy, batch)
+
+    def dpo_step():  # what the module's training step runs: the reference's log-probs, then the loss
+        result = module.objective.training_step(module.step_context, batch)
+        return result.loss, result.metrics
+
+    loss, metrics = dpo_step()
     assert abs(loss.item() - math.log(2.0)) < 1e-5  # policy == reference at the start
     assert metrics["reward_margin"].abs() < 1e-5
     optimizer = torch.optim.AdamW(module.policy.parameters(), lr=1e-2)
     for _ in range(15):
         optimizer.zero_grad()
-        loss, metrics = module.objective.loss(module.policy, batch)
+        loss, metrics = dpo_step()
         loss.backward()
         optimizer.step()
     assert loss.item() < math.log(2.0) - 0.05
@@ -276,12 +281,12 @@ def test_dpo_objective_starts_at_log2_and_learns(tokenizer):
 def test_dpo_reference_from_batch_matches_reference_model(tokenizer):
     torch.manual_seed(0)
     module = FineTuneModule(model="tiny-gpt2", objective=DPO(beta=0.3, label_smoothing=0.1), tokenizer=tokenizer)
-    module.objective.begin(module)
+    module.objective.begin(module.step_context)
     batch = preference_batch(tokenizer, "left")
     with torch.no_grad():
         for p in module.policy.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    loss, _ = module.objective.loss(module.policy, batch)
+    loss = module.objective.training_step(module.step_context, batch).loss
     with torch.no_grad(), module.reference_model() as reference:
         ref_chosen, ref_rejected = pair_logprobs(reference, batch, False)
     standalone = DPO(beta=0.3, label_smoothing=0.1)
@@ -299,14 +304,16 @@ def test_dpo_without_reference_is_a_clear_error(tokenizer):
         DPO().loss(build_policy("tiny-gpt2", tokenizer), {"input_ids": torch.zeros(1, 2, dtype=torch.long)})
 
 
-def test_dpo_does_not_pickle_its_module(tokenizer):
+def test_dpo_holds_no_module(tokenizer):
+    # DPO reads the reference through the step context it is handed, never through a
+    # pointer of its own: pickling or copying it carries no module along.
     module = FineTuneModule(model="tiny-gpt2", objective=DPO(beta=0.2), tokenizer=tokenizer)
     objective = module.objective
-    assert objective._module is module
+    assert not any(isinstance(value, torch.nn.Module) for value in vars(objective).values())
     clone = pickle.loads(pickle.dumps(objective))
-    assert clone._module is None and clone.beta == 0.2
-    assert copy.deepcopy(objective)._module is None
-    assert "_module" not in repr(objective)
+    assert clone.beta == 0.2 and vars(clone) == vars(objective)
+    assert vars(copy.deepcopy(objective)) == vars(objective)
+    assert "module" not in repr(objective)
     # The objective is not registered as a submodule: the module's parameters are the policy's.
     assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in module.policy.parameters())
 
@@ -319,11 +326,11 @@ def test_dpo_keeps_reference_when_resuming(tokenizer):
     reference_weight = module.reference_policy.transformer.wte.weight.clone()
     with torch.no_grad():
         module.policy.transformer.wte.weight.add_(1.0)
-    module.objective.begin(module)
+    module.objective.begin(module.step_context)
     assert torch.equal(module.reference_policy.transformer.wte.weight, reference_weight)
     fresh = DPO()
     module.objective = fresh
-    fresh.begin(module)  # a new DPO stage takes the policy as it stands
+    fresh.begin(module.step_context)  # a new DPO stage takes the policy as it stands
     assert torch.equal(module.reference_policy.transformer.wte.weight, module.policy.transformer.wte.weight)
 
 
@@ -354,8 +361,8 @@ def test_orpo_objective_matches_formula_and_learns(tokenizer):
 def test_preference_objectives_run_in_bf16(tokenizer, objective):
     torch.manual_seed(0)
     module = FineTuneModule(model="tiny-gpt2", objective=objective, tokenizer=tokenizer, torch_dtype="bfloat16")
-    module.objective.begin(module)
-    loss, _ = module.objective.loss(module.policy, preference_batch(tokenizer, "right"))
+    module.objective.begin(module.step_context)
+    loss = module.objective.training_step(module.step_context, preference_batch(tokenizer, "right")).loss
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in module.policy.parameters() if p.grad is not None)

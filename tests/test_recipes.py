@@ -23,9 +23,9 @@ class Recorder(SFT):
         self.tag = tag
         self.log = log
 
-    def training_step(self, module, batch):
+    def training_step(self, context, batch):
         self.log.append(self.tag)
-        return super().training_step(module, batch)
+        return super().training_step(context, batch)
 
 
 def tiny_data(num_train: int = 16, batch_size: int = 4, cls=ArithmeticDataModule):
@@ -107,11 +107,14 @@ def test_sequential_rejects_malformed_stages():
 
 
 def test_optimization_mode_follows_the_stages():
-    assert Sequential(stages=[{"objective": SFT(), "steps": 1}, {"objective": PPO()}]).needs_manual_optimization()
-    assert not Sequential(stages=[{"objective": SFT(), "steps": 1}, {"objective": IFT()}]).needs_manual_optimization()
-    assert not Mix(objectives=[SFT(), PPO()]).needs_manual_optimization()  # one step per batch
-    assert Sequential(stages=[{"objective": SFT(), "steps": 1}, {"objective": PPO()}]).needs_reference
-    assert Mix(objectives=[SFT(), PPO()]).needs_reference and not Mix(objectives=[SFT()]).needs_reference
+    sft_then_ppo = Sequential(stages=[{"objective": SFT(), "steps": 1}, {"objective": PPO()}]).capabilities
+    assert sft_then_ppo.manual_optimization and sft_then_ppo.reads_reference
+    assert sft_then_ppo.idle_trainable_parts  # the value head has no gradient in the SFT stage
+    assert not Sequential(stages=[{"objective": SFT(), "steps": 1}, {"objective": IFT()}]).capabilities.manual_optimization
+    mixed = Mix(objectives=[SFT(), PPO()]).capabilities
+    assert not mixed.manual_optimization  # one step per batch
+    assert mixed.reads_reference and not Mix(objectives=[SFT()]).capabilities.reads_reference
+    assert not PPO().capabilities.idle_trainable_parts and PPO().capabilities.manual_optimization
 
 
 class SwitchWatcher(FineTuneModule):
@@ -154,7 +157,9 @@ def test_mix_is_the_weighted_sum_of_losses_and_gradients():
     data.tokenizer = module.tokenizer
     data.setup()
     batch = next(iter(data.train_dataloader()))
-    loss, metrics = module.objective.training_step(module, batch)
+    result = module.objective.training_step(module.step_context, batch)
+    loss, metrics = result.loss, result.metrics
+    assert not result.stepped
     a, _ = SFT().loss(module.policy, batch)
     b, _ = SFT(token_mean=True).loss(module.policy, batch)
     assert torch.allclose(loss, 0.3 * a + 0.7 * b)
@@ -176,14 +181,15 @@ def test_mix_with_ppo_uses_one_rollout_and_one_loss_on_it():
     data.tokenizer = module.tokenizer
     data.setup()
     batch = next(iter(data.train_dataloader()))
-    mix.begin(module)
-    loss, metrics = mix.training_step(module, batch)
+    mix.begin(module.step_context)
+    result = mix.training_step(module.step_context, batch)
+    loss, metrics = result.loss, result.metrics
     assert loss.requires_grad
     assert {"sft_loss", "ppo_loss", "ppo_score", "ppo_clipfrac", "time/generation"} <= set(metrics)
     # Replaying the same sampling stream gives the same rollout and PPO loss.
     objective.load_state_dict({"rollouts": 0})
-    rollout = objective.rollout(module, batch)
-    ppo_loss, _ = objective.loss_on_rollout(module, rollout)
+    rollout = objective.rollout(module.step_context, batch)
+    ppo_loss, _ = objective.loss_on_rollout(module.step_context, rollout)
     sft_loss, _ = SFT().loss(module.policy, batch)
     assert torch.allclose(loss, sft_loss + 0.5 * ppo_loss, atol=1e-6)
     assert float(metrics["ppo_clipfrac"]) == 0  # the first update: ratio 1

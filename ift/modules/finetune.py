@@ -5,27 +5,36 @@ its ``objective``."""
 from __future__ import annotations
 
 import contextlib
-import copy
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
 from transformers import PreTrainedTokenizerBase
 
 from ift.core.constants import REFERENCE_PREFIX
-from ift.core.distributed import is_sharded
+from ift.core.distributed import allow_idle_parameters, is_sharded
 from ift.core.generation import generate_responses
 from ift.core.model_factory import build_policy, build_tokenizer
+from ift.callbacks.atomic_checkpoint import AtomicCheckpoints
+from ift.callbacks.data_report import SkippedExamplesReport
+from ift.callbacks.interrupt import InterruptCheckpoint
+from ift.core.batch import batch_rows
+from ift.core.lora import is_peft_model
 from ift.modules.nonfinite import NonFiniteGuard, zero_loss
-from ift.objectives.base import Objective
-from ift.objectives.sft import SFT
-from ift.rewards.answer import AnswerMatchReward
+from ift.modules.optimization import OptimizerSteps
+from ift.modules.reference import copy_parameters, frozen_copy
+from ift.modules.step_context import ModuleStepContext
+from ift.objectives import Objective, default_objective
+from ift.objectives.contract import StepResult
+from ift.objectives.sft import response_nll
+from ift.rewards.answer import AnswerMatchReward, answers_match
 
 LR_INTERVALS = ("step", "epoch")
 
 
-class FineTuneModule(pl.LightningModule):
+class FineTuneModule(OptimizerSteps, pl.LightningModule):
     """Fine-tune a causal language model with any :class:`~ift.objectives.Objective`.
 
     Args:
@@ -100,7 +109,7 @@ class FineTuneModule(pl.LightningModule):
         # Kept out of the module tree (a ready nn.Module would otherwise register as a submodule).
         self._model_source: tuple = (model,)
         self.policy: Optional[torch.nn.Module] = None
-        self.objective = objective if objective is not None else SFT()
+        self.objective = objective if objective is not None else default_objective()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
@@ -117,6 +126,8 @@ class FineTuneModule(pl.LightningModule):
         self.reference_policy: Optional[torch.nn.Module] = None
         # Trainable parts an objective adds (a value head, a critic); saved with the module.
         self.extras = torch.nn.ModuleDict()
+        # What the objective sees of this module (the objective contract); not a submodule.
+        self._step_context = ModuleStepContext(self)
         if not init_in_configure_model:
             self.build_model()
 
@@ -142,7 +153,12 @@ class FineTuneModule(pl.LightningModule):
             policy = wrap_with_lora(policy, options["lora"])
         self.policy = policy
         self._model_source = ()
-        self.objective.attach(self)
+        self.objective.attach(self.step_context)
+
+    @property
+    def step_context(self) -> ModuleStepContext:
+        """The :class:`~ift.objectives.StepContext` the objective's hooks receive."""
+        return self._step_context
 
     def configure_model(self) -> None:
         """Lightning's hook, run under the strategy before it wraps the model.
@@ -152,7 +168,7 @@ class FineTuneModule(pl.LightningModule):
         is already sharded cannot be made later.
         """
         self.build_model()
-        if self._trainer is not None and is_sharded(self.trainer.strategy) and self.objective.needs_reference:
+        if self._trainer is not None and is_sharded(self.trainer.strategy) and self.objective.capabilities.reads_reference:
             self.ensure_reference()
 
     # ------------------------------------------------------------------ optimization mode
@@ -162,7 +178,7 @@ class FineTuneModule(pl.LightningModule):
 
         Fixed for a whole fit: Lightning counts ``global_step`` separately in each mode.
         """
-        return not self.objective.needs_manual_optimization()
+        return not self.objective.capabilities.manual_optimization
 
     @automatic_optimization.setter
     def automatic_optimization(self, value: bool) -> None:
@@ -180,12 +196,9 @@ class FineTuneModule(pl.LightningModule):
         if self.uses_lora:
             return self.policy
         if self.reference_policy is None:
-            reference = copy.deepcopy(self.policy)
-            reference.requires_grad_(False)
-            reference.eval()
-            self.reference_policy = reference
+            self.reference_policy = frozen_copy(self.policy)
         elif refresh:
-            _copy_parameters(self.policy, self.reference_policy)
+            copy_parameters(self.policy, self.reference_policy)
         return self.reference_policy
 
     @contextlib.contextmanager
@@ -209,8 +222,6 @@ class FineTuneModule(pl.LightningModule):
     @property
     def uses_lora(self) -> bool:
         """Whether the policy carries peft adapters (``lora=...`` or a ready PeftModel)."""
-        from ift.core.lora import is_peft_model
-
         return is_peft_model(self.policy)
 
     def notify_stage_switch(self, stage_name: str) -> None:
@@ -239,12 +250,8 @@ class FineTuneModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         # Runs before the strategy wraps the model: the last moment to tell DDP that a
         # recipe's stages leave some trainable parts (the value head) idle.
-        from ift.core.distributed import allow_idle_parameters
-
-        if stage == "fit" and len(self.extras) and type(self.objective).__name__ != "PPO":
+        if stage == "fit" and len(self.extras) and self.objective.capabilities.idle_trainable_parts:
             if allow_idle_parameters(self.trainer.strategy):
-                from pytorch_lightning.utilities import rank_zero_info
-
                 rank_zero_info(
                     f"{type(self.objective).__name__} leaves trainable parts idle in some steps "
                     f"({', '.join(self.extras)}): DDP runs with find_unused_parameters=True"
@@ -252,7 +259,7 @@ class FineTuneModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def on_train_start(self) -> None:
-        self.objective.begin(self)
+        self.objective.begin(self.step_context)
 
     def configure_callbacks(self):
         """Callbacks every fit gets: the once-per-epoch report of skipped examples, atomic
@@ -261,10 +268,6 @@ class FineTuneModule(pl.LightningModule):
         Lightning replaces a Trainer callback by a module callback of the same type, so an
         ``InterruptCheckpoint`` the Trainer already has (its own folder) is kept, not replaced.
         """
-        from ift.callbacks.atomic_checkpoint import AtomicCheckpoints
-        from ift.callbacks.data_report import SkippedExamplesReport
-        from ift.callbacks.interrupt import InterruptCheckpoint
-
         callbacks = [SkippedExamplesReport(), AtomicCheckpoints()]
         present = self.trainer.callbacks if self._trainer is not None else []
         if self.hparams.get("checkpoint_on_interrupt", True) and not any(
@@ -275,15 +278,21 @@ class FineTuneModule(pl.LightningModule):
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
         self.objective.set_step(self.global_step)
-        loss, metrics = self.objective.training_step(self, batch)
+        result = self.objective.training_step(self.step_context, batch)
+        loss, metrics = result.loss, result.metrics
         if not self.automatic_optimization:
-            if loss.requires_grad and not self.optimizer_step_manually(loss):
+            if not result.stepped and not self.optimizer_step_manually(loss):
                 # A batch-loss objective inside a manual-optimization fit (e.g. SFT stage before
                 # PPO) whose loss was nan/inf: the step was skipped, there is nothing to log.
                 return None
             # PPO's loss is the mean over the updates it took (nan when it took none).
             self.log_metrics("train", loss.detach() if bool(torch.isfinite(loss)) else None, metrics, batch)
             return None
+        if result.stepped:
+            raise RuntimeError(
+                f"{type(self.objective).__name__} took its own optimizer step, but its capabilities do not "
+                "declare manual_optimization: the module runs automatic optimization for it"
+            )
         if self._skip_pending is None and not self.nonfinite.is_finite(loss):
             self._skip_pending = ("loss", loss.detach())
         if self._skip_pending is not None:
@@ -292,104 +301,6 @@ class FineTuneModule(pl.LightningModule):
             return zero_loss(self.trainable_parameters())
         self.log_metrics("train", loss.detach(), metrics, batch)
         return loss
-
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
-        """Lightning's step (automatic optimization), skipped when the loss or gradient is nan/inf.
-
-        The closure (training step + backward) runs inside ``optimizer.step``; when it reports
-        a non-finite loss or gradient it raises before the optimizer touches anything, and the
-        gradients are dropped: weights and optimizer state stay exactly as they were.
-        ``global_step`` and step-interval schedulers still advance (Lightning counts the attempt).
-        """
-        if optimizer_closure is None:
-            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-
-        def closure():
-            result = optimizer_closure()
-            if self._skip_pending is None:
-                self._check_gradients()
-            if self._skip_pending is not None:
-                raise _SkipOptimizerStep()
-            return result
-
-        try:
-            optimizer.step(closure=closure)
-        except _SkipOptimizerStep:
-            self._skip_step(optimizer, f", epoch {epoch}, batch {batch_idx}")
-            return
-        finally:
-            self._skip_pending = None
-        self.nonfinite.record_step()
-
-    def optimizer_step_manually(self, loss: torch.Tensor) -> bool:
-        """Backward, clip, step and schedule: one update under manual optimization.
-
-        Returns False when the step was skipped because the loss (or, without an fp16
-        GradScaler, the gradient norm) was nan/inf on some process: the gradients are then
-        dropped and neither the optimizer nor the scheduler steps (``global_step`` does not
-        advance either).
-        """
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        if not self.nonfinite.is_finite(loss):
-            self._skip_pending = ("loss", loss.detach())
-            self.manual_backward(zero_loss(self.trainable_parameters()))  # keeps DDP's collectives in step
-        else:
-            self.manual_backward(loss)
-            self._check_gradients()
-        if self._skip_pending is not None:
-            self._skip_step(optimizer, f", epoch {self.current_epoch}")
-            return False
-        if self.max_grad_norm:
-            self.clip_gradient_norm(optimizer, self.max_grad_norm)
-        optimizer.step()
-        self.nonfinite.record_step()
-        scheduler = self.lr_schedulers()
-        if scheduler is not None and self.lr_scheduler_interval == "step":
-            scheduler.step()
-        return True
-
-    def _skip_step(self, optimizer, where: str) -> None:
-        """Drop the gradients of the step marked in ``_skip_pending`` and count the skip
-        (which raises once too many steps in a row were skipped)."""
-        optimizer.zero_grad()
-        what, value = self._skip_pending
-        self._skip_pending = None
-        self.nonfinite.record_skip(self.global_step, what, value, where)
-
-    def _check_gradients(self) -> None:
-        """Mark the step for skipping when the gradient norm is nan/inf on some process.
-
-        Not with an fp16 GradScaler: it finds inf gradients itself, skips those steps and
-        lowers its scale (that is how it works, not a fault)."""
-        if self._trainer is not None and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
-            return
-        norm = self.nonfinite.gradient_norm(self.trainable_parameters())
-        if not self.nonfinite.is_finite(norm, device=self.device):
-            self._skip_pending = ("gradient norm", norm)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.log("train/skipped_steps", float(self.nonfinite.skipped_steps), on_step=True, on_epoch=False)
-
-    def clip_gradient_norm(self, optimizer, max_norm: float) -> None:
-        """Clip the gradients' global norm to ``max_norm``, in the way the strategy requires.
-
-        Under FSDP each process holds a shard of every gradient: only the sharded root's
-        ``clip_grad_norm_`` computes the true global norm (Lightning's precision plugin
-        refuses norm clipping there).
-        """
-        if self._trainer is not None and is_sharded(self.trainer.strategy) and hasattr(self.trainer.model, "clip_grad_norm_"):
-            self.trainer.model.clip_grad_norm_(max_norm)
-        else:
-            self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """``--trainer.gradient_clip_val`` as usual; by norm under FSDP goes through
-        :meth:`clip_gradient_norm`."""
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and is_sharded(self.trainer.strategy):
-            self.clip_gradient_norm(optimizer, gradient_clip_val)
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
         scheduler = self.lr_schedulers() if self.trainer.lr_scheduler_configs else None
@@ -406,16 +317,14 @@ class FineTuneModule(pl.LightningModule):
         self.objective.set_step(self.global_step)
         metrics: Dict[str, torch.Tensor] = {}
         # Every objective decides what its held-out loss is (preference batches have no labels).
-        result = self.objective.validation_loss(self, batch)
-        loss = None
+        result: Optional[StepResult] = self.objective.validation_loss(self.step_context, batch)
+        loss = None if result is None else result.loss
         if result is not None:
-            loss, objective_metrics = result
-            metrics.update(objective_metrics)
+            metrics.update(result.metrics)
         if "labels" in batch:
             # val/nll: plain SFT NLL of the reference responses, comparable across objectives
             # (IFT's own "nll" metric is measured on the mixed input, so it is replaced here).
-            plain_sft = type(self.objective) is SFT and not self.objective.token_mean
-            metrics["nll"] = loss if plain_sft and loss is not None else SFT().loss(self.policy, batch)[0]
+            metrics["nll"] = response_nll(self.policy, batch)[0]
             if loss is None:
                 loss = metrics["nll"]
         if self.eval_accuracy and "answer" in batch and "prompt_input_ids" in batch:
@@ -426,8 +335,6 @@ class FineTuneModule(pl.LightningModule):
     def answer_accuracy(self, batch: Dict[str, Any]) -> torch.Tensor:
         """Share of prompts whose greedy answer matches ``batch['answer']`` (numeric, 1e-2),
         the answer read by ``eval_answer_trigger``'s rule."""
-        from ift.rewards.answer import answers_match
-
         responses, _ = generate_responses(
             self.policy,
             batch["prompt_input_ids"],
@@ -442,7 +349,7 @@ class FineTuneModule(pl.LightningModule):
 
     def log_metrics(self, stage: str, loss: Optional[torch.Tensor], metrics: Dict[str, Any], batch: Dict[str, Any]) -> None:
         """Log ``{stage}/loss`` and every metric; keys that carry a ``/`` are logged as given."""
-        batch_size = _batch_size(batch)
+        batch_size = batch_rows(batch)
         on_step = stage == "train"
         # Under DDP every rank sees a different shard: average the metrics over ranks so
         # the logged value is the whole batch's, not rank 0's alone.
@@ -481,32 +388,3 @@ class FineTuneModule(pl.LightningModule):
             self.objective.load_state_dict(checkpoint["objective_state"])
         if "nonfinite_state" in checkpoint:
             self.nonfinite.load_state_dict(checkpoint["nonfinite_state"])
-
-
-class _SkipOptimizerStep(Exception):
-    """Raised inside the optimizer closure to leave ``optimizer.step`` before it updates anything."""
-
-
-@torch.no_grad()
-def _copy_parameters(source: torch.nn.Module, target: torch.nn.Module) -> None:
-    """Copy ``source``'s parameters and buffers into ``target`` tensor by tensor.
-
-    Local and collective-free: under FSDP both modules are sharded the same way, so each
-    process copies its own shards (a ``state_dict`` round trip would gather full weights).
-    """
-    source_tensors = dict(source.named_parameters())
-    source_tensors.update(source.named_buffers())
-    target_tensors = dict(target.named_parameters())
-    target_tensors.update(target.named_buffers())
-    if source_tensors.keys() != target_tensors.keys():
-        missing = sorted(source_tensors.keys() ^ target_tensors.keys())[:5]
-        raise RuntimeError(f"the reference and the policy differ in their tensors (e.g. {missing}); cannot refresh")
-    for name, tensor in target_tensors.items():
-        tensor.copy_(source_tensors[name])
-
-
-def _batch_size(batch: Dict[str, Any]) -> int:
-    for key in ("input_ids", "prompt_input_ids", "chosen_input_ids"):
-        if key in batch:
-            return int(batch[key].shape[0])
-    return 1

@@ -1,16 +1,17 @@
 """Objectives: what the policy learns from. Chosen in YAML by ``class_path`` (short names work)."""
 
 from ift.objectives.base import Objective
+from ift.objectives.contract import Capabilities, StepContext, StepResult
 from ift.objectives.dpo import DPO
 from ift.objectives.ift import IFT
 from ift.objectives.orpo import ORPO
 from ift.objectives.kl_control import AdaptiveKLController, FixedKLController
 from ift.objectives.ppo import PPO
 from ift.objectives.recipes import Mix, Sequential, Stage
-from ift.objectives.rollout import Rollout
+from ift.objectives.rollout import Rollout, RolloutObjective
 from ift.objectives.sft import SFT
 
-__all__ = ["Objective", "SFT", "IFT"]
+__all__ = ["Objective", "Capabilities", "StepContext", "StepResult", "RolloutObjective", "SFT", "IFT"]
 __all__ += ["DPO", "ORPO"]
 __all__ += ["PPO", "Rollout", "Sequential", "Stage", "Mix", "FixedKLController", "AdaptiveKLController"]
 
@@ -22,6 +23,12 @@ def available_objectives() -> list[str]:
         cls = stack.pop()
         for sub in cls.__subclasses__():
             stack.append(sub)
-            if not sub.__name__.startswith("_"):  # private bases are not objectives of their own
+            # Private bases and declared bases (RolloutObjective) are not objectives of their own.
+            if not sub.__name__.startswith("_") and not vars(sub).get("is_base", False):
                 seen.add(sub.__name__)
     return sorted(seen)
+
+
+def default_objective() -> Objective:
+    """The objective a module trains with when none is given: plain :class:`SFT`."""
+    return SFT()

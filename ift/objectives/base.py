@@ -1,36 +1,35 @@
-"""The contract every objective follows; the module calls these hooks and nothing else.
+"""The base class every objective follows; the module calls these hooks and nothing else.
 
-An objective knows the maths; :class:`~ift.modules.FineTuneModule` knows Lightning.
-Objectives never log or touch the Trainer: they return ``(loss, metrics)``.
+An objective knows the maths; :class:`~ift.modules.FineTuneModule` knows Lightning. Every
+hook receives a :class:`~ift.objectives.contract.StepContext` and the training and
+validation hooks return a :class:`~ift.objectives.contract.StepResult`. Objectives never
+log or touch the Trainer.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ift.modules.finetune import FineTuneModule
+from ift.objectives.contract import Capabilities, Metrics, StepContext, StepResult
 
-Metrics = Dict[str, torch.Tensor]
+__all__ = ["Objective", "Metrics"]
 
 
 class Objective:
     """Base class of SFT, IFT, PPO, DPO, ORPO and the recipes that combine them.
 
     Subclasses that learn from a fixed batch implement :meth:`loss`. Subclasses that
-    generate their own data (PPO) override :meth:`training_step` and set
-    ``optimizes_itself = True``: they call ``module.optimizer_step_manually(loss)``
-    for every update they make, and the module switches to Lightning's manual
-    optimization for them.
+    generate their own data (:class:`~ift.objectives.rollout_objective.RolloutObjective`,
+    e.g. PPO) override :meth:`training_step`, declare ``manual_optimization`` in their
+    :attr:`capabilities`, call ``context.optimizer_step(loss)`` for every update they make
+    and return ``StepResult(..., stepped=True)``.
     """
 
-    #: True when :meth:`training_step` performs its own optimizer steps (PPO).
-    optimizes_itself: bool = False
-    #: True when the objective reads the frozen reference (PPO, DPO): a recipe switching
-    #: into it refreshes the reference to the policy as it stands at the switch.
-    needs_reference: bool = False
+    #: What this objective needs from the module (see :class:`Capabilities`); recipes
+    #: compute theirs from their parts.
+    capabilities: Capabilities = Capabilities()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # The module's hyper-parameters hold the objective, so checkpoints contain it.
@@ -39,33 +38,31 @@ class Objective:
         super().__init_subclass__(**kwargs)
         torch.serialization.add_safe_globals([cls])
 
-    def attach(self, module: "FineTuneModule") -> None:
-        """Called once when the module is built; may register trainable parts (value head)."""
+    def attach(self, context: StepContext) -> None:
+        """Called once when the module is built; may register trainable parts (value function)."""
 
-    def begin(self, module: "FineTuneModule") -> None:
+    def begin(self, context: StepContext) -> None:
         """Called when this objective starts training (fit start or a recipe stage switch)."""
 
     def set_step(self, step: int) -> None:
         """Told the optimizer step about to be taken (schedules such as IFT's lambda)."""
 
-    def needs_manual_optimization(self) -> bool:
-        """Whether the module must run Lightning's manual optimization for this objective."""
-        return self.optimizes_itself
-
     def loss(self, policy: torch.nn.Module, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
         """Loss (with gradient) and detached metrics for one batch."""
         raise NotImplementedError(f"{type(self).__name__} does not define a batch loss")
 
-    def training_step(self, module: "FineTuneModule", batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
-        """One training step; by default the batch loss on the module's policy."""
-        return self.loss(module.policy, batch)
+    def training_step(self, context: StepContext, batch: Dict[str, Any]) -> StepResult:
+        """One training step; by default the batch loss on the policy (the module steps)."""
+        loss, metrics = self.loss(context.policy, batch)
+        return StepResult(loss, metrics)
 
-    def validation_loss(self, module: "FineTuneModule", batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics] | None:
+    def validation_loss(self, context: StepContext, batch: Dict[str, Any]) -> Optional[StepResult]:
         """Loss on a held-out batch, or None when the objective has no batch loss (PPO) or
         the batch has no supervised responses (prompt-only data)."""
         if "labels" not in batch:
             return None
-        return self.loss(module.policy, batch)
+        loss, metrics = self.loss(context.policy, batch)
+        return StepResult(loss, metrics)
 
     def state_dict(self) -> Dict[str, Any]:
         """What must survive a checkpoint (counters, controllers, stage)."""

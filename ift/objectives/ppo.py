@@ -10,7 +10,7 @@ One training batch of prompts is one PPO *iteration*:
    emitted EOS (the last response token when there was none; nothing after EOS counts),
    GAE, returns, advantages whitened over valid tokens (over every process under DDP).
 3. **Update**: ``ppo_epochs`` passes over shuffled mini-batches of the rollout; each
-   mini-batch is one optimizer step (``module.optimizer_step_manually``) on the clipped
+   mini-batch is one optimizer step (``StepContext.optimizer_step``) on the clipped
    policy loss ``+ vf_coef *`` clipped value loss ``- entropy_coef *`` entropy.
 
 Sampling is reproducible and resumable: each rollout draws from its own random stream,
@@ -19,31 +19,29 @@ seeded from ``(seed, rollout index, process rank)``, never from the global RNG.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from ift.core.distributed import all_reduce_sum_fn, mean_over_processes, process_rank, sum_over_processes
-from ift.core.generation import generate_responses
+from ift.core.distributed import mean_over_processes, process_rank, sum_over_processes
+from ift.core.model_factory import build_policy
 from ift.objectives import functional as Fn
-from ift.objectives.base import Metrics, Objective
-from ift.core.forward import policy_outputs
+from ift.objectives import ppo_rollout as steps
+from ift.objectives.base import Metrics
+from ift.objectives.contract import Capabilities, StepContext, StepResult
 from ift.objectives.kl_control import AdaptiveKLController, FixedKLController
-from ift.objectives.rollout import Rollout
+from ift.objectives.rollout import Rollout, RolloutObjective
+from ift.objectives.value_functions import CriticModel, ValueFunction, ValueHead, hidden_size_of
 from ift.rewards.answer import AnswerMatchReward
 from ift.rewards.base import Reward, score_safely
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ift.modules.finetune import FineTuneModule
 
 VALUE_HEAD_KEY = "value_head"
 CRITIC_KEY = "critic"
 
 
-class PPO(Objective):
+class PPO(RolloutObjective):
     """Proximal policy optimization against a reward on sampled responses.
 
     Args:
@@ -84,9 +82,7 @@ class PPO(Objective):
             (``PL_GLOBAL_SEED``), else 0.
     """
 
-    optimizes_itself = True
-    #: PPO reads a frozen reference: a recipe switching into it refreshes the reference.
-    needs_reference = True
+    capabilities = Capabilities(manual_optimization=True, reads_reference=True, adds_trainable_parts=True)
 
     def __init__(
         self,
@@ -167,29 +163,30 @@ class PPO(Objective):
         self._step = 0
 
     # ------------------------------------------------------------------ Objective hooks
-    def attach(self, module: "FineTuneModule") -> None:
-        """Register the value function in ``module.extras`` (trainable, checkpointed)."""
-        from ift.modules.value_head import CriticModel, ValueHead, hidden_size_of
-
+    def attach(self, context: StepContext) -> None:
+        """Register the value function as a trainable part of the module (optimized, checkpointed)."""
         if self.critic is None:
-            if VALUE_HEAD_KEY not in module.extras:
-                module.extras[VALUE_HEAD_KEY] = ValueHead(hidden_size_of(module.policy))
-        elif CRITIC_KEY not in module.extras:
-            from ift.core.model_factory import build_policy
+            if context.trainable_part(VALUE_HEAD_KEY) is None:
+                context.add_trainable_part(VALUE_HEAD_KEY, ValueHead(hidden_size_of(context.policy)))
+        elif context.trainable_part(CRITIC_KEY) is None:
+            backbone = build_policy(self.critic, context.tokenizer)
+            device = next(context.policy.parameters()).device
+            context.add_trainable_part(CRITIC_KEY, CriticModel(backbone).to(device))
 
-            backbone = build_policy(self.critic, module.tokenizer)
-            module.extras[CRITIC_KEY] = CriticModel(backbone).to(next(module.policy.parameters()).device)
+    def value_function(self, context: StepContext) -> ValueFunction:
+        """The value function :meth:`attach` registered."""
+        part = context.trainable_part(VALUE_HEAD_KEY if self.critic is None else CRITIC_KEY)
+        if part is None:
+            raise RuntimeError("PPO: no value function registered; the module calls PPO.attach when it builds the policy")
+        return part
 
-    def begin(self, module: "FineTuneModule") -> None:
+    def begin(self, context: StepContext) -> None:
         """Make sure the frozen reference exists (a copy of the policy as it stands now,
         unless one was restored from a checkpoint or taken by a recipe at its switch)."""
-        module.ensure_reference()
+        context.ensure_reference()
 
     def set_step(self, step: int) -> None:
         self._step = step
-
-    def validation_loss(self, module: "FineTuneModule", batch: Dict[str, Any]):
-        return None  # PPO has no loss on a fixed batch; the module logs the NLL and accuracy
 
     def state_dict(self) -> Dict[str, Any]:
         return {
@@ -205,9 +202,9 @@ class PPO(Objective):
         self._reward_timeouts = int(state.get("reward_timeouts", 0))
 
     # ------------------------------------------------------------------ one iteration
-    def training_step(self, module: "FineTuneModule", batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
-        """Roll out, then ``ppo_epochs`` passes of mini-batch updates; returns a detached loss."""
-        rollout = self.rollout(module, batch)
+    def training_step(self, context: StepContext, batch: Dict[str, Any]) -> StepResult:
+        """Roll out, then ``ppo_epochs`` passes of mini-batch updates; the loss is detached."""
+        rollout = self.rollout(context, batch)
         metrics = dict(rollout.metrics)
         start = time.perf_counter()
         size = rollout.batch_size
@@ -219,8 +216,8 @@ class PPO(Objective):
         for _ in range(self.ppo_epochs):
             order = torch.randperm(size, generator=generator)
             for first in range(0, size, mini):
-                loss, step_metrics = self.loss_on_rollout(module, rollout.select(order[first:first + mini]))
-                if not module.optimizer_step_manually(loss):
+                loss, step_metrics = self.loss_on_rollout(context, rollout.select(order[first:first + mini]))
+                if not context.optimizer_step(loss):
                     skipped += 1  # nan/inf loss or gradient: no update, metrics left out of the means
                 else:
                     updates += 1
@@ -240,18 +237,20 @@ class PPO(Objective):
             metrics["ppo_skipped_updates"] = torch.tensor(float(skipped))
         metrics["time/update"] = torch.tensor(time.perf_counter() - start)
         loss = metrics.pop("loss", torch.tensor(float("nan")))  # nan: every update was skipped
-        return loss, metrics
+        return StepResult(loss, metrics, stepped=True)
 
-    def loss_on_rollout(self, module: "FineTuneModule", rollout: Rollout) -> Tuple[torch.Tensor, Metrics]:
+    def loss_on_rollout(self, context: StepContext, rollout: Rollout) -> Tuple[torch.Tensor, Metrics]:
         """PPO loss (with gradient) of the current policy on (a mini-batch of) a rollout.
 
         ``policy_loss + vf_coef * value_loss - entropy_coef * entropy``; on the rollout's
         first update the ratio is 1, so this is then the plain policy-gradient loss.
         """
-        rollout = _trim_right(rollout)
-        logits, values = self._forward(module, rollout.input_ids, rollout.attention_mask, rollout.prompt_length, True)
+        rollout = steps.trim_right(rollout)
+        logits, values = self.value_function(context).logits_and_values(
+            context.policy, rollout.input_ids, rollout.attention_mask, rollout.prompt_length
+        )
         mask = rollout.response_mask
-        logprobs = _sampled_logprobs(logits, rollout.response_ids, self.temperature)
+        logprobs = steps.sampled_logprobs(logits, rollout.response_ids, self.temperature)
         policy_loss, clipfrac, approx_kl = Fn.ppo_policy_loss(
             logprobs, rollout.old_logprobs, rollout.advantages, mask, self.clip_eps
         )
@@ -274,134 +273,62 @@ class PPO(Objective):
         }
         return loss, metrics
 
-    # ------------------------------------------------------------------ rollout internals
-    def generate(self, module: "FineTuneModule", prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
-        """``B x R`` sampled response ids (pad after EOS). Draws from the current rollout's stream."""
-        tokenizer = module.tokenizer
-        with _seeded_rng(self._stream_seed(self._rollouts), prompt_ids.device):
-            responses, _ = generate_responses(
-                module.policy,
-                prompt_ids,
-                prompt_mask,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=True,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                use_cache=self.use_cache,
-            )
-        return responses
-
+    # ------------------------------------------------------------------ the rollout
     @torch.no_grad()
-    def rollout(self, module: "FineTuneModule", batch: Dict[str, Any]) -> Rollout:
-        """Sample, score and evaluate one batch of prompts (no gradient); see :class:`Rollout`.
-
-        Its ``metrics`` hold the rollout's statistics (score, KL, EOS rate, ...) and timings.
-        """
-        if "prompt_input_ids" not in batch:
-            raise KeyError(
-                f"PPO needs prompts: the batch has no 'prompt_input_ids' (keys: {sorted(batch)}); "
-                "use a data module that yields left-padded prompts (e.g. ArithmeticDataModule)"
-            )
-        tokenizer = module.tokenizer
-        k = self.samples_per_prompt
-        prompt_ids = batch["prompt_input_ids"].repeat_interleave(k, dim=0)
-        prompt_mask = batch["prompt_attention_mask"].repeat_interleave(k, dim=0)
-        prompts = _repeat(_prompt_texts(batch, tokenizer), k)
-        examples = _repeat(_examples(batch), k)
-
-        from ift.callbacks.rollout_progress import rollout_progress
-
-        with rollout_progress(module, total=int(prompt_ids.shape[0]), desc="rollout") as bar:
+    def rollout(self, context: StepContext, batch: Dict[str, Any]) -> Rollout:
+        """Sample, score, evaluate and credit one batch of prompts (no gradient); see
+        :class:`Rollout`. Its ``metrics`` hold the rollout's statistics and timings."""
+        prompts = steps.repeated_prompts(batch, context.tokenizer, self.samples_per_prompt)
+        count = int(prompts.ids.shape[0])
+        with context.progress(total=count, desc="rollout") as bar:
             bar.set_phase("generation")
             start = time.perf_counter()
-            response_ids = self.generate(module, prompt_ids, prompt_mask)
+            response_ids = self.generate(context, prompts.ids, prompts.mask)
             self._rollouts += 1
             generated = time.perf_counter()
-            bar.update(int(prompt_ids.shape[0]))
-
+            bar.update(count)
             bar.set_phase("scoring")
-            eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-            response_mask = Fn.response_mask_after_eos(response_ids, eos, pad)
-            ended = Fn.ended_with_eos(response_ids, eos)
-            visible = torch.where(response_mask, response_ids, torch.full_like(response_ids, pad))
-            texts = tokenizer.batch_decode(visible, skip_special_tokens=True)
-            scores_list, n_nan, timed_out = score_safely(
-                self.reward, prompts, texts, examples, timeout_s=self.reward_timeout_s
-            )
-            if self.reward_timeout_s is not None:  # same branch on every rank: the sum is a collective
-                timed_out_here = torch.tensor(float(timed_out), device=prompt_ids.device)
-                self._reward_timeouts += round(sum_over_processes(timed_out_here))
+            samples = steps.samples_from_ids(response_ids, context.tokenizer)
+            scores, n_nan = self._score(prompts, samples)
             scored = time.perf_counter()
-            bar.set_postfix(score=round(sum(scores_list) / max(len(scores_list), 1), 3))
-
-        input_ids = torch.cat([prompt_ids, response_ids], dim=1)
-        attention_mask = torch.cat([prompt_mask.long(), response_mask.long()], dim=1)
-        length = prompt_ids.shape[1]
-        logits, values = self._forward(module, input_ids, attention_mask, length, False)
-        old_logprobs = _sampled_logprobs(logits, response_ids, self.temperature)
-        del logits
-        with module.reference_model() as reference:
-            ref_logits = policy_outputs(reference, input_ids, attention_mask).logits[:, length - 1:-1]
-            ref_logprobs = _sampled_logprobs(ref_logits, response_ids, self.temperature)
-            del ref_logits
-
-        kl_coef = float(self.kl_controller.value)
-        kl = torch.where(response_mask, Fn.kl_penalty(old_logprobs, ref_logprobs, self.kl_estimator), 0.0)
-        scores = torch.tensor(scores_list, dtype=torch.float32, device=input_ids.device)
-        rewards = Fn.per_token_rewards(scores, kl, response_mask, kl_coef)
-        values = torch.where(response_mask, values.float(), 0.0)
-        advantages, returns = Fn.gae(rewards, values, response_mask, self.gamma, self.lam)
-        if self.whiten_advantages:
-            advantages = Fn.masked_whiten(advantages, response_mask, all_reduce=all_reduce_sum_fn())
-        forwarded = time.perf_counter()
-
-        rollout = Rollout(
-            input_ids=input_ids, attention_mask=attention_mask, response_ids=response_ids,
-            response_mask=response_mask, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs,
-            values=values, rewards=rewards, advantages=advantages, returns=returns, kl=kl,
-            scores=scores, ended_with_eos=ended, prompts=prompts, responses=texts, examples=examples,
-            n_nan_rewards=n_nan, kl_coef=kl_coef,
+            bar.set_postfix(score=round(float(scores.sum()) / max(count, 1), 3))
+        input_ids, attention_mask = steps.sequences(prompts, samples)
+        old_logprobs, ref_logprobs, values = steps.logprobs_and_values(
+            context, self.value_function(context), input_ids, attention_mask, samples, self.temperature
         )
-        sequence_kl = kl.sum(-1).mean()
-        self.kl_controller.update(mean_over_processes(sequence_kl), rollout.batch_size)
-        metrics: Metrics = {
-            "score": scores.mean(),
-            "kl": sequence_kl,
-            "kl_coef": torch.tensor(kl_coef),
-            "response_length": response_mask.sum(-1).float().mean(),
-            "eos_rate": ended.float().mean(),
-            "reward_nan": torch.tensor(float(n_nan)),
-            "reward_timeouts": torch.tensor(float(self._reward_timeouts)),
-            "time/generation": torch.tensor(generated - start),
-            "time/scoring": torch.tensor(scored - generated),
-            "time/logprobs": torch.tensor(forwarded - scored),
-        }
-        variance = Fn.explained_variance(values, returns, response_mask)
-        if torch.isfinite(variance):
-            metrics["explained_variance"] = variance
-        rollout.metrics = metrics
+        kl_coef = float(self.kl_controller.value)
+        kl = torch.where(samples.mask, Fn.kl_penalty(old_logprobs, ref_logprobs, self.kl_estimator), 0.0)
+        rewards, advantages, returns = steps.advantages_and_returns(
+            scores, kl, values, samples.mask, kl_coef, self.gamma, self.lam, self.whiten_advantages
+        )
+        forwarded = time.perf_counter()
+        rollout = Rollout(
+            input_ids=input_ids, attention_mask=attention_mask, response_ids=samples.ids,
+            response_mask=samples.mask, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs,
+            values=values, rewards=rewards, advantages=advantages, returns=returns, kl=kl,
+            scores=scores, ended_with_eos=samples.ended_with_eos, prompts=prompts.texts, responses=samples.texts,
+            examples=prompts.examples, n_nan_rewards=n_nan, kl_coef=kl_coef,
+        )
+        self.kl_controller.update(mean_over_processes(kl.sum(-1).mean()), rollout.batch_size)
+        timings = {"generation": generated - start, "scoring": scored - generated, "logprobs": forwarded - scored}
+        rollout.metrics = steps.rollout_metrics(rollout, self._reward_timeouts, timings)
         return rollout
 
-    def _forward(
-        self, module: "FineTuneModule", input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
-        with_grad: bool,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(logits, values)`` over the response positions: ``B x R x V`` and ``B x R``.
+    def generate(self, context: StepContext, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        """``B x R`` sampled response ids (pad after EOS), drawn from the current rollout's stream."""
+        return steps.sample_on_stream(context, prompt_ids, prompt_mask, self._stream_seed(self._rollouts),
+                                      self.max_new_tokens, self.temperature, self.top_p, self.use_cache)
 
-        Position ``t`` holds the policy's prediction of response token ``t`` (made at
-        column ``P - 1 + t``) and the value of that state.
-        """
-        shared = VALUE_HEAD_KEY in module.extras and self.critic is None
-        with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
-            outputs = policy_outputs(module.policy, input_ids, attention_mask, output_hidden_states=shared)
-            logits = outputs.logits[:, prompt_length - 1:-1]
-            if shared:
-                values = module.extras[VALUE_HEAD_KEY](outputs.hidden_states[-1][:, prompt_length - 1:-1])
-            else:
-                values = module.extras[CRITIC_KEY](input_ids, attention_mask)[:, prompt_length - 1:-1]
-        return logits, values
+    def _score(self, prompts: "steps.Prompts", samples: "steps.Samples") -> Tuple[torch.Tensor, int]:
+        """``(scores, n_nan)``: the reward of every response (nan/inf and failures scored 0),
+        counting reward batches that timed out over every process."""
+        scores, n_nan, timed_out = score_safely(
+            self.reward, prompts.texts, samples.texts, prompts.examples, timeout_s=self.reward_timeout_s
+        )
+        if self.reward_timeout_s is not None:  # same branch on every rank: the sum is a collective
+            timed_out_here = torch.tensor(float(timed_out), device=prompts.ids.device)
+            self._reward_timeouts += round(sum_over_processes(timed_out_here))
+        return torch.tensor(scores, dtype=torch.float32, device=prompts.ids.device), n_nan
 
     def _stream_seed(self, index: int, salt: int = 0) -> int:
         """Seed of rollout ``index``'s random stream: a function of (seed, index, rank, salt)."""
@@ -414,61 +341,3 @@ class PPO(Objective):
             f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "kl_controller"
         )
         return f"{type(self).__name__}({fields})"
-
-
-# ---------------------------------------------------------------------------- helpers
-def _sampled_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``B x R`` float32 log-probs of ``tokens`` under ``softmax(logits / temperature)``."""
-    scaled = logits.float() / temperature if temperature != 1.0 else logits.float()
-    return torch.gather(scaled.log_softmax(-1), -1, tokens.unsqueeze(-1)).squeeze(-1)
-
-
-def _trim_right(rollout: Rollout) -> Rollout:
-    """Drop response columns that no row of this (mini-)batch uses (shorter forward pass)."""
-    used = rollout.response_mask.any(0)
-    if used.all() or not used.any():
-        return rollout
-    keep = int(used.nonzero().max()) + 1
-    cut = rollout.response_ids.shape[1] - keep
-    trimmed = {}
-    for name, value in vars(rollout).items():
-        if isinstance(value, torch.Tensor) and value.dim() == 2:
-            trimmed[name] = value[:, :-cut]
-        else:
-            trimmed[name] = value
-    return Rollout(**trimmed)
-
-
-def _repeat(items: List[Any], k: int) -> List[Any]:
-    return [item for item in items for _ in range(k)]
-
-
-def _prompt_texts(batch: Dict[str, Any], tokenizer) -> List[str]:
-    if "prompt" in batch:
-        return list(batch["prompt"])
-    return tokenizer.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
-
-
-def _examples(batch: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The data rows behind the prompts (the reward reads e.g. their ``answer``)."""
-    size = int(batch["prompt_input_ids"].shape[0])
-    if batch.get("examples") is not None:
-        rows = [dict(row) if isinstance(row, dict) else {"example": row} for row in batch["examples"]]
-    else:
-        rows = [{} for _ in range(size)]
-    for key in ("answer", "prompt", "response"):
-        if key in batch and isinstance(batch[key], (list, tuple)):
-            for row, value in zip(rows, batch[key]):
-                row.setdefault(key, value)
-    return rows
-
-
-@contextlib.contextmanager
-def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """Run the body on a private RNG stream; the global RNG state is left untouched."""
-    devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield

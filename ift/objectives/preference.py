@@ -9,13 +9,14 @@ masked and unsupervised, so it changes nothing whatever side the batch was padde
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ift.objectives import functional as Fn
 from ift.objectives.base import Objective
+from ift.objectives.contract import StepContext, StepResult
 from ift.core.forward import policy_logits
 
 PREFERENCE_KEYS = tuple(f"{side}_{field}" for side in ("chosen", "rejected") for field in ("input_ids", "attention_mask", "labels"))
@@ -50,9 +51,10 @@ def pair_logprobs(policy: torch.nn.Module, batch: Dict[str, Any], average: bool)
 
 
 class _PreferenceObjective(Objective):
-    """What DPO and ORPO share: a held-out loss only on batches that carry both sides."""
+    """What DPO and ORPO share: a held-out loss only on batches that carry both sides,
+    computed as in training."""
 
-    def validation_loss(self, module, batch: Dict[str, Any]):
+    def validation_loss(self, context: StepContext, batch: Dict[str, Any]) -> Optional[StepResult]:
         if not all(key in batch for key in ("chosen_input_ids", "rejected_input_ids")):
             return None
-        return self.loss(module.policy, batch)
+        return self.training_step(context, batch)

@@ -27,19 +27,13 @@ YAML::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
 from ift.objectives.base import Metrics, Objective
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ift.modules.finetune import FineTuneModule
-
-
-def needs_reference(objective: Objective) -> bool:
-    """Whether ``objective`` reads the frozen reference model (PPO, DPO, a Mix holding one)."""
-    return bool(getattr(objective, "needs_reference", False))
+from ift.objectives.contract import Capabilities, StepContext, StepResult
+from ift.objectives.rollout import RolloutObjective
 
 
 @dataclass
@@ -137,86 +131,81 @@ class Sequential(Objective):
         return self.stages[self.stage_index].objective
 
     @property
-    def needs_reference(self) -> bool:  # type: ignore[override]
-        return any(needs_reference(stage.objective) for stage in self.stages)
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        return Capabilities.of_sequence(stage.objective.capabilities for stage in self.stages)
 
     def stage_name(self, index: int) -> str:
         stage = self.stages[index]
         return stage.name or f"stage{index}-{type(stage.objective).__name__.lower()}"
 
-    def needs_manual_optimization(self) -> bool:
-        return any(stage.objective.needs_manual_optimization() for stage in self.stages)
-
     # ------------------------------------------------------------------ hooks
-    def attach(self, module: "FineTuneModule") -> None:
+    def attach(self, context: StepContext) -> None:
         for stage in self.stages:
-            stage.objective.attach(module)
+            stage.objective.attach(context)
 
-    def begin(self, module: "FineTuneModule") -> None:
+    def begin(self, context: StepContext) -> None:
         """Start (or resume) the current stage; a restored reference is kept as it is."""
         if self.total_batches == 0 and self.stages[self.stage_index].lr is not None:
-            _set_learning_rate(module, float(self.stages[self.stage_index].lr))
-        self.current.begin(module)
+            context.set_learning_rate(float(self.stages[self.stage_index].lr))
+        self.current.begin(context)
 
     def set_step(self, step: int) -> None:
         self._step = step
         self.current.set_step(step)
 
-    def training_step(self, module: "FineTuneModule", batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
-        self._advance(module)
+    def training_step(self, context: StepContext, batch: Dict[str, Any]) -> StepResult:
+        self._advance(context)
         objective = self.current
         objective.set_step(self._step)
-        loss, metrics = objective.training_step(module, batch)
+        result = objective.training_step(context, batch)
         self.stage_batches += 1
         self.total_batches += 1
-        metrics = dict(metrics)
+        metrics = dict(result.metrics)
         metrics["stage"] = torch.tensor(float(self.stage_index))
-        return loss, metrics
+        return StepResult(result.loss, metrics, result.stepped)
 
-    def validation_loss(self, module: "FineTuneModule", batch: Dict[str, Any]):
-        return self.current.validation_loss(module, batch)
+    def validation_loss(self, context: StepContext, batch: Dict[str, Any]) -> Optional[StepResult]:
+        return self.current.validation_loss(context, batch)
 
     # ------------------------------------------------------------------ switching
-    def stage_length(self, module: "FineTuneModule", index: int) -> Optional[float]:
+    def stage_length(self, context: StepContext, index: int) -> Optional[float]:
         """Training batches in stage ``index`` (None: open-ended; inf: epochs of an unsized loader)."""
         stage = self.stages[index]
         if stage.steps is not None:
             return float(stage.steps)
         if stage.epochs is None:
             return None
-        per_epoch = _batches_per_epoch(module)
+        per_epoch = context.batches_per_epoch()
         return float("inf") if per_epoch is None else float(stage.epochs * per_epoch)
 
-    def _stage_done(self, module: "FineTuneModule") -> bool:
+    def _stage_done(self, context: StepContext) -> bool:
         if self.stage_index == len(self.stages) - 1:
             return False
         stage = self.stages[self.stage_index]
-        length = self.stage_length(module, self.stage_index)
+        length = self.stage_length(context, self.stage_index)
         if length is None:
             return False
         if length == float("inf"):  # epochs of a loader without a length: count epoch starts
-            return module.current_epoch - self.stage_start_epoch >= int(stage.epochs or 0)
+            return context.current_epoch - self.stage_start_epoch >= int(stage.epochs or 0)
         return self.stage_batches >= length
 
-    def _advance(self, module: "FineTuneModule") -> None:
-        while self._stage_done(module):
-            self.switch_to(module, self.stage_index + 1)
+    def _advance(self, context: StepContext) -> None:
+        while self._stage_done(context):
+            self.switch_to(context, self.stage_index + 1)
 
-    def switch_to(self, module: "FineTuneModule", index: int) -> None:
+    def switch_to(self, context: StepContext, index: int) -> None:
         """Enter stage ``index`` now: refresh the reference if it reads one, call its ``begin``."""
         self.stage_index = index
         self.stage_batches = 0
-        self.stage_start_epoch = int(getattr(module, "current_epoch", 0) or 0)
+        self.stage_start_epoch = context.current_epoch
         objective = self.current
-        if needs_reference(objective):
-            module.ensure_reference(refresh=True)
+        if objective.capabilities.reads_reference:
+            context.ensure_reference(refresh=True)
         if self.stages[index].lr is not None:
-            _set_learning_rate(module, float(self.stages[index].lr))
-        objective.begin(module)
+            context.set_learning_rate(float(self.stages[index].lr))
+        objective.begin(context)
         objective.set_step(self._step)
-        notify = getattr(module, "notify_stage_switch", None)
-        if callable(notify):
-            notify(self.stage_name(index))
+        context.stage_switched(self.stage_name(index))
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, Any]:
@@ -274,7 +263,7 @@ class Mix(Objective):
         for index, objective in enumerate(objectives):
             if not isinstance(objective, Objective):
                 raise TypeError(f"Mix: objective {index} must be an Objective, got {type(objective).__name__}")
-            if objective.needs_manual_optimization() and not _mixable_rollout_objective(objective):
+            if objective.capabilities.manual_optimization and not isinstance(objective, RolloutObjective):
                 raise TypeError(
                     f"Mix: {type(objective).__name__} makes its own optimizer steps and has no single-step form "
                     "(rollout + loss_on_rollout); it cannot be mixed"
@@ -284,50 +273,49 @@ class Mix(Objective):
         self.names = _unique_names(self.objectives)
 
     @property
-    def needs_reference(self) -> bool:  # type: ignore[override]
-        return any(needs_reference(objective) for objective in self.objectives)
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        return Capabilities.of_sum(objective.capabilities for objective in self.objectives)
 
-    def needs_manual_optimization(self) -> bool:
-        return False
-
-    def attach(self, module: "FineTuneModule") -> None:
+    def attach(self, context: StepContext) -> None:
         for objective in self.objectives:
-            objective.attach(module)
+            objective.attach(context)
 
-    def begin(self, module: "FineTuneModule") -> None:
+    def begin(self, context: StepContext) -> None:
         for objective in self.objectives:
-            objective.begin(module)
+            objective.begin(context)
 
     def set_step(self, step: int) -> None:
         for objective in self.objectives:
             objective.set_step(step)
 
-    def training_step(self, module: "FineTuneModule", batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
+    def training_step(self, context: StepContext, batch: Dict[str, Any]) -> StepResult:
         total: Optional[torch.Tensor] = None
         metrics: Metrics = {}
         for name, weight, objective in zip(self.names, self.weights, self.objectives):
-            if _mixable_rollout_objective(objective) and objective.needs_manual_optimization():
-                rollout = objective.rollout(module, batch)
-                loss, parts = objective.loss_on_rollout(module, rollout)
+            if isinstance(objective, RolloutObjective):
+                rollout = objective.rollout(context, batch)
+                loss, parts = objective.loss_on_rollout(context, rollout)
                 parts = {**rollout.metrics, **parts}
             else:
-                loss, parts = objective.training_step(module, batch)
+                result = objective.training_step(context, batch)
+                if result.stepped:
+                    raise RuntimeError(f"Mix: {name} took its own optimizer step; a Mix takes one step per batch")
+                loss, parts = result.loss, result.metrics
             total = weight * loss if total is None else total + weight * loss
             metrics.update(_prefixed(name, loss, parts))
         assert total is not None
-        return total, metrics
+        return StepResult(total, metrics)
 
-    def validation_loss(self, module: "FineTuneModule", batch: Dict[str, Any]):
+    def validation_loss(self, context: StepContext, batch: Dict[str, Any]) -> Optional[StepResult]:
         total: Optional[torch.Tensor] = None
         metrics: Metrics = {}
         for name, weight, objective in zip(self.names, self.weights, self.objectives):
-            result = objective.validation_loss(module, batch)
+            result = objective.validation_loss(context, batch)
             if result is None:
                 continue
-            loss, parts = result
-            total = weight * loss if total is None else total + weight * loss
-            metrics.update(_prefixed(name, loss, parts))
-        return None if total is None else (total, metrics)
+            total = weight * result.loss if total is None else total + weight * result.loss
+            metrics.update(_prefixed(name, result.loss, result.metrics))
+        return None if total is None else StepResult(total, metrics)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"objectives": [objective.state_dict() for objective in self.objectives]}
@@ -347,10 +335,6 @@ class Mix(Objective):
 
 
 # ---------------------------------------------------------------------------- helpers
-def _mixable_rollout_objective(objective: Objective) -> bool:
-    return callable(getattr(objective, "rollout", None)) and callable(getattr(objective, "loss_on_rollout", None))
-
-
 def _unique_names(objectives: List[Objective]) -> List[str]:
     base = [type(objective).__name__.lower() for objective in objectives]
     return [name if base.count(name) == 1 else f"{name}{i}" for i, name in enumerate(base)]
@@ -361,22 +345,3 @@ def _prefixed(name: str, loss: torch.Tensor, parts: Metrics) -> Metrics:
     for key, value in parts.items():
         out[key if "/" in key else f"{name}_{key}"] = value
     return out
-
-
-def _set_learning_rate(module: "FineTuneModule", lr: float) -> None:
-    """Set ``lr`` on every parameter group of the module's optimizer(s)."""
-    optimizers = module.optimizers(use_pl_optimizer=False)
-    for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-
-
-def _batches_per_epoch(module: "FineTuneModule") -> Optional[int]:
-    """``trainer.num_training_batches`` (None when the loader has no length)."""
-    trainer = getattr(module, "_trainer", None)
-    if trainer is None:
-        raise RuntimeError("Sequential: a stage measured in epochs needs the module to be trained by a Trainer")
-    batches = trainer.num_training_batches
-    if batches == float("inf"):
-        return None
-    return int(batches)

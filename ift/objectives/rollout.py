@@ -1,4 +1,6 @@
-"""The typed container of one PPO rollout: what was sampled, and everything computed
+"""The typed container of one rollout, and the base of objectives that learn from rollouts.
+
+The container: what was sampled, and everything computed
 from it once (old log-probs, reference log-probs, values, rewards, advantages).
 
 Shapes: ``B`` rollouts (prompts x samples per prompt), ``P`` prompt length (left-padded),
@@ -11,9 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+
+from ift.objectives.base import Objective
+from ift.objectives.contract import Capabilities, StepContext, StepResult
 
 
 @dataclass
@@ -81,3 +86,29 @@ class Rollout:
             else:
                 picked[item.name] = value
         return Rollout(**picked)
+
+
+class RolloutObjective(Objective):
+    """Base of objectives that learn from responses they sample themselves (PPO).
+
+    One training batch of prompts is one iteration: :meth:`rollout` collects and scores
+    responses without gradient, :meth:`loss_on_rollout` is the loss (with gradient) of the
+    current policy on (a mini-batch of) that rollout. :meth:`training_step` takes its own
+    optimizer steps from them. A :class:`~ift.objectives.Mix` recognises this base and uses
+    one rollout and one ``loss_on_rollout`` per batch instead, in its single step.
+    """
+
+    capabilities = Capabilities(manual_optimization=True)
+    #: A base to build on, not an objective to train with (left out of the list of objectives).
+    is_base = True
+
+    def rollout(self, context: StepContext, batch: Dict[str, Any]) -> Rollout:
+        """Sample, score and evaluate one batch of prompts (no gradient)."""
+        raise NotImplementedError
+
+    def loss_on_rollout(self, context: StepContext, rollout: Rollout) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """``(loss, metrics)`` of the current policy on ``rollout``, the loss with gradient."""
+        raise NotImplementedError
+
+    def validation_loss(self, context: StepContext, batch: Dict[str, Any]) -> Optional[StepResult]:
+        return None  # no loss on a fixed batch; the module logs the NLL and accuracy

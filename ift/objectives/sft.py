@@ -11,6 +11,22 @@ from ift.objectives.base import Metrics, Objective
 from ift.core.forward import policy_logits
 
 
+def response_nll(policy: torch.nn.Module, batch: Dict[str, Any], token_mean: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(nll, tokens)``: the SFT loss of ``policy`` on the batch's supervised responses and
+    how many response tokens it counts.
+
+    The per-sequence token mean of the NLL averaged over sequences that have a response
+    token, or (``token_mean``) the mean over every response token of the batch.
+    """
+    logits = policy_logits(policy, batch["input_ids"], batch["attention_mask"])
+    token_nll, mask = Fn.token_losses_and_mask(logits, batch["labels"])
+    if token_mean:
+        loss = torch.where(mask, token_nll, 0.0).sum() / mask.sum().clamp(min=1)
+    else:
+        loss = Fn.weighted_token_loss(token_nll, mask)
+    return loss, mask.sum().float()
+
+
 class SFT(Objective):
     """Supervised fine-tuning (docs/objectives.md, SFT).
 
@@ -23,10 +39,5 @@ class SFT(Objective):
         self.token_mean = token_mean
 
     def loss(self, policy: torch.nn.Module, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
-        logits = policy_logits(policy, batch["input_ids"], batch["attention_mask"])
-        token_nll, mask = Fn.token_losses_and_mask(logits, batch["labels"])
-        if self.token_mean:
-            loss = torch.where(mask, token_nll, 0.0).sum() / mask.sum().clamp(min=1)
-        else:
-            loss = Fn.weighted_token_loss(token_nll, mask)
-        return loss, {"nll": loss.detach(), "tokens": mask.sum().float()}
+        loss, tokens = response_nll(policy, batch, self.token_mean)
+        return loss, {"nll": loss.detach(), "tokens": tokens}

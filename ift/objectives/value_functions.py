@@ -1,20 +1,21 @@
-"""Value functions for PPO: a linear head on a causal LM's last hidden state.
+"""PPO's value functions, behind one interface.
 
-Two shapes, one interface (``values(input_ids, attention_mask) -> B x T``):
+A :class:`ValueFunction` answers one question: given the policy and a batch of prompts
+with responses, what are the policy's logits and the value of every response state?
 
-- :class:`ValueHead` reads the *policy's* last hidden state (the default: the critic
-  shares the policy's trunk, so the value loss also shapes the trunk, as in ReFT and
-  TRL's ``AutoModelForCausalLMWithValueHead``);
+- :class:`ValueHead` is a linear head on the *policy's* last hidden state (the default: the
+  critic shares the policy's trunk, so the value loss also shapes the trunk, as in ReFT);
+  one forward pass gives both the logits and the values.
 - :class:`CriticModel` is a separate network (its own causal LM trunk plus a
   :class:`ValueHead`), for when the critic must not touch the policy.
 
-Both live in :attr:`FineTuneModule.extras`, so they are saved in checkpoints and
-included in the optimizer.
+PPO registers its value function as a trainable part of the module
+(``StepContext.add_trainable_part``), so it is optimized and saved in checkpoints.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Tuple
 
 import torch
 
@@ -34,7 +35,21 @@ def hidden_size_of(model: torch.nn.Module) -> int:
     )
 
 
-class ValueHead(torch.nn.Module):
+class ValueFunction(torch.nn.Module):
+    """The interface PPO calls: logits and values over the response positions."""
+
+    def logits_and_values(
+        self, policy: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, values)``: ``B x R x V`` and ``B x R`` float32 over the response positions.
+
+        Position ``t`` holds the policy's prediction of response token ``t`` (made at column
+        ``P - 1 + t``) and the value of that state.
+        """
+        raise NotImplementedError
+
+
+class ValueHead(ValueFunction):
     """``V(h) = w . h + b``: one scalar per position, computed in float32.
 
     The weights start at zero, so every value is 0 before the first update (explained
@@ -55,8 +70,13 @@ class ValueHead(torch.nn.Module):
         """``B x T x H`` hidden states (any dtype) -> ``B x T`` float32 values."""
         return self.linear(hidden.float()).squeeze(-1)
 
+    def logits_and_values(self, policy, input_ids, attention_mask, prompt_length):
+        outputs = policy_outputs(policy, input_ids, attention_mask, output_hidden_states=True)
+        response = slice(prompt_length - 1, -1)
+        return outputs.logits[:, response], self(outputs.hidden_states[-1][:, response])
 
-class CriticModel(torch.nn.Module):
+
+class CriticModel(ValueFunction):
     """A separate critic: a causal LM trunk and a :class:`ValueHead` on its last hidden state.
 
     Args:
@@ -73,8 +93,7 @@ class CriticModel(torch.nn.Module):
         outputs = policy_outputs(self.backbone, input_ids, attention_mask, output_hidden_states=True)
         return self.head(outputs.hidden_states[-1])
 
-
-def last_hidden_state(outputs) -> Optional[torch.Tensor]:
-    """The last hidden state of a model output called with ``output_hidden_states=True``."""
-    hidden_states = getattr(outputs, "hidden_states", None)
-    return None if hidden_states is None else hidden_states[-1]
+    def logits_and_values(self, policy, input_ids, attention_mask, prompt_length):
+        response = slice(prompt_length - 1, -1)
+        logits = policy_outputs(policy, input_ids, attention_mask).logits[:, response]
+        return logits, self(input_ids, attention_mask)[:, response]
