@@ -12,11 +12,12 @@ from pytorch_lightning.cli import LightningCLI
 import ift.objectives  # noqa: F401  (registers objective classes for short class_path names)
 from ift.callbacks.save_config import SaveRunConfig
 import ift.data  # noqa: F401  (registers data module classes for short class_path names)
+import ift.tasks.frozen_lake  # noqa: F401  (registers the Frozen Lake classes for short class_path names)
 import ift.tasks.arithmetic  # noqa: F401  (registers ArithmeticDataModule for short class_path names)
 import ift.tasks.code  # noqa: F401  (registers CodeTaskDataModule for short class_path names)
 from ift.modules import FineTuneModule
 
-EXTRA_COMMANDS = {"frozen-lake": "ift.frozen_lake_cli:main", "code-pass-rate": "ift.tasks.code.command:main"}
+EXTRA_COMMANDS = {"frozen-lake": "ift.tasks.frozen_lake.command:main", "code-pass-rate": "ift.tasks.code.command:main"}
 
 
 class IFTCLI(LightningCLI):

@@ -5,14 +5,12 @@ end to end on a tiny budget. (The learning claims themselves are the slow tests.
 from __future__ import annotations
 
 import dataclasses
-import random
 import subprocess
 import sys
 
 import pytest
 
 from eco_helpers import ROOT
-from ift import frozen_lake_cli
 from ift.core.hardware import describe_hardware
 from ift.experiments.reft_arms import CountingReward, ReftSettings, run_job, run_seed
 from ift.core.workers import map_in_processes
@@ -75,18 +73,6 @@ def test_counting_reward_records_scores_tokens_and_quarters():
     assert reward.scores == [1.0, 0.0, 0.1, 0.0, 1.0, 1.0, 0.0, 0.0]
     assert reward.tokens == len("answer: 3") * 3 + 1 + len("answer: 4") + 1
     assert reward.quarter_means() == {"first_quarter": 0.5, "last_quarter": 0.0}
-
-
-def test_frozen_lake_aggregate_does_not_depend_on_the_order_runs_finish_in():
-    rng = random.Random(0)
-    runs = [{"objective": "SFT", "seed": seed, "metrics": {source: rng.random() / 3 for source in
-                                                             frozen_lake_cli.RESULT_METRICS.values()},
-             "initial_metrics": {source: rng.random() for source in frozen_lake_cli.RESULT_METRICS.values()}}
-            for seed in range(5)]
-    reference = frozen_lake_cli.aggregate(runs, ["SFT"])
-    for _ in range(10):
-        rng.shuffle(runs)
-        assert frozen_lake_cli.aggregate(runs, ["SFT"]) == reference  # exactly, to the last bit
 
 
 def test_hardware_line_names_cpu_torch_and_kernels():

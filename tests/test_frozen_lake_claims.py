@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from ift import frozen_lake_cli as cli
+from ift.tasks.frozen_lake import command as cli
 from ift.core.stats import mean_and_standard_error
 
 pytestmark = pytest.mark.slow

@@ -4,6 +4,7 @@ single run is exactly ``ift fit --config configs/frozen_lake/<objective>.yaml``.
 
 import json
 import os
+import random
 
 import matplotlib.image
 import numpy as np
@@ -11,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-from ift import frozen_lake_cli as cli
-from ift.callbacks.frozen_lake import lm_action_probs, lm_policy
-from ift.data import FrozenLakeDataModule
-from ift.data.frozen_lake import VOCAB, FrozenLakeTask
+from ift.tasks.frozen_lake import VOCAB, FrozenLakeDataModule, FrozenLakeTask, lm_action_probs, lm_policy
+from ift.tasks.frozen_lake import command as cli
+from ift.tasks.frozen_lake import results as frozen_lake_results
+from ift.tasks.frozen_lake import runs as run_configs
 from ift.modules import FineTuneModule
 from ift.modules.output_mask import MASK_VALUE
 from ift.objectives import DPO
@@ -36,7 +37,7 @@ def test_results_json_has_every_objective_and_metric(quick_run):
     with open(out / "results.json") as handle:
         written = json.load(handle)
     assert written == json.loads(json.dumps(results))
-    assert list(written) == list(cli.OBJECTIVES) + ["untrained"]
+    assert list(written) == list(run_configs.OBJECTIVES) + ["untrained"]
     assert written["untrained"]["explored_states"]["mean"] == 0.0
     for name, metrics in written.items():
         for key in ("mse_to_optimal", "success_rate", "explored_states", "episode_length"):
@@ -47,7 +48,7 @@ def test_results_json_has_every_objective_and_metric(quick_run):
         assert 0 <= metrics["explored_states"]["mean"] <= 13
     details = json.loads((out / "details.json").read_text())
     assert details["map"] == "SFFF/FFHF/FFHG/FFFF" and details["seeds"] == 1 and details["steps"] == 8
-    assert {run["objective"] for run in details["runs"]} == set(cli.OBJECTIVES)
+    assert {run["objective"] for run in details["runs"]} == set(run_configs.OBJECTIVES)
     for run in details["runs"]:
         assert run["optimizer_steps"] >= 8 and run["curve"][0][0] == 0 and len(run["curve"]) >= 3
         assert sorted(int(s) for s in run["action_probs"]) == FrozenLakeTask().reachable_states()
@@ -89,13 +90,25 @@ def test_routed_from_the_ift_command(tmp_path, capsys):
     assert list(json.loads((tmp_path / "results.json").read_text())) == ["SFT", "untrained"]
 
 
+def test_frozen_lake_aggregate_does_not_depend_on_the_order_runs_finish_in():
+    rng = random.Random(0)
+    runs = [{"objective": "SFT", "seed": seed, "metrics": {source: rng.random() / 3 for source in
+                                                             frozen_lake_results.RESULT_METRICS},
+             "initial_metrics": {source: rng.random() for source in frozen_lake_results.RESULT_METRICS}}
+            for seed in range(5)]
+    reference = frozen_lake_results.aggregate(runs, ["SFT"])
+    for _ in range(10):
+        rng.shuffle(runs)
+        assert frozen_lake_results.aggregate(runs, ["SFT"]) == reference  # exactly, to the last bit
+
+
 # ------------------------------------------------------------------ configs = runs
 def test_yaml_configs_are_the_runs_of_the_command():
-    for name, file in cli.CONFIG_FILES.items():
+    for name, file in run_configs.CONFIG_FILES.items():
         with open(os.path.join(ROOT, "configs", "frozen_lake", file)) as handle:
             config = yaml.safe_load(handle)
-        expected = cli.run_config(name, output_dir=f"runs/frozen_lake_fit/{file[:-5]}")
-        assert config == expected, f"configs/frozen_lake/{file} is stale: run ift.frozen_lake_cli.write_configs"
+        expected = run_configs.run_config(name, output_dir=f"runs/frozen_lake_fit/{file[:-5]}")
+        assert config == expected, f"configs/frozen_lake/{file} is stale: run ift.tasks.frozen_lake.runs.write_configs"
 
 
 @pytest.mark.parametrize("name", ["IFT", "PPO"])
@@ -104,7 +117,7 @@ def test_ift_fit_with_the_yaml_gives_the_same_numbers(name, tmp_path):
 
     steps = 8
     out = tmp_path / "fit"
-    main(["fit", "--config", os.path.join(ROOT, "configs", "frozen_lake", cli.CONFIG_FILES[name]),
+    main(["fit", "--config", os.path.join(ROOT, "configs", "frozen_lake", run_configs.CONFIG_FILES[name]),
           "--trainer.max_steps", str(steps), "--trainer.callbacks.init_args.every_n_steps", "4",
           "--trainer.callbacks.init_args.output_dir", str(out)])
     fitted = json.loads((out / "frozen_lake_metrics.json").read_text())
@@ -155,7 +168,7 @@ def test_data_module_checks_its_arguments_and_maps():
 def test_output_tokens_constrain_policy_and_reference():
     torch.manual_seed(0)
     module = FineTuneModule(model="tiny-gpt2", tokenizer=TOKENIZER, output_tokens="LDRU", objective=DPO())
-    module.objective.begin(module)
+    module.objective.begin(module.step_context)
     tokenizer = module.tokenizer
     allowed = {tokenizer.convert_tokens_to_ids(c) for c in "LDRU"} | {tokenizer.eos_token_id}
     ids = torch.tensor([tokenizer("SFFF/FFHF:RR")["input_ids"]])
@@ -193,7 +206,7 @@ def test_lm_policy_reads_each_state_like_an_unpadded_forward():
 
 
 def test_maps_with_several_shortest_paths_are_accepted_by_the_runs():
-    config = cli.run_config("SFT", map="4x4", steps=2)
+    config = run_configs.run_config("SFT", map="4x4", steps=2)
     assert config["data"]["init_args"]["allow_several_optimal"] is True
     assert config["data"]["init_args"]["map"] == "SFFF,FHFH,FFFH,HFFG"
     kept, notes = cli.usable_objectives(FrozenLakeTask("SFG"), ["SFT", "DPO"])

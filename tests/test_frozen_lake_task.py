@@ -1,4 +1,4 @@
-"""The model-free part of the Frozen Lake sanity check (ift.data.frozen_lake)."""
+"""The model-free part of the Frozen Lake sanity check (ift.tasks.frozen_lake: maps, env, metrics, plot)."""
 
 import itertools
 from collections import deque
@@ -8,18 +8,17 @@ import numpy as np
 import pytest
 from gymnasium.envs.toy_text.frozen_lake import MAPS, generate_random_map
 
-from ift.data.frozen_lake import (
+from ift.tasks.frozen_lake import (
     ACTIONS,
     DEFAULT_MAP,
     VOCAB,
     FrozenLakeTask,
     MapError,
     action_probs_from_logits,
-    evaluate_policy,
+    evaluate,
     explored_states,
     frozen_lake_reward,
     greedy_episode,
-    greedy_rollout,
     map_from_prompt,
     mse_to_optimal,
     parse_map,
@@ -42,6 +41,11 @@ def slow_distances_to_goal(rows):
                 dist[(nr, nc)] = dist[(r, c)] + 1
                 queue.append((nr, nc))
     return {r * ncol + c: d for (r, c), d in dist.items()}
+
+
+def success_and_steps(episode):
+    """``(success, steps)`` of a greedy episode."""
+    return episode.success, episode.steps
 
 
 def random_policy(states, seed):
@@ -329,15 +333,15 @@ def test_explored_states_on_a_crafted_example():
     assert explored_states(task.optimal_policy(), task.uniform_policy()) == 13
 
 
-def test_greedy_rollout():
+def test_greedy_episode():
     task = FrozenLakeTask()
-    assert greedy_rollout(task, task.optimal_policy()) == (True, 5)
+    assert success_and_steps(greedy_episode(task, task.optimal_policy())) == (True, 5)
     # Uniform: argmax picks L at S, which bumps into the wall: a loop, stopped at once.
-    assert greedy_rollout(task, task.uniform_policy()) == (False, 1)
+    assert success_and_steps(greedy_episode(task, task.uniform_policy())) == (False, 1)
     # Greedy along the longer route.
     longer = {s: np.eye(4)[ACTIONS.index(c)] for s, c in zip(task.run("DDDRRRU").path, "DDDRRRU")}
     full = {**task.uniform_policy(), **longer}
-    assert greedy_rollout(task, full) == (True, 7)
+    assert success_and_steps(greedy_episode(task, full)) == (True, 7)
     # Into the hole: R, R, then D.
     into_hole = {**task.uniform_policy(), 0: np.eye(4)[2], 1: np.eye(4)[2], 2: np.eye(4)[1]}
     episode = greedy_episode(task, into_hole)
@@ -349,17 +353,36 @@ def test_greedy_rollout():
         seen.append((state, history))
         return np.eye(4)[ACTIONS.index("RRRDD"[len(history)])]
 
-    assert greedy_rollout(task, lm_like) == (True, 5)
+    assert success_and_steps(greedy_episode(task, lm_like)) == (True, 5)
     assert seen[:2] == [(0, ""), (1, "R")]
     # The cap applies to callables that never end.
-    assert greedy_rollout(task, lambda s, h: np.eye(4)[0], max_steps=7) == (False, 7)
+    assert success_and_steps(greedy_episode(task, lambda s, h: np.eye(4)[0], max_steps=7)) == (False, 7)
 
 
-def test_evaluate_policy():
+def test_evaluate_a_policy_dictionary():
     task = FrozenLakeTask()
-    metrics = evaluate_policy(task, task.optimal_policy(), task.uniform_policy())
-    assert metrics == {"mse_to_optimal": 0.0, "greedy_success": 1.0, "greedy_steps": 5.0, "explored_states": 13.0}
-    assert "explored_states" not in task.evaluate(task.uniform_policy())
+    metrics, probs = evaluate(task, task.optimal_policy(), task.uniform_policy())
+    # Uniform over k optimal actions is 1 - k/4 in total variation from uniform over all four.
+    moved = np.mean([1 - np.count_nonzero(p) / 4 for p in task.optimal_policy().values()])
+    assert metrics.pop("mean_total_variation") == pytest.approx(moved)
+    assert metrics == {"mse_to_optimal": 0.0, "success_rate": 1.0, "episode_length": 5.0, "explored_states": 13.0}
+    assert sorted(probs) == task.reachable_states()
+    assert "explored_states" not in evaluate(task, task.uniform_policy())[0]
+
+
+def test_evaluate_a_text_policy_like_a_language_model():
+    task = FrozenLakeTask()
+    pi = task.optimal_policy()
+    by_text = {text: pi[state] for state, text in task.query_texts().items()}  # the greedy path reads these too
+    texts_read = []
+
+    def next_action_probs(texts):
+        texts_read.extend(texts)
+        return np.stack([by_text[text] for text in texts])
+
+    metrics, probs = evaluate(task, next_action_probs, task.uniform_policy())
+    assert (metrics, probs.keys()) == (evaluate(task, pi, task.uniform_policy())[0], pi.keys())
+    assert texts_read[-5:] == [task.prompt() + "RRRDD"[:k] for k in range(5)]  # the real history
 
 
 # ----------------------------------------------------------------------------- plot

@@ -6,7 +6,6 @@ Held-out accuracy with greedy decoding is built into the module (``val/accuracy`
 """
 
 from ift.callbacks.data_report import SkippedExamplesReport
-from ift.callbacks.frozen_lake import FrozenLakeMonitor
 from ift.callbacks.export import ExportPretrained, export_pretrained
 from ift.callbacks.image_logger import LogImage, log_image_file
 from ift.callbacks.paths import run_dir
@@ -16,7 +15,6 @@ from ift.callbacks.save_config import SaveRunConfig
 
 __all__ = [
     "ExportPretrained",
-    "FrozenLakeMonitor",
     "LogImage",
     "RolloutProgress",
     "SampleLogger",

@@ -2,10 +2,8 @@
 
 from ift.data.chat import ChatDataModule
 from ift.data.datamodule import ExamplesDataModule, PromptResponseDataModule, SourceDataModule
-from ift.data.frozen_lake_data import FrozenLakeDataModule
 from ift.data.preference import PreferenceDataModule
 from ift.data.records import DataFormatError
 from ift.core.tokenizer import build_char_tokenizer
 
 __all__ = ["ChatDataModule", "PreferenceDataModule", "SourceDataModule", "ExamplesDataModule", "PromptResponseDataModule", "DataFormatError", "build_char_tokenizer"]
-__all__ += ["FrozenLakeDataModule"]

@@ -12,7 +12,7 @@ objective sees"):
   ``chosen_*`` and ``rejected_*``.
 * ``objective_data="prompts"`` (PPO): the prompt only; batches carry the left-padded
   ``prompt_input_ids`` to sample from, and the reward
-  (:func:`ift.data.frozen_lake.frozen_lake_reward`) reads the map back from the prompt.
+  (:func:`ift.tasks.frozen_lake.reward.frozen_lake_reward`) reads the map back from the prompt.
 
 Every batch also carries ``prompt_input_ids`` and the raw ``examples``.
 """
@@ -22,8 +22,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from ift.data.datamodule import ExamplesDataModule
-from ift.data.frozen_lake import DEFAULT_GAMMA, FrozenLakeTask, MAP_SEPARATOR
 from ift.data.records import Record
+from ift.tasks.frozen_lake.env import DEFAULT_GAMMA, FrozenLakeTask
+from ift.tasks.frozen_lake.maps import MAP_SEPARATOR
 
 OBJECTIVE_DATA = ("optimal", "preference", "prompts")
 

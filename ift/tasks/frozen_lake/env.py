@@ -1,24 +1,25 @@
-"""The Frozen Lake sanity check of the IFT paper (§5.3), model-free part.
+"""The Frozen Lake environment of the IFT paper's sanity check (§5.3): dynamics, π*, episodes.
 
 A deterministic (not slippery) Gymnasium FrozenLake, written as text for a character-level
-language-model policy:
+language-model policy (the map text is described in :mod:`ift.tasks.frozen_lake.maps`):
 
 * **Prompt**: the map rows joined by ``/`` and closed by ``:``, e.g. for the default map
   ``"SFFF/FFHF/FFHG/FFFF:"``. The start is the ``S`` tile, so nothing else is needed.
 * **Response**: the action string, one character per move, ``L``, ``D``, ``R``, ``U``
   (Gymnasium's action indices 0, 1, 2, 3), e.g. ``"RRRDD"``. The language model adds EOS.
-* Every character used is in :data:`VOCAB` (``SFHG/:LDRU`` and digits).
+* Every character used is in :data:`~ift.tasks.frozen_lake.maps.VOCAB` (``SFHG/:LDRU`` and digits).
 
 **The policy of a language model.** The action distribution of the LM at a state ``s`` is
 DEFINED as its next-token distribution after ``prompt() + state_prefixes()[s]``, restricted
 to the four action tokens and renormalised over them (equivalently: a softmax over the
-four action tokens' logits, see :func:`action_probs_from_logits`). ``state_prefixes()[s]``
-is the shortest action string from ``S`` that reaches ``s`` (ties broken by Gymnasium's
-action order L < D < R < U at each step, i.e. the lexicographically smallest by index);
-on the optimal path it is exactly the optimal trajectory's prefix. :meth:`FrozenLakeTask.query_texts`
-gives these texts and :meth:`FrozenLakeTask.collect_action_probs` turns a batched
-"texts -> probabilities" function into the ``{state: np.ndarray(4)}`` dictionaries that
-every metric below takes. States are Gymnasium's integers ``row * ncol + col``.
+four action tokens' logits, see :func:`~ift.tasks.frozen_lake.distributions.action_probs_from_logits`).
+``state_prefixes()[s]`` is the shortest action string from ``S`` that reaches ``s`` (ties
+broken by Gymnasium's action order L < D < R < U at each step, i.e. the lexicographically
+smallest by index); on the optimal path it is exactly the optimal trajectory's prefix.
+:meth:`FrozenLakeTask.query_texts` gives these texts and :meth:`FrozenLakeTask.collect_action_probs`
+turns a batched "texts -> probabilities" function into the ``{state: np.ndarray(4)}``
+dictionaries that every metric (:mod:`ift.tasks.frozen_lake.metrics`) takes. States are
+Gymnasium's integers ``row * ncol + col``.
 
 **The reference policy π\\*.** Value iteration on the known dynamics (reward 1 on entering
 ``G``, 0 otherwise, episodes end in ``H`` and ``G``, discount ``gamma`` = 0.99 by default)
@@ -34,220 +35,41 @@ cannot reach ``G`` every action has ``Q* = 0``, so π\\* is uniform there.
 **Data of the paper.** SFT and IFT see only the optimal trajectory
 (:meth:`FrozenLakeTask.sft_example`); DPO and ORPO see the pair optimal = chosen,
 sub-optimal = rejected (:meth:`FrozenLakeTask.preference_example`); PPO sees only the
-environment's reward (:meth:`FrozenLakeTask.score`, :func:`frozen_lake_reward`).
+environment's reward (:meth:`FrozenLakeTask.score`,
+:func:`~ift.tasks.frozen_lake.reward.frozen_lake_reward`).
 
 **Executing a response** (:meth:`FrozenLakeTask.run`): actions are applied in order until
 the agent enters a hole or the goal or the string ends. Characters after the episode has
 ended are ignored. A character that is not one of ``LDRU`` (lower case, spaces and EOS
 text included) ends the episode at once as a failure (reward 0, ``outcome="invalid"``).
 Moving into the border leaves the agent where it is (as in Gymnasium) and counts as a step.
-
-**Metrics** (pure functions of ``{state: np.ndarray(4)}`` dictionaries):
-:func:`mse_to_optimal` (the paper's metric), :func:`explored_states`,
-:func:`greedy_rollout`; :func:`evaluate_policy` computes them all at once.
-:func:`plot_policies` draws the policies as arrows on the map (see ``frozen_lake_plot``).
 """
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = [
-    "ACTIONS",
-    "LEFT",
-    "DOWN",
-    "RIGHT",
-    "UP",
-    "VOCAB",
-    "DEFAULT_MAP",
-    "DEFAULT_GAMMA",
-    "TIE_TOLERANCE",
-    "MapError",
-    "Episode",
-    "FrozenLakeTask",
-    "parse_map",
-    "validate_map",
-    "map_from_prompt",
-    "action_probs_from_logits",
-    "total_variation",
-    "mse_to_optimal",
-    "explored_states",
-    "greedy_episode",
-    "greedy_rollout",
-    "evaluate_policy",
-    "uniform_policy",
-    "frozen_lake_reward",
-    "plot_policies",
-]
+from ift.tasks.frozen_lake.distributions import to_numpy
+from ift.tasks.frozen_lake.maps import (
+    ACTION_INDEX,
+    ACTIONS,
+    DEFAULT_MAP,
+    MAP_SEPARATOR,
+    MOVES,
+    PROMPT_END,
+    MapSpec,
+    map_from_prompt,
+    parse_map,
+)
 
-LEFT, DOWN, RIGHT, UP = 0, 1, 2, 3
-ACTIONS = "LDRU"  # ACTIONS[i] is the token of Gymnasium's action index i
-_ACTION_INDEX = {char: index for index, char in enumerate(ACTIONS)}
-_MOVES = {LEFT: (0, -1), DOWN: (1, 0), RIGHT: (0, 1), UP: (-1, 0)}
-TILES = "SFHG"
-MAP_SEPARATOR = "/"
-PROMPT_END = ":"
-# Every character that prompts and responses use (digits are reserved for annotations).
-VOCAB = TILES + MAP_SEPARATOR + PROMPT_END + ACTIONS + "0123456789"
-
-# 4x4, start top-left. Two holes form a wall in the middle of the lake; the goal sits
-# right of it. Over the wall: RRRDD (5 moves, the unique shortest path). Under the wall:
-# DDDRRRU (7 moves, the shortest path sharing no state with the optimal one).
-#   S F F F
-#   F F H F
-#   F F H G
-#   F F F F
-DEFAULT_MAP: Tuple[str, ...] = ("SFFF", "FFHF", "FFHG", "FFFF")
 DEFAULT_GAMMA = 0.99
 TIE_TOLERANCE = 1e-9
 
-MapSpec = Union[str, Sequence[str]]
-ActionProbs = Mapping[int, Any]
-_EXAMPLE_MAP = "SFFF,FHFH,FFFH,HFFG"
 
-
-class MapError(ValueError):
-    """A Frozen Lake map that cannot be used; the message says what is wrong and how to fix it."""
-
-
-# --------------------------------------------------------------------------------------
-# Maps
-# --------------------------------------------------------------------------------------
-def parse_map(spec: MapSpec) -> List[str]:
-    """Rows of a Frozen Lake map, validated (see :func:`validate_map`).
-
-    ``spec`` is one of:
-
-    * a list/tuple of row strings, e.g. ``["SFFF", "FHFH", "FFFH", "HFFG"]``;
-    * one string with rows separated by ``,`` (or ``/`` as in the prompt, or newlines),
-      e.g. ``"SFFF,FHFH,FFFH,HFFG"``;
-    * a Gymnasium named map: ``"4x4"`` or ``"8x8"``;
-    * ``"random:SIZE:SEED"`` (optionally ``"random:SIZE:SEED:P"``, P = probability that a
-      tile is frozen, default 0.8): Gymnasium's ``generate_random_map`` with that seed.
-    """
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text.lower().startswith("random"):
-            return validate_map(_random_map(text))
-        from gymnasium.envs.toy_text.frozen_lake import MAPS
-
-        if text in MAPS:
-            return validate_map(list(MAPS[text]))
-        if re.fullmatch(r"\d+\s*x\s*\d+", text):
-            raise MapError(
-                f"Frozen Lake map: unknown named map {text!r}; Gymnasium names {sorted(MAPS)}. "
-                f"For another size use 'random:SIZE:SEED' (e.g. 'random:6:0') or write the rows, "
-                f"e.g. {_EXAMPLE_MAP!r}"
-            )
-        rows = [row.strip() for row in re.split(r"[,/\n]", text.rstrip(PROMPT_END))]
-        if len(rows) > 1 and rows[-1] == "":
-            rows = rows[:-1]  # a trailing separator
-        return validate_map(rows)
-    if isinstance(spec, (list, tuple)):
-        rows = []
-        for index, row in enumerate(spec):
-            if not isinstance(row, str):
-                raise MapError(
-                    f"Frozen Lake map: row {index + 1} is a {type(row).__name__}, expected a string "
-                    f"of tiles such as 'SFFF'"
-                )
-            rows.append(row.strip())
-        return validate_map(rows)
-    raise MapError(
-        f"Frozen Lake map: expected a list of row strings, a string like {_EXAMPLE_MAP!r}, a named map "
-        f"('4x4', '8x8') or 'random:SIZE:SEED'; got a {type(spec).__name__}"
-    )
-
-
-def _random_map(text: str) -> List[str]:
-    parts = text.split(":")
-    usage = "write 'random:SIZE:SEED' or 'random:SIZE:SEED:P', e.g. 'random:5:0' (P = frozen probability, default 0.8)"
-    if parts[0].lower() != "random" or len(parts) not in (3, 4):
-        raise MapError(f"Frozen Lake map: cannot read {text!r}; {usage}")
-    try:
-        size, seed = int(parts[1]), int(parts[2])
-        frozen = float(parts[3]) if len(parts) == 4 else 0.8
-    except ValueError:
-        raise MapError(f"Frozen Lake map: cannot read {text!r}: SIZE and SEED must be integers; {usage}") from None
-    if size < 2:
-        raise MapError(f"Frozen Lake map: {text!r} asks for size {size}; SIZE must be at least 2")
-    if not 0.0 < frozen <= 1.0:
-        raise MapError(f"Frozen Lake map: {text!r} asks for P = {frozen}; P must be in (0, 1]")
-    from gymnasium.envs.toy_text.frozen_lake import generate_random_map
-
-    return list(generate_random_map(size=size, p=frozen, seed=seed))
-
-
-def validate_map(rows: Sequence[str]) -> List[str]:
-    """``rows`` as a list if they form a usable map, else :class:`MapError`.
-
-    Checks: at least one row, rows of equal non-zero length, tiles only ``S F H G``,
-    exactly one ``S`` and one ``G``, and ``G`` reachable from ``S`` without crossing a hole.
-    """
-    rows = list(rows)
-    if not rows or all(row == "" for row in rows):
-        raise MapError(f"Frozen Lake map: it is empty; give rows of tiles, e.g. {_EXAMPLE_MAP!r}")
-    for index, row in enumerate(rows):
-        if row == "":
-            raise MapError(
-                f"Frozen Lake map: row {index + 1} is empty (two separators in a row?); "
-                f"every row needs tiles, e.g. {_EXAMPLE_MAP!r}"
-            )
-        if len(row) != len(rows[0]):
-            raise MapError(
-                f"Frozen Lake map: row {index + 1} {row!r} has {len(row)} tiles but row 1 {rows[0]!r} has "
-                f"{len(rows[0])}; the map must be rectangular (every row the same length)"
-            )
-        for column, tile in enumerate(row):
-            if tile not in TILES:
-                raise MapError(
-                    f"Frozen Lake map: row {index + 1} column {column + 1} has tile {tile!r}; only "
-                    f"S (start), F (frozen), H (hole) and G (goal) are allowed"
-                )
-    for tile, name in (("S", "start"), ("G", "goal")):
-        count = sum(row.count(tile) for row in rows)
-        if count != 1:
-            raise MapError(
-                f"Frozen Lake map: it has {count} {tile} ({name}) tiles; put exactly one {tile} on the map "
-                f"(e.g. {_EXAMPLE_MAP!r})"
-            )
-    nrow, ncol = len(rows), len(rows[0])
-    start = next((r, c) for r in range(nrow) for c in range(ncol) if rows[r][c] == "S")
-    seen, queue = {start}, deque([start])
-    while queue:
-        r, c = queue.popleft()
-        if rows[r][c] == "G":
-            return rows
-        for dr, dc in _MOVES.values():
-            nr, nc = r + dr, c + dc
-            if 0 <= nr < nrow and 0 <= nc < ncol and (nr, nc) not in seen and rows[nr][nc] != "H":
-                seen.add((nr, nc))
-                queue.append((nr, nc))
-    raise MapError(
-        f"Frozen Lake map: the goal G cannot be reached from the start S without crossing a hole in "
-        f"{MAP_SEPARATOR.join(rows)!r}; turn some H tiles into F"
-    )
-
-
-def map_from_prompt(prompt: str) -> List[str]:
-    """The map rows written in a prompt made by :meth:`FrozenLakeTask.prompt`."""
-    text = prompt.strip()
-    if not text.endswith(PROMPT_END):
-        raise MapError(
-            f"Frozen Lake prompt {prompt!r} does not end with {PROMPT_END!r}; expected rows joined by "
-            f"{MAP_SEPARATOR!r} and closed by {PROMPT_END!r}, e.g. 'SFFF/FFHF/FFHG/FFFF:'"
-        )
-    return validate_map(text[: -len(PROMPT_END)].split(MAP_SEPARATOR))
-
-
-# --------------------------------------------------------------------------------------
-# The task
-# --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Episode:
     """The result of executing an action string (see :meth:`FrozenLakeTask.run`).
@@ -325,7 +147,7 @@ class FrozenLakeTask:
         if self.is_terminal(state):
             return int(state), 0.0, True
         row, col = self.to_rowcol(state)
-        dr, dc = _MOVES[index]
+        dr, dc = MOVES[index]
         row = min(max(row + dr, 0), self.nrow - 1)
         col = min(max(col + dc, 0), self.ncol - 1)
         nxt = self.to_state(row, col)
@@ -334,9 +156,9 @@ class FrozenLakeTask:
     @staticmethod
     def _action_index(action: Union[int, str]) -> int:
         if isinstance(action, str):
-            if action not in _ACTION_INDEX:
+            if action not in ACTION_INDEX:
                 raise ValueError(f"Frozen Lake action {action!r} is not one of {list(ACTIONS)}")
-            return _ACTION_INDEX[action]
+            return ACTION_INDEX[action]
         index = int(action)
         if not 0 <= index < 4:
             raise ValueError(f"Frozen Lake action index {action} is not in 0..3 ({ACTIONS})")
@@ -355,10 +177,10 @@ class FrozenLakeTask:
                 outcome = "truncated"
                 break
             if isinstance(item, str):
-                if item not in _ACTION_INDEX:
+                if item not in ACTION_INDEX:
                     outcome = "invalid"
                     break
-                index = _ACTION_INDEX[item]
+                index = ACTION_INDEX[item]
             else:
                 index = self._action_index(item)
             state, _, terminated = self.step(state, index)
@@ -550,7 +372,7 @@ class FrozenLakeTask:
         """
         queries = self.query_texts()
         states = list(queries)
-        probs = _to_numpy(next_action_probs([queries[s] for s in states]))
+        probs = to_numpy(next_action_probs([queries[s] for s in states]))
         if probs.shape != (len(states), 4):
             raise ValueError(
                 f"collect_action_probs: the function returned shape {probs.shape} for {len(states)} texts; "
@@ -575,165 +397,7 @@ class FrozenLakeTask:
         """The environment's reward of a response: 1.0 if it reaches ``G``, else 0.0."""
         return self.run(response).reward
 
-    # ----- metrics as methods -------------------------------------------------------
+
     def uniform_policy(self) -> Dict[int, np.ndarray]:
         """{reachable non-terminal state: [0.25] * 4}."""
-        return uniform_policy(self)
-
-    def greedy_rollout(self, policy: Union[ActionProbs, Callable[[int, str], Any]], max_steps: Optional[int] = None) -> Tuple[bool, int]:
-        """See :func:`greedy_rollout`."""
-        return greedy_rollout(self, policy, max_steps=max_steps)
-
-    def evaluate(self, action_probs: ActionProbs, initial_action_probs: Optional[ActionProbs] = None,
-                 threshold: float = 0.05) -> Dict[str, float]:
-        """See :func:`evaluate_policy`."""
-        return evaluate_policy(self, action_probs, initial_action_probs, threshold=threshold)
-
-
-# --------------------------------------------------------------------------------------
-# Metrics (pure functions)
-# --------------------------------------------------------------------------------------
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # a torch tensor, without importing torch here
-        x = x.detach().float().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _dist(probs: Any, state: int, name: str) -> np.ndarray:
-    array = _to_numpy(probs)
-    if array.shape != (4,) or not np.all(np.isfinite(array)):
-        raise ValueError(
-            f"{name}[{state}] must be 4 finite probabilities (L, D, R, U), got {array!r}"
-        )
-    return array
-
-
-def _lookup(probs: ActionProbs, state: int, name: str) -> np.ndarray:
-    if state not in probs:
-        raise KeyError(
-            f"{name} has no distribution for state {state}; give one for every reachable non-terminal "
-            f"state (FrozenLakeTask.reachable_states())"
-        )
-    return _dist(probs[state], state, name)
-
-
-def action_probs_from_logits(logits: Any, action_token_ids: Sequence[int]) -> np.ndarray:
-    """Probabilities of the action tokens renormalised over them: ``softmax(logits[..., ids])``.
-
-    ``logits`` is ``[vocab]`` or ``[batch, vocab]`` (NumPy or a torch tensor);
-    ``action_token_ids`` are the ids of ``L``, ``D``, ``R``, ``U`` in that order.
-    Equal to taking the full softmax and renormalising over the four tokens.
-    """
-    if len(action_token_ids) != 4:
-        raise ValueError(f"action_token_ids must be the 4 ids of L, D, R, U, got {list(action_token_ids)}")
-    selected = _to_numpy(logits)[..., list(action_token_ids)]
-    selected = selected - selected.max(axis=-1, keepdims=True)
-    weights = np.exp(selected)
-    return weights / weights.sum(axis=-1, keepdims=True)
-
-
-def total_variation(p: Any, q: Any) -> float:
-    """``0.5 * sum |p - q|``."""
-    return 0.5 * float(np.abs(_to_numpy(p) - _to_numpy(q)).sum())
-
-
-def mse_to_optimal(action_probs: ActionProbs, pi_star: ActionProbs) -> float:
-    """The paper's metric: ``mean_s mean_a (π(a|s) - π*(a|s))^2`` over the states of
-    ``pi_star`` (every reachable non-terminal state); ``action_probs`` must cover them."""
-    if not pi_star:
-        raise ValueError("mse_to_optimal: pi_star is empty")
-    errors = [
-        float(np.mean((_lookup(action_probs, s, "action_probs") - _dist(pi_star[s], s, "pi_star")) ** 2))
-        for s in pi_star
-    ]
-    return float(np.mean(errors))
-
-
-def explored_states(action_probs: ActionProbs, initial_action_probs: ActionProbs, threshold: float = 0.05) -> int:
-    """"Explored grids": how many states of ``action_probs`` have a distribution whose total
-    variation distance (``0.5 * L1``) from the initial policy's is strictly above ``threshold``."""
-    return sum(
-        total_variation(_dist(action_probs[s], s, "action_probs"),
-                        _lookup(initial_action_probs, s, "initial_action_probs")) > threshold
-        for s in action_probs
-    )
-
-
-def greedy_episode(task: FrozenLakeTask, policy: Union[ActionProbs, Callable[[int, str], Any]],
-                   max_steps: Optional[int] = None) -> Episode:
-    """Follow the argmax action from ``S`` (ties: the first of L, D, R, U).
-
-    ``policy`` is a ``{state: probs}`` dictionary or a function ``policy(state, history)``
-    returning 4 probabilities, ``history`` being the actions taken so far (for an LM:
-    ``lm_probs(task.prompt() + history)``). Stops on a hole, the goal, ``max_steps``
-    moves (default ``n_states``: no simple path is longer) or, for a dictionary policy, on
-    revisiting a state (it would loop forever): those end as ``outcome="truncated"``.
-    """
-    cap = task.n_states if max_steps is None else int(max_steps)
-    state, history, path, seen = task.start_state, "", [task.start_state], {task.start_state}
-    callable_policy = callable(policy) and not isinstance(policy, Mapping)
-    while len(history) < cap:
-        if callable_policy:
-            probs = _dist(policy(state, history), state, "policy")  # type: ignore[operator]
-        else:
-            probs = _lookup(policy, state, "policy")  # type: ignore[arg-type]
-        action = int(np.argmax(probs))
-        state, _, terminated = task.step(state, action)
-        history += ACTIONS[action]
-        path.append(state)
-        if terminated:
-            success = state == task.goal_state
-            return Episode(success, len(history), state, float(success), tuple(path), "goal" if success else "hole")
-        if not callable_policy and state in seen:
-            break
-        seen.add(state)
-    return Episode(False, len(history), state, 0.0, tuple(path), "truncated")
-
-
-def greedy_rollout(task: FrozenLakeTask, policy: Union[ActionProbs, Callable[[int, str], Any]],
-                   max_steps: Optional[int] = None) -> Tuple[bool, int]:
-    """``(success, steps)`` of :func:`greedy_episode`."""
-    episode = greedy_episode(task, policy, max_steps=max_steps)
-    return episode.success, episode.steps
-
-
-def uniform_policy(task: FrozenLakeTask) -> Dict[int, np.ndarray]:
-    """{reachable non-terminal state: [0.25] * 4}."""
-    return {s: np.full(4, 0.25) for s in task.reachable_states()}
-
-
-def evaluate_policy(task: FrozenLakeTask, action_probs: ActionProbs,
-                    initial_action_probs: Optional[ActionProbs] = None, threshold: float = 0.05) -> Dict[str, float]:
-    """All metrics of the check: ``mse_to_optimal``, ``greedy_success`` (0/1),
-    ``greedy_steps``, and ``explored_states`` when the initial policy is given."""
-    success, steps = greedy_rollout(task, action_probs)
-    metrics = {
-        "mse_to_optimal": mse_to_optimal(action_probs, task.optimal_policy()),
-        "greedy_success": float(success),
-        "greedy_steps": float(steps),
-    }
-    if initial_action_probs is not None:
-        metrics["explored_states"] = float(explored_states(action_probs, initial_action_probs, threshold))
-    return metrics
-
-
-def frozen_lake_reward(prompts: List[str], responses: List[str], examples: Optional[List[Dict[str, Any]]] = None) -> List[float]:
-    """A reward function (the ``ift.rewards`` protocol): the environment's reward of each
-    response on the map written in its prompt (1.0 if it reaches ``G``, else 0.0)."""
-    tasks: Dict[str, FrozenLakeTask] = {}
-    scores = []
-    for prompt, response in zip(prompts, responses):
-        if prompt not in tasks:
-            tasks[prompt] = FrozenLakeTask.from_prompt(prompt)
-        scores.append(tasks[prompt].score(response))
-    return scores
-
-
-def plot_policies(task: FrozenLakeTask, policies: Mapping[str, ActionProbs], pi_star: Optional[ActionProbs] = None,
-                  curves: Optional[Mapping[str, Sequence[Any]]] = None, path: str = "frozen_lake_policies.png",
-                  **kwargs: Any) -> str:
-    """Draw π\\* and each policy on the map, plus learning curves; see
-    :func:`ift.data.frozen_lake_plot.plot_policies` (matplotlib is imported only here)."""
-    from ift.data.frozen_lake_plot import plot_policies as _plot
-
-    return _plot(task, policies, pi_star, curves=curves, path=path, **kwargs)
+        return {s: np.full(4, 0.25) for s in self.reachable_states()}

@@ -15,7 +15,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ift.data.frozen_lake import ACTIONS, FrozenLakeTask, _dist, mse_to_optimal
+from ift.tasks.frozen_lake.distributions import action_distribution
+from ift.tasks.frozen_lake.env import FrozenLakeTask
+from ift.tasks.frozen_lake.maps import ACTIONS
+from ift.tasks.frozen_lake.metrics import mse_to_optimal
 
 __all__ = ["plot_policies", "draw_policy"]
 
@@ -39,7 +42,7 @@ def draw_policy(ax: Any, task: FrozenLakeTask, action_probs: Optional[Mapping[in
         if tile == "G":
             ax.text(col + 0.5, row + 0.5, "★", fontsize=18, ha="center", va="center", color="#8d6e00")
     for state, probs in (action_probs or {}).items():
-        probs = _dist(probs, state, title or "policy")
+        probs = action_distribution(probs, state, title or "policy")
         row, col = task.to_rowcol(state)
         cx, cy = col + 0.5, row + 0.5
         # Red marks the most probable action(s), unless all four are equal.

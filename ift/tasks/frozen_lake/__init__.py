@@ -1,0 +1,89 @@
+"""The Frozen Lake sanity check of the IFT paper (§5.3): a tiny language model learns to walk
+a deterministic Frozen Lake map with every objective, and is compared with the optimal
+policy π* from value iteration.
+
+One job per file:
+
+* ``maps``: tiles, actions and map text (parsing, validation);
+* ``env``: :class:`FrozenLakeTask` (dynamics, π*, trajectories, prompts, episodes);
+* ``distributions``: action distributions over ``L, D, R, U`` (conversion, checks);
+* ``metrics``: MSE to π*, total variation, explored states, the greedy episode, and
+  :func:`evaluate` (all of them, for a ``{state: probs}`` policy or a language model);
+* ``lm_policy``: a language model read as a policy through its action tokens;
+* ``data``: :class:`FrozenLakeDataModule` (what each objective sees);
+* ``reward``: the environment's reward (:func:`frozen_lake_reward`, :class:`FrozenLakeReward`);
+* ``monitor``: :class:`FrozenLakeMonitor`, the callback that evaluates the policy while it trains;
+* ``plot``: policies as arrows on the map, learning curves;
+* ``runs``: the ``ift fit`` config of each objective (``configs/frozen_lake/*.yaml``);
+* ``results``: ``results.json``'s rows, the table and the picture of a comparison;
+* ``command``: ``ift frozen-lake``.
+
+In YAML the classes are named ``ift.tasks.frozen_lake.FrozenLakeDataModule``,
+``ift.tasks.frozen_lake.FrozenLakeMonitor`` and ``ift.tasks.frozen_lake.FrozenLakeReward``.
+The ``command``, ``runs`` and ``results`` modules are not imported here: they are only
+needed by ``ift frozen-lake``.
+"""
+
+from ift.tasks.frozen_lake.data import FrozenLakeDataModule
+from ift.tasks.frozen_lake.distributions import action_probs_from_logits
+from ift.tasks.frozen_lake.env import DEFAULT_GAMMA, TIE_TOLERANCE, Episode, FrozenLakeTask
+from ift.tasks.frozen_lake.lm_policy import action_token_ids, lm_action_probs, lm_policy
+from ift.tasks.frozen_lake.maps import (
+    ACTIONS,
+    DEFAULT_MAP,
+    DOWN,
+    LEFT,
+    RIGHT,
+    UP,
+    VOCAB,
+    MapError,
+    map_from_prompt,
+    parse_map,
+    validate_map,
+)
+from ift.tasks.frozen_lake.metrics import (
+    EXPLORED_THRESHOLD,
+    evaluate,
+    explored_states,
+    greedy_episode,
+    mean_total_variation,
+    mse_to_optimal,
+    total_variation,
+)
+from ift.tasks.frozen_lake.monitor import FrozenLakeMonitor
+from ift.tasks.frozen_lake.plot import plot_policies
+from ift.tasks.frozen_lake.reward import FrozenLakeReward, frozen_lake_reward
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_GAMMA",
+    "DEFAULT_MAP",
+    "DOWN",
+    "EXPLORED_THRESHOLD",
+    "Episode",
+    "FrozenLakeDataModule",
+    "FrozenLakeMonitor",
+    "FrozenLakeReward",
+    "FrozenLakeTask",
+    "LEFT",
+    "MapError",
+    "RIGHT",
+    "TIE_TOLERANCE",
+    "UP",
+    "VOCAB",
+    "action_probs_from_logits",
+    "action_token_ids",
+    "evaluate",
+    "explored_states",
+    "frozen_lake_reward",
+    "greedy_episode",
+    "lm_action_probs",
+    "lm_policy",
+    "map_from_prompt",
+    "mean_total_variation",
+    "mse_to_optimal",
+    "parse_map",
+    "plot_policies",
+    "total_variation",
+    "validate_map",
+]
