@@ -24,24 +24,28 @@ each one does and does not guarantee is in ``docs/code_rewards.md``):
   prefixed by a random nonce that the code never sees; anything printed is ignored.
 
 The code runs with the standard library only (``-S``: no site-packages).
+
+Where things are: the child program is ``_sandbox_child.py`` with its parts
+``_sandbox_child_audit.py`` and ``_sandbox_child_asserts.py``; the parent's process
+plumbing is :mod:`ift.rewards._sandbox_process`, the reading of the child's reports
+:mod:`ift.rewards._sandbox_reports`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 import os
 import secrets
-import selectors
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
+
+from ift.rewards._sandbox_process import kill_and_reap, pump, remove_tree
+from ift.rewards._sandbox_reports import classify, read_reports
 
 #: Modules imported before the privilege drop, so that code can ``import`` them even where
 #: the interpreter's own files are not readable by the unprivileged user (e.g. a Python
@@ -65,14 +69,19 @@ STATUSES = (
     "invalid",       # contradictory reports carrying the nonce (should never happen)
 )
 
+#: The child program's parts, joined in this order into the one source the sandbox runs
+#: (``-c``): helpers first, the entry point last. Each uses the standard library only.
+_CHILD_PARTS = ("_sandbox_child_audit.py", "_sandbox_child_asserts.py", "_sandbox_child.py")
 _CHILD_SOURCE: Optional[str] = None
 _NOBODY = 65534
 
 
 def _child_source() -> str:
+    """The child program's source (read once): its parts joined, see :data:`_CHILD_PARTS`."""
     global _CHILD_SOURCE
     if _CHILD_SOURCE is None:
-        _CHILD_SOURCE = (Path(__file__).with_name("_sandbox_child.py")).read_text(encoding="utf-8")
+        here = Path(__file__).parent
+        _CHILD_SOURCE = "\n\n".join((here / part).read_text(encoding="utf-8") for part in _CHILD_PARTS)
     return _CHILD_SOURCE
 
 
@@ -214,12 +223,56 @@ def run_in_sandbox(
     start = time.monotonic()
     tests = [str(t) for t in tests]
     cpu_limit = int(cpu_s) if cpu_s is not None else max(1, int(-(-float(timeout_s) // 1)))
+    drop, uid, gid = _child_identity(drop_privileges, uid, gid)
+    workdir = tempfile.mkdtemp(prefix="ift-sandbox-", dir=_workdir_base(workdir_base, drop, uid))
+    nonce = secrets.token_hex(16)
+    read_fd, write_fd = os.pipe()
+    proc: Optional[subprocess.Popen] = None
+    try:
+        if drop:
+            os.chown(workdir, uid, gid)
+        os.chmod(workdir, 0o700)
+        payload = _job_payload(
+            nonce, write_fd, program, setup, tests, workdir, uid if drop else None, gid if drop else None,
+            namespaces, audit_hook, strict_asserts, preload,
+            _limits(cpu_limit, memory_mb, max_file_mb, max_open_files, max_processes),
+        )
+        try:
+            proc = _start_child(workdir, write_fd)
+        except OSError as exc:
+            return SandboxResult(status="crash", total=len(tests), outcomes=["missing"] * len(tests),
+                                 duration_s=time.monotonic() - start, detail=f"could not start the sandbox: {exc}")
+        finally:
+            os.close(write_fd)
+        records, stderr, timed_out = pump(proc, payload, read_fd, start + float(timeout_s), stderr_chars)
+        returncode, cpu = kill_and_reap(proc)
+    finally:
+        os.close(read_fd)
+        if proc is not None and proc.returncode is None:  # an exception mid-way: never leave it running
+            kill_and_reap(proc)
+        remove_tree(workdir)
+    result = _interpret(records, nonce, len(tests), timed_out, returncode, cpu, cpu_limit)
+    result.duration_s, result.pid, result.workdir = time.monotonic() - start, proc.pid, workdir
+    result.stderr_tail = stderr.decode("utf-8", "replace")[-stderr_chars:]
+    return result
+
+
+def _child_identity(
+    drop_privileges: bool, uid: Optional[int], gid: Optional[int]
+) -> Tuple[bool, Optional[int], Optional[int]]:
+    """``(drop, uid, gid)``: whether the child drops root (only when we are root), and to
+    which ids (default: ``nobody``'s)."""
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     drop = bool(drop_privileges and is_root)
     if drop:
         default_uid, default_gid = _unprivileged_ids()
         uid = default_uid if uid is None else int(uid)
         gid = default_gid if gid is None else int(gid)
+    return drop, uid, gid
+
+
+def _workdir_base(workdir_base: Optional[str], drop: bool, uid: Optional[int]) -> str:
+    """The folder to make the working directory in: one the dropped uid can enter."""
     base = workdir_base or tempfile.gettempdir()
     if drop and not _traversable_by_others(base):
         if workdir_base is not None or not _traversable_by_others("/tmp"):
@@ -228,256 +281,69 @@ def run_in_sandbox(
                 "every user can enter (e.g. /tmp), or drop_privileges=False"
             )
         base = "/tmp"
-    workdir = tempfile.mkdtemp(prefix="ift-sandbox-", dir=base)
-    nonce = secrets.token_hex(16)
-    read_fd, write_fd = os.pipe()
-    proc: Optional[subprocess.Popen] = None
-    try:
-        if drop:
-            os.chown(workdir, uid, gid)
-        os.chmod(workdir, 0o700)
-        job = {
-            "nonce": nonce,
-            "result_fd": write_fd,
-            "program": program,
-            "setup": setup or "",
-            "tests": tests,
-            "workdir": workdir,
-            "uid": uid if drop else None,
-            "gid": gid if drop else None,
-            "namespaces": bool(namespaces),
-            "audit": bool(audit_hook),
-            "strict_asserts": bool(strict_asserts),
-            "preload": list(preload),
-            "limits": {
-                "cpu_s": cpu_limit,
-                "memory_bytes": int(memory_mb) * 1024 * 1024,
-                "file_bytes": int(max_file_mb) * 1024 * 1024,
-                "open_files": int(max_open_files),
-                "processes": int(max_processes),
-            },
-        }
-        payload = json.dumps(job).encode("utf-8")
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": workdir,
-            "TMPDIR": workdir,
-            "LANG": "C.UTF-8",
-            "PYTHONHASHSEED": "0",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUTF8": "1",
-        }
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, *_python_flags(), "-c", _child_source()],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                pass_fds=(write_fd,), cwd=workdir, env=env, start_new_session=True, close_fds=True,
-            )
-        except OSError as exc:
-            return SandboxResult(status="crash", total=len(tests), outcomes=["missing"] * len(tests),
-                                 duration_s=time.monotonic() - start, detail=f"could not start the sandbox: {exc}")
-        finally:
-            os.close(write_fd)
-        deadline = start + float(timeout_s)
-        records, stderr, timed_out = _pump(proc, payload, read_fd, deadline, stderr_chars)
-        returncode, cpu = _kill_and_reap(proc)
-    finally:
-        os.close(read_fd)
-        if proc is not None and proc.returncode is None:  # an exception mid-way: never leave it running
-            _kill_and_reap(proc)
-        _remove_tree(workdir)
-    result = _interpret(records, nonce, len(tests), timed_out, returncode, cpu, cpu_limit)
-    result.duration_s = time.monotonic() - start
-    result.stderr_tail = stderr.decode("utf-8", "replace")[-stderr_chars:]
-    result.pid = proc.pid
-    result.workdir = workdir
-    return result
+    return base
 
 
-def _pump(proc: subprocess.Popen, payload: bytes, result_fd: int, deadline: float, keep: int):
-    """Write the job, read results and stderr until both close, the process ends, or the deadline."""
-    selector = selectors.DefaultSelector()
-    stdin_fd, stderr_fd = proc.stdin.fileno(), proc.stderr.fileno()
-    os.set_blocking(stdin_fd, False)
-    selector.register(stdin_fd, selectors.EVENT_WRITE, "stdin")
-    selector.register(stderr_fd, selectors.EVENT_READ, "stderr")
-    selector.register(result_fd, selectors.EVENT_READ, "result")
-    records, stderr = bytearray(), bytearray()
-    max_records = 1 << 20
-    view, offset, open_readers, timed_out = memoryview(payload), 0, 2, False
-
-    def close_stdin():
-        selector.unregister(stdin_fd)
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-
-    try:
-        while open_readers:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            events = selector.select(min(remaining, 0.05))
-            if not events and _exited(proc.pid):
-                # The leader is gone but something still holds a pipe: take what is there.
-                for fd, sink in ((result_fd, records), (stderr_fd, stderr)):
-                    os.set_blocking(fd, False)
-                    try:
-                        sink.extend(os.read(fd, 1 << 16))
-                    except OSError:
-                        pass
-                del records[max_records:]
-                break
-            for key, _ in events:
-                if key.data == "stdin":
-                    try:
-                        offset += os.write(stdin_fd, view[offset: offset + (1 << 16)])
-                    except BlockingIOError:
-                        continue
-                    except (BrokenPipeError, OSError):
-                        close_stdin()
-                        continue
-                    if offset >= len(payload):
-                        close_stdin()
-                    continue
-                data = os.read(key.fd, 1 << 16)
-                if not data:
-                    selector.unregister(key.fd)
-                    open_readers -= 1
-                    continue
-                if key.data == "result":
-                    if len(records) < max_records:
-                        records.extend(data[: max_records - len(records)])
-                else:
-                    stderr.extend(data)
-                    if len(stderr) > 4 * keep + 4096:
-                        del stderr[: len(stderr) - 2 * keep]
-    finally:
-        if not proc.stdin.closed:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        selector.close()
-        proc.stderr.close()
-    return bytes(records), bytes(stderr), timed_out
+def _job_payload(nonce: str, result_fd: int, program: str, setup: str, tests: List[str], workdir: str,
+                 uid: Optional[int], gid: Optional[int], namespaces: bool, audit_hook: bool,
+                 strict_asserts: bool, preload: Sequence[str], limits: dict) -> bytes:
+    """The job, as the JSON that :mod:`ift.rewards._sandbox_child` reads on its stdin."""
+    job = {
+        "nonce": nonce,
+        "result_fd": result_fd,
+        "program": program,
+        "setup": setup or "",
+        "tests": tests,
+        "workdir": workdir,
+        "uid": uid,
+        "gid": gid,
+        "namespaces": bool(namespaces),
+        "audit": bool(audit_hook),
+        "strict_asserts": bool(strict_asserts),
+        "preload": list(preload),
+        "limits": limits,
+    }
+    return json.dumps(job).encode("utf-8")
 
 
-def _exited(pid: int) -> bool:
-    """Whether ``pid`` (our child) has exited, without reaping it."""
-    try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return info is not None
+def _limits(cpu_limit: int, memory_mb: int, max_file_mb: int, max_open_files: int, max_processes: int) -> dict:
+    """The job's resource limits, in the units of ``setrlimit``."""
+    return {
+        "cpu_s": cpu_limit,
+        "memory_bytes": int(memory_mb) * 1024 * 1024,
+        "file_bytes": int(max_file_mb) * 1024 * 1024,
+        "open_files": int(max_open_files),
+        "processes": int(max_processes),
+    }
 
 
-def _kill_and_reap(proc: subprocess.Popen):
-    """SIGKILL the whole process group (it is still ours: the leader is not reaped yet),
-    then reap the leader. Returns ``(returncode, cpu seconds)``."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    cpu = 0.0
-    if proc.returncode is not None:
-        return proc.returncode, cpu
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-        cpu = usage.ru_utime + usage.ru_stime
-        proc.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    except ChildProcessError:
-        proc.wait()
-    return proc.returncode, cpu
-
-
-def _remove_tree(path: str) -> None:
-    def make_writable(function, target, _exc):
-        try:
-            os.chmod(target, 0o700)
-            parent = os.path.dirname(target)
-            os.chmod(parent, 0o700)
-            function(target)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=make_writable)
-    if os.path.exists(path):
-        shutil.rmtree(path, ignore_errors=True)
+def _start_child(workdir: str, result_fd: int) -> subprocess.Popen:
+    """Start the child interpreter in its own session, with an empty environment of our own."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUTF8": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, *_python_flags(), "-c", _child_source()],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        pass_fds=(result_fd,), cwd=workdir, env=env, start_new_session=True, close_fds=True,
+    )
 
 
 def _interpret(records: bytes, nonce: str, total: int, timed_out: bool, returncode: Optional[int],
                cpu: float, cpu_limit: int) -> SandboxResult:
     """Turn the nonce-tagged lines into a result; lines without the nonce are counted, not read."""
-    expected = nonce.encode("ascii")
-    outcomes: List[Optional[str]] = [None] * total
-    forged, invalid = 0, []
-    started = program = setup = end = None
-    isolation: List[str] = []
-    blocked, blocked_events = 0, []
-    for raw in records.split(b"\n"):
-        if not raw.strip():
-            continue
-        head, _, rest = raw.partition(b" ")
-        if not hmac.compare_digest(head, expected):
-            forged += 1
-            continue
-        words = rest.decode("utf-8", "replace").split(" ")
-        kind = words[0]
-        if end is not None:
-            invalid.append("a report after the end")
-        elif kind == "start" and started is None and len(words) == 2:
-            started = words[1]
-            isolation = [w for w in words[1].split(",") if w and w != "error"]
-        elif kind == "program" and program is None and len(words) == 2:
-            program = words[1]
-        elif kind == "setup" and setup is None and len(words) == 2:
-            setup = words[1]
-        elif kind == "test" and len(words) == 3 and words[1].isdigit() and int(words[1]) < total \
-                and outcomes[int(words[1])] is None and words[2] in ("pass", "fail", "error", "memory", "broken"):
-            outcomes[int(words[1])] = words[2]
-        elif kind == "end" and len(words) == 5 and all(w.isdigit() for w in words[1:4]):
-            end = (int(words[1]), int(words[2]))
-            blocked = int(words[3])
-            blocked_events = [] if words[4] == "-" else words[4].split(",")
-        else:
-            invalid.append(f"unexpected report {kind!r}")
-    passed = sum(1 for o in outcomes if o == "pass")
-    if end is not None and (end[0] != passed or end[1] != total):
-        invalid.append(f"end says {end[0]}/{end[1]}, tests reported {passed}/{total}")
-    signal_number = -returncode if returncode is not None and returncode < 0 else (
-        returncode - 128 if returncode is not None and returncode > 128 else None)
-
-    if timed_out:
-        status, detail = "timeout", "wall-clock deadline reached"
-    elif started is None or started == "error":
-        status, detail = "crash", f"the sandbox did not start (exit status {returncode})"
-    elif program == "syntax_error":
-        status, detail = "syntax_error", "the program does not compile"
-    elif "memory" in (program, setup) or "memory" in outcomes:
-        status, detail = "memory", f"MemoryError (address-space limit)"
-    elif program == "error":
-        status, detail = "error", "the program raised at top level"
-    elif setup == "error":
-        status, detail = "setup_error", "the example's setup code raised"
-    elif end is None:
-        if signal_number == signal.SIGXCPU or (signal_number == signal.SIGKILL and cpu >= cpu_limit):
-            status, detail = "timeout", f"CPU limit ({cpu_limit} s) reached"
-        else:
-            why = f"killed by signal {signal_number}" if signal_number else f"exit status {returncode}"
-            status, detail = "crash", f"the process ended before reporting its end ({why})"
-    elif invalid:
-        status, detail = "invalid", "; ".join(invalid[:3])
-    elif blocked:
-        status, detail = "blocked", f"the audit hook refused {blocked} operation(s): {', '.join(blocked_events)}"
-    else:
-        status, detail = "ok", f"{passed}/{total} tests passed"
+    reports = read_reports(records, nonce, total)
+    status, detail = classify(reports, timed_out, returncode, cpu, cpu_limit)
     return SandboxResult(
-        status=status, passed=passed, total=total, outcomes=[o or "missing" for o in outcomes],
-        blocked=blocked, blocked_events=blocked_events, isolation=isolation, returncode=returncode,
-        cpu_s=cpu, forged_lines=forged, detail=detail,
+        status=status, passed=reports.passed, total=total, outcomes=[o or "missing" for o in reports.outcomes],
+        blocked=reports.blocked, blocked_events=reports.blocked_events, isolation=reports.isolation,
+        returncode=returncode, cpu_s=cpu, forged_lines=reports.forged, detail=detail,
     )
 
 
