@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 RewardFn = Callable[[List[str], List[str], List[Dict[str, Any]]], Sequence[float]]
 
@@ -158,23 +158,43 @@ def score_safely(
     args = (list(prompts), list(responses), list(examples))
     where = _first_example_label(prompts, examples)
     try:
-        if timeout_s is None:
-            raw = reward(*args)
-        else:
-            raw = _call_with_timeout(reward, args, timeout_s, name, where)
+        raw = _call_reward(reward, args, timeout_s, name, where)
     except RewardTimeoutError as timeout:
         if on_timeout == "raise":
             raise
         warnings.warn(f"{timeout} Every response of this batch was scored 0.", RewardTimeoutWarning, stacklevel=2)
         return RewardScores([0.0] * n, 0, True)
+    scores, n_nan = _finite_scores(_score_list(raw, name, n), name)
+    if n_nan:
+        warnings.warn(
+            f"Reward {name} returned {n_nan} non-finite score(s) (nan/inf) in a batch of {n}; "
+            f"they were replaced by 0 ({where})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return RewardScores(scores, n_nan, False)
+
+
+def _call_reward(reward: Any, args: tuple, timeout_s: Optional[float], name: str, where: str) -> Any:
+    """The reward's raw result; a timeout passes through, any other exception becomes a
+    RuntimeError that names the reward and the batch's first example."""
+    try:
+        if timeout_s is None:
+            return reward(*args)
+        return _call_with_timeout(reward, args, timeout_s, name, where)
+    except RewardTimeoutError:
+        raise
     except Exception as exc:
         raise RuntimeError(
-            f"Reward {name} raised {type(exc).__name__}: {exc} while scoring a batch of {n} "
+            f"Reward {name} raised {type(exc).__name__}: {exc} while scoring a batch of {len(args[0])} "
             f"responses ({where}). Call the reward directly on this example to debug it; "
             "check that every example carries the fields the reward reads (e.g. 'answer') "
             "and that it accepts (prompts: list[str], responses: list[str], examples: list[dict])."
         ) from exc
 
+
+def _score_list(raw: Any, name: str, n: int) -> Sequence[Any]:
+    """``raw`` as a sequence of ``n`` items (tensors and arrays flattened to a list)."""
     if hasattr(raw, "tolist") and not isinstance(raw, (list, tuple)):  # torch / numpy
         raw = raw.reshape(-1).tolist() if hasattr(raw, "reshape") else raw.tolist()
     if isinstance(raw, (str, bytes)) or not hasattr(raw, "__len__"):
@@ -184,6 +204,11 @@ def score_safely(
             f"Reward {name} returned {len(raw)} scores for a batch of {n} responses; it must "
             "return exactly one float per response, in order"
         )
+    return raw
+
+
+def _finite_scores(raw: Sequence[Any], name: str) -> Tuple[List[float], int]:
+    """``(scores, n_nan)``: every item as a float, nan/inf replaced by 0, and how many were."""
     scores: List[float] = []
     n_nan = 0
     for i, value in enumerate(raw):
@@ -198,11 +223,4 @@ def score_safely(
             n_nan += 1
             score = 0.0
         scores.append(score)
-    if n_nan:
-        warnings.warn(
-            f"Reward {name} returned {n_nan} non-finite score(s) (nan/inf) in a batch of {n}; "
-            f"they were replaced by 0 ({where})",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return RewardScores(scores, n_nan, False)
+    return scores, n_nan
