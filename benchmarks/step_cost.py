@@ -56,7 +56,7 @@ from ift.core.tokenizer import build_char_tokenizer  # noqa: E402
 from ift.core.model_factory import build_policy  # noqa: E402
 from ift.objectives import IFT, SFT  # noqa: E402
 from ift.core.forward import policy_logits  # noqa: E402
-from ift.objectives.functional import IGNORE_INDEX  # noqa: E402
+from ift.core.constants import IGNORE_INDEX  # noqa: E402
 
 DEFAULT_MODELS = ("tiny-gpt2", "tiny-llama", "gpt2-100m")
 FIRST_TOKEN = 4  # ids below are special tokens of the character tokenizer

@@ -1,4 +1,4 @@
-"""Slow, obviously-correct Python-loop twins of the functions in ift/objectives/functional.py."""
+"""Slow, obviously-correct Python-loop twins of the functions in the package ift/objectives/functional/."""
 
 
 # ======================================================================================

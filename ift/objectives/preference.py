@@ -2,7 +2,7 @@
 
 A preference batch holds ``chosen_input_ids/attention_mask/labels`` and
 ``rejected_input_ids/attention_mask/labels`` (see :class:`~ift.data.PreferenceDataModule`
-and :class:`~ift.data.FrozenLakeDataModule`). Both sides go through the model in one
+and :class:`~ift.tasks.frozen_lake.FrozenLakeDataModule`). Both sides go through the model in one
 forward pass: they are padded to a common length on the right (extra right padding is
 masked and unsupervised, so it changes nothing whatever side the batch was padded on).
 """
