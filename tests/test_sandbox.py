@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import socket
 import time
@@ -248,6 +249,29 @@ def test_writing_outside_the_working_directory_fails(audit, layers, tmp_path):
     assert_zero(result)
     assert not inside_tmp_path.exists() and not os.path.exists(in_slash_tmp)
     assert not (tmp_path / "newdir").exists()
+
+
+def test_rebinding_builtins_does_not_blind_the_audit_hook():
+    # /tmp is world-writable: only the audit hook stops a write there. Its rules must not read
+    # str/bytes/int through names that the untrusted code can rebind first.
+    target = f"/tmp/ift-pwned-{uuid.uuid4().hex}"
+    program = (
+        "import builtins, os\n"
+        "def write(path):\n"
+        "    for name, fake in (('str', float), ('bytes', complex), ('int', float), ('bool', float)):\n"
+        "        setattr(builtins, name, fake)\n"
+        "        globals()[name] = fake\n"
+        "    os.mkdir(path)\n"
+        "    with open(path + '/file', 'w') as h:\n"
+        "        h.write('pwned')\n"
+        "    return 1\n"
+    )
+    try:
+        result = run_in_sandbox(program, [f"assert write({target!r}) == 1"], audit_hook=True, **QUICK)
+        assert_zero(result)
+        assert not os.path.exists(target)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 @pytest.mark.parametrize("audit", [True, False], ids=["all-layers", "os-layers-only"])

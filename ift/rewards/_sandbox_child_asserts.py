@@ -41,14 +41,16 @@ def _prepare_tests(tests, strict, describe):
 
 def _exact_comparison():
     """Closure ``same(got, expected)`` for strict tests (see its docstring)."""
+    # Builtins the closures use, bound now: untrusted code may rebind the names later.
     _type, _len, _range = type, len, range
+    _tuple, _list, _dict, _set, _frozenset = tuple, list, dict, set, frozenset
     scalar_types = (int, float, complex, str, bytes, bool, type(None))
 
     def exact_key(value):
         kind = _type(value)
         if kind in scalar_types:
             return True
-        if kind is tuple:
+        if kind is _tuple:
             for item in value:
                 if not exact_key(item):
                     return False
@@ -63,14 +65,14 @@ def _exact_comparison():
             return False
         if kind in scalar_types:
             return got == expected
-        if kind is list or kind is tuple:
+        if kind is _list or kind is _tuple:
             if _len(got) != _len(expected):
                 return False
             for i in _range(_len(expected)):
                 if not same(got[i], expected[i]):
                     return False
             return True
-        if kind is dict:
+        if kind is _dict:
             if _len(got) != _len(expected):
                 return False
             for key in got:
@@ -80,7 +82,7 @@ def _exact_comparison():
                 if key not in got or not same(got[key], expected[key]):
                     return False
             return True
-        if kind is set or kind is frozenset:
+        if kind is _set or kind is _frozenset:
             for item in got:
                 if not exact_key(item):
                     return False

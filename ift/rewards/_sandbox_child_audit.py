@@ -48,16 +48,17 @@ def _audit_tables():
 
 def _path_rules(workdir, read_roots, read_files):
     """Closures ``(normal, inside_workdir, readable, is_directory)`` over the allowed paths."""
-    _type, _PermissionError = type, PermissionError
+    # Builtins the closures use, bound now: untrusted code may rebind the names later.
+    _type, _PermissionError, _str, _bytes, _OSError = type, PermissionError, str, bytes, OSError
     _stat, _getcwd = posix.stat, posix.getcwd
     workdir_prefix = workdir + "/"
 
     def normal(path):
         """An absolute, lexically normalised str path; anything else is refused."""
         kind = _type(path)
-        if kind is bytes:
+        if kind is _bytes:
             path = path.decode("utf-8", "surrogateescape")
-        elif kind is not str:
+        elif kind is not _str:
             raise _PermissionError("only str/bytes paths are allowed")
         if "\x00" in path:
             raise _PermissionError("NUL in path")
@@ -88,7 +89,7 @@ def _path_rules(workdir, read_roots, read_files):
     def is_directory(path):
         try:
             return (_stat(path).st_mode & 0o170000) == 0o040000
-        except OSError:
+        except _OSError:
             return False
 
     return normal, inside_workdir, readable, is_directory
@@ -99,20 +100,20 @@ def _open_rule(paths, max_creations):
 
     Opening for writing is allowed inside the working directory only, and at most
     ``max_creations`` times; reading only from the allowed paths; directories never."""
-    _type = type
+    _type, _str, _int, _bool = type, str, int, bool  # bound now: untrusted code may rebind the names
     normal, inside_workdir, readable, is_directory = paths
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     creations = [0]
 
     def open_verdict(args):
         path, mode, flags = args[0], args[1], args[2]
-        if _type(path) is int:
+        if _type(path) is _int:
             return None
         path = normal(path)
-        if _type(mode) is str:
+        if _type(mode) is _str:
             writing = ("w" in mode) or ("a" in mode) or ("x" in mode) or ("+" in mode)
         else:
-            writing = bool(int(flags) & write_flags)
+            writing = _bool(_int(flags) & write_flags)
         if writing:
             if not inside_workdir(path):
                 return f"writing {path} (outside the working directory)"
@@ -130,7 +131,8 @@ def _open_rule(paths, max_creations):
 
 def _audit_verdict(workdir, read_roots, read_files, max_creations):
     """Closure ``verdict(event, args)``: None if the audit event is allowed, else why not."""
-    _type, _len = type, len
+    # Builtins the closure uses, bound now: untrusted code may rebind the names later.
+    _type, _len, _str, _bytes, _int = type, len, str, bytes, int
     deny_exact, deny_prefixes, blocked_modules, frame_attrs, write_events, read_events = _audit_tables()
     paths = _path_rules(workdir, read_roots, read_files)
     normal, inside_workdir, readable, _ = paths
@@ -145,7 +147,7 @@ def _audit_verdict(workdir, read_roots, read_files, max_creations):
                 return "not allowed in the sandbox"
         if event == "import":
             name = args[0]
-            if _type(name) is not str:
+            if _type(name) is not _str:
                 return "odd import"
             if name in blocked_modules or name.split(".")[0] in blocked_modules:
                 return f"module {name} is not available in the sandbox"
@@ -158,16 +160,16 @@ def _audit_verdict(workdir, read_roots, read_files, max_creations):
             return open_verdict(args)
         if event in write_events:
             for value in args:
-                if _type(value) in (str, bytes):
+                if _type(value) in (_str, _bytes):
                     if not inside_workdir(normal(value)):
                         return f"{event} outside the working directory"
-                elif value is None or _type(value) is int:
+                elif value is None or _type(value) is _int:
                     continue
             return None
         if event in read_events:
             if not args or args[0] is None:
                 return None
-            if _type(args[0]) is int:
+            if _type(args[0]) is _int:
                 return "directory file descriptors are not allowed"
             if not readable(normal(args[0])):
                 return f"{event} outside the allowed paths"
