@@ -1,8 +1,7 @@
-"""A progress display for PPO rollouts (generation, scoring, update), for the PPO code to call.
+"""A progress display for PPO rollouts (generation, scoring, update).
 
-Use from an objective::
-
-    from ift.callbacks.rollout_progress import rollout_progress
+Objectives reach it through their step context (``context.progress(total, desc)``, see
+:class:`ift.objectives.StepContext`); the module's context calls :func:`rollout_progress`::
 
     with rollout_progress(module, total=num_prompts, desc="rollout") as bar:
         for chunk in chunks:

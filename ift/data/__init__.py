@@ -1,4 +1,5 @@
-"""Data modules and tasks."""
+"""Data modules (JSONL, chat, preference pairs), collation and encoding; the built-in tasks' data
+modules live in their folders under :mod:`ift.tasks`."""
 
 from ift.data.chat import ChatDataModule
 from ift.data.datamodule import ExamplesDataModule, PromptResponseDataModule, SourceDataModule

@@ -227,8 +227,8 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
     def notify_stage_switch(self, stage_name: str) -> None:
         """Tell every callback with an ``on_stage_switch(trainer, module, stage_name)`` method
         that a recipe switches stage (e.g. :class:`~ift.callbacks.ExportPretrained` exports the
-        policy as it stands at the switch). Recipes call this when they enter a stage;
-        ``stage_name`` names the stage being entered."""
+        policy as it stands at the switch). Recipes reach it through ``StepContext.stage_switched``
+        when they enter a stage; ``stage_name`` names the stage being entered."""
         trainer = self._trainer
         if trainer is None:
             return
