@@ -1,7 +1,8 @@
 """Shared helpers of the ecosystem tests (formats, W&B, sweeps, export, LoRA, real configs).
 
 Everything is local: tiny models from presets, the character tokenizer (or a BPE trained
-here on a few sentences), data written to ``tmp_path``.
+here on a few sentences), data written to ``tmp_path``. The quiet Trainer, the tiny arithmetic
+task and the tiny module are in ``factories.py``.
 """
 
 from __future__ import annotations
@@ -90,11 +91,3 @@ def chat_rows(count: int = 8) -> List[Dict[str, Any]]:
             ],
         })
     return rows
-
-
-def quiet_trainer(**overrides: Any) -> pl.Trainer:
-    """A CPU Trainer with nothing written and nothing printed unless asked."""
-    options = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    options.update(overrides)
-    return pl.Trainer(**options)

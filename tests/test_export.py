@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from eco_helpers import quiet_trainer
+from factories import quiet_trainer
 from ift.callbacks import ExportPretrained, RolloutProgress, SampleLogger, rollout_progress
 from ift.callbacks.rollout_progress import RolloutBar
 from ift.tasks.arithmetic import ArithmeticDataModule

@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from factories import ppo_settings, quiet_trainer, tiny_arithmetic, tiny_module
 from ift.callbacks.atomic_checkpoint import (
     AtomicCheckpointIO,
     atomic_save,
@@ -123,22 +124,20 @@ def unchanged(before, after) -> bool:
 
 
 def data(num_train: int = 48, batch_size: int = 8, **kwargs) -> ArithmeticDataModule:
-    return ArithmeticDataModule(num_train=num_train, num_val=8, num_test=8, max_operand=19, operators="+-",
-                                batch_size=batch_size, **kwargs)
+    """48 examples in batches of 8 by default, 8 validation and 8 test examples."""
+    return tiny_arithmetic(num_train, batch_size, num_val=8, num_test=8, **kwargs)
 
 
 def trainer(tmp_path, callbacks=(), **kwargs) -> pl.Trainer:
-    base = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                default_root_dir=str(tmp_path), callbacks=list(callbacks))
-    base.update(kwargs)
-    return pl.Trainer(**base)
+    """No validation; writes (if anything) under ``tmp_path``."""
+    kwargs.setdefault("limit_val_batches", 0)
+    return quiet_trainer(tmp_path, callbacks, **kwargs)
 
 
 def module_with(objective, seed: int = 0, **kwargs) -> FineTuneModule:
-    torch.manual_seed(seed)
+    """``tiny_module`` without the generation-based accuracy at validation."""
     kwargs.setdefault("eval_accuracy", False)
-    return FineTuneModule(model="tiny-gpt2", objective=objective, **kwargs)
+    return tiny_module(objective, seed=seed, **kwargs)
 
 
 # ---------------------------------------------------------------------------- non-finite: automatic
@@ -253,17 +252,10 @@ class StepRecorder(FineTuneModule):
         return stepped
 
 
-def ppo(**kwargs):
-    kwargs.setdefault("max_new_tokens", 4)
-    kwargs.setdefault("samples_per_prompt", 2)
-    kwargs.setdefault("mini_batch_size", 4)
-    kwargs.setdefault("ppo_epochs", 1)
-    return kwargs
-
-
 def test_nan_loss_skips_a_ppo_update_in_manual_optimization(tmp_path):
     torch.manual_seed(0)
-    module = StepRecorder(model="tiny-gpt2", objective=NanPPO(nan_updates=(1, 4), **ppo()), eval_accuracy=False)
+    module = StepRecorder(model="tiny-gpt2", objective=NanPPO(nan_updates=(1, 4), **ppo_settings()),
+                          eval_accuracy=False)
     assert not module.automatic_optimization
     logged = []
 
@@ -283,7 +275,8 @@ def test_nan_loss_skips_a_ppo_update_in_manual_optimization(tmp_path):
 
 
 def test_nan_loss_of_a_batch_loss_stage_in_a_manual_fit(tmp_path):
-    recipe = Sequential(stages=[{"objective": FaultySFT(nan_calls=(1,)), "steps": 3}, {"objective": PPO(**ppo())}])
+    recipe = Sequential(stages=[{"objective": FaultySFT(nan_calls=(1,)), "steps": 3},
+                                {"objective": PPO(**ppo_settings())}])
     torch.manual_seed(0)
     module = StepRecorder(model="tiny-gpt2", objective=recipe, eval_accuracy=False)
     assert not module.automatic_optimization
@@ -293,7 +286,8 @@ def test_nan_loss_of_a_batch_loss_stage_in_a_manual_fit(tmp_path):
     assert all(same != stepped for stepped, same in module.records)
     assert module.nonfinite.skipped_steps == 1
 
-    always = Sequential(stages=[{"objective": FaultySFT(always_nan=True), "steps": 50}, {"objective": PPO(**ppo())}])
+    always = Sequential(stages=[{"objective": FaultySFT(always_nan=True), "steps": 50},
+                                {"objective": PPO(**ppo_settings())}])
     stuck = module_with(always, max_consecutive_skipped_steps=2)
     with pytest.warns(NonFiniteLossWarning), pytest.raises(NonFiniteLossError, match="2 optimizer steps in a row"):
         trainer(tmp_path, max_steps=4).fit(stuck, data(num_train=16, batch_size=4))
@@ -373,7 +367,7 @@ class HangsOnce(Reward):
 
 def test_a_hanging_reward_is_scored_zero_counted_and_training_goes_on(tmp_path):
     reward = HangsOnce()
-    module = module_with(PPO(reward=reward, reward_timeout_s=0.3, **ppo()))
+    module = module_with(PPO(reward=reward, reward_timeout_s=0.3, **ppo_settings()))
     seen = []
 
     class Grab(pl.Callback):
@@ -394,7 +388,7 @@ def test_a_hanging_reward_is_scored_zero_counted_and_training_goes_on(tmp_path):
     path = tmp_path / "ppo.ckpt"
     run.save_checkpoint(path)
     assert torch.load(path, weights_only=False)["objective_state"]["reward_timeouts"] == 1
-    fresh = PPO(**ppo())
+    fresh = PPO(**ppo_settings())
     FineTuneModule.load_from_checkpoint(path, objective=fresh)
     assert fresh.state_dict()["reward_timeouts"] == 1
 

@@ -11,7 +11,8 @@ import logging
 import pytest
 import torch
 
-from eco_helpers import bpe_chatml_tokenizer, chat_rows, quiet_trainer, write_jsonl, write_parquet
+from eco_helpers import bpe_chatml_tokenizer, chat_rows, write_jsonl, write_parquet
+from factories import quiet_trainer
 from ift.data import (
     ChatDataModule,
     DataFormatError,

@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from eco_helpers import quiet_trainer, save_tiny_model
+from eco_helpers import save_tiny_model
+from factories import quiet_trainer
 from ift.callbacks import export_pretrained
 from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule

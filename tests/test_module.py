@@ -6,6 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from factories import quiet_trainer
 from ift.data import build_char_tokenizer
 from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule, build_policy
@@ -21,13 +22,9 @@ def tiny_data(module, **kwargs):
 
 
 def make_trainer(tmp_path, callbacks=(), **kwargs):
-    base = dict(
-        max_steps=3, limit_val_batches=1, num_sanity_val_steps=0, accelerator="cpu", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=str(tmp_path), callbacks=list(callbacks),
-    )
-    base.update(kwargs)
-    return pl.Trainer(**base)
+    """Three steps and one validation batch by default; writes (if anything) under ``tmp_path``."""
+    kwargs = {"max_steps": 3, "limit_val_batches": 1, **kwargs}
+    return quiet_trainer(tmp_path, callbacks, **kwargs)
 
 
 class LossRecorder(pl.Callback):
@@ -207,7 +204,7 @@ def test_preference_objective_reports_a_validation_loss(tmp_path):
     pl.seed_everything(0)
     module = FineTuneModule(model="tiny-gpt2", objective=DPO(beta=0.1), eval_accuracy=False)
     data = PreferenceDataModule(train_data=str(path), val_data=str(path), batch_size=4, tokenizer=module.tokenizer)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer()
     module.ensure_reference()
     metrics = trainer.validate(module, data, verbose=False)[0]
     # Before any training the policy equals its reference, so DPO's loss is exactly log 2.

@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from ift.tasks.arithmetic import ArithmeticDataModule
+from factories import quiet_trainer, tiny_arithmetic, tiny_module
 from ift.core.tokenizer import build_char_tokenizer
 from ift.modules import FineTuneModule
 from ift.objectives import PPO, Rollout
@@ -19,14 +19,12 @@ from ift.rewards import Reward
 
 
 def make_module(tokenizer=None, **ppo_args) -> FineTuneModule:
-    torch.manual_seed(0)
     ppo_args.setdefault("max_new_tokens", 6)
-    return FineTuneModule(model="tiny-gpt2", tokenizer=tokenizer, objective=PPO(**ppo_args))
+    return tiny_module(PPO(**ppo_args), tokenizer=tokenizer)  # PPO(...) draws no random numbers
 
 
 def make_batch(module: FineTuneModule, batch_size: int = 4):
-    data = ArithmeticDataModule(num_train=32, num_val=4, num_test=4, max_operand=19, operators="+-",
-                                batch_size=batch_size, tokenizer=module.tokenizer)
+    data = tiny_arithmetic(num_train=32, batch_size=batch_size, tokenizer=module.tokenizer)
     data.setup()
     items = sorted(data.datasets["train"].items, key=lambda item: len(item["prompt_ids"]))
     # Short and long prompts alternate, so the left padding is exercised.
@@ -261,14 +259,9 @@ def test_nan_rewards_are_counted_scored_zero_and_warned_about():
 
 # ---------------------------------------------------------------------------- training
 def tiny_trainer(**kwargs) -> pl.Trainer:
+    """One epoch, no validation."""
     kwargs.setdefault("max_epochs", 1)
-    return pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
-
-
-def tiny_data(batch_size: int = 4, num_train: int = 16) -> ArithmeticDataModule:
-    return ArithmeticDataModule(num_train=num_train, num_val=4, num_test=4, max_operand=19, operators="+-",
-                                batch_size=batch_size)
+    return quiet_trainer(limit_val_batches=0, **kwargs)
 
 
 def test_a_ppo_iteration_updates_policy_and_value_head_but_not_the_reference():
@@ -283,7 +276,7 @@ def test_a_ppo_iteration_updates_policy_and_value_head_but_not_the_reference():
             seen.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
     trainer.callbacks.append(Grab())
-    trainer.fit(module, tiny_data())
+    trainer.fit(module, tiny_arithmetic())
     # 8 rollouts, mini-batches of 4, 2 epochs: 4 optimizer steps.
     assert trainer.global_step == 4 and seen["train/ppo_updates_step"] == 4
     after = module.state_dict()
@@ -302,7 +295,7 @@ def test_a_ppo_iteration_updates_policy_and_value_head_but_not_the_reference():
 def test_value_head_and_reference_and_kl_controller_are_in_the_checkpoint(tmp_path):
     module = make_module(adaptive_kl=True, kl_coef=0.1, target_kl=0.01, kl_horizon=100)
     trainer = tiny_trainer(limit_train_batches=2)
-    trainer.fit(module, tiny_data())
+    trainer.fit(module, tiny_arithmetic())
     path = tmp_path / "ppo.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=False)
@@ -322,14 +315,14 @@ def test_separate_critic_model():
     assert "critic" in module.extras and "value_head" not in module.extras
     trainer = tiny_trainer(limit_train_batches=1)
     before = module.extras["critic"].head.linear.bias.clone()
-    trainer.fit(module, tiny_data())
+    trainer.fit(module, tiny_arithmetic())
     assert not torch.equal(before, module.extras["critic"].head.linear.bias)
 
 
 def test_early_stop_on_approx_kl_cuts_the_epochs():
     module = make_module(samples_per_prompt=2, mini_batch_size=2, ppo_epochs=4, early_stop_kl=1e-9)
     trainer = tiny_trainer(limit_train_batches=1)
-    trainer.fit(module, tiny_data())
+    trainer.fit(module, tiny_arithmetic())
     # The first update leaves approx-KL at 0 (ratio 1); the second one measures a change and stops.
     assert trainer.global_step == 2
 

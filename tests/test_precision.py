@@ -8,7 +8,8 @@ import importlib
 import pytest
 import torch
 
-from eco_helpers import quiet_trainer, write_jsonl
+from eco_helpers import write_jsonl
+from factories import quiet_trainer
 from ift.data import PreferenceDataModule
 from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule

@@ -8,7 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from ift.tasks.arithmetic import ArithmeticDataModule
+from factories import ppo_settings, quiet_trainer, tiny_arithmetic, tiny_module
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, PPO, SFT, Mix, Sequential, Stage
 
@@ -28,19 +28,9 @@ class Recorder(SFT):
         return super().training_step(context, batch)
 
 
-def tiny_data(num_train: int = 16, batch_size: int = 4, cls=ArithmeticDataModule):
-    return cls(num_train=num_train, num_val=4, num_test=4, max_operand=19, operators="+-", batch_size=batch_size)
-
-
 def tiny_trainer(**kwargs) -> pl.Trainer:
-    kwargs.setdefault("enable_checkpointing", False)
-    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
-
-
-def module_with(objective, cls=FineTuneModule, seed: int = 0, **kwargs) -> FineTuneModule:
-    torch.manual_seed(seed)
-    return cls(model="tiny-gpt2", objective=objective, **kwargs)
+    """No validation."""
+    return quiet_trainer(limit_val_batches=0, **kwargs)
 
 
 class MetricsLog(pl.Callback):
@@ -56,11 +46,7 @@ class MetricsLog(pl.Callback):
 
 
 def ppo(**kwargs) -> PPO:
-    kwargs.setdefault("max_new_tokens", 4)
-    kwargs.setdefault("samples_per_prompt", 2)
-    kwargs.setdefault("mini_batch_size", 4)
-    kwargs.setdefault("ppo_epochs", 1)
-    return PPO(**kwargs)
+    return PPO(**ppo_settings(**kwargs))
 
 
 # ---------------------------------------------------------------------------- Sequential
@@ -71,11 +57,11 @@ def test_sequential_switches_after_the_given_steps():
         Stage(objective=Recorder("b", log), steps=2),
         {"objective": Recorder("c", log)},
     ])
-    module = module_with(recipe)
+    module = tiny_module(recipe)
     assert module.automatic_optimization
     metrics = MetricsLog()
     trainer = tiny_trainer(max_steps=7, callbacks=[metrics])
-    trainer.fit(module, tiny_data())
+    trainer.fit(module, tiny_arithmetic())
     assert log == ["a", "a", "a", "b", "b", "c", "c"]
     assert [row["train/stage"] for row in metrics.rows] == [0, 0, 0, 1, 1, 2, 2]
     assert recipe.state_dict()["stage_index"] == 2 and recipe.state_dict()["total_batches"] == 7
@@ -87,9 +73,9 @@ def test_sequential_switches_after_the_given_epochs():
         {"objective": Recorder("a", log), "epochs": 2},
         {"objective": Recorder("b", log), "epochs": 1},
     ])
-    module = module_with(recipe)
+    module = tiny_module(recipe)
     trainer = tiny_trainer(max_epochs=3)
-    trainer.fit(module, tiny_data(num_train=16, batch_size=4))  # 4 batches per epoch
+    trainer.fit(module, tiny_arithmetic(num_train=16, batch_size=4))  # 4 batches per epoch
     assert log == ["a"] * 8 + ["b"] * 4
 
 
@@ -134,11 +120,11 @@ def test_reference_is_the_policy_at_the_switch_even_when_one_existed():
         {"objective": SFT(), "steps": 2},
         {"objective": ppo(), "name": "second-ppo"},
     ])
-    module = module_with(recipe, cls=SwitchWatcher)
+    module = tiny_module(recipe, cls=SwitchWatcher)
     initial = {k: v.clone() for k, v in module.policy.state_dict().items()}
     assert not module.automatic_optimization
     trainer = tiny_trainer(max_epochs=1)  # 4 batches: PPO, SFT, SFT, PPO
-    trainer.fit(module, tiny_data())
+    trainer.fit(module, tiny_arithmetic())
     names = [name for name, _, _ in module.switches]
     assert names == ["stage1-sft", "second-ppo"]
     _, policy_at_switch, reference_at_switch = module.switches[-1]
@@ -152,8 +138,8 @@ def test_reference_is_the_policy_at_the_switch_even_when_one_existed():
 
 # ---------------------------------------------------------------------------- Mix
 def test_mix_is_the_weighted_sum_of_losses_and_gradients():
-    module = module_with(Mix(objectives=[SFT(), SFT(token_mean=True)], weights=[0.3, 0.7]))
-    data = tiny_data()
+    module = tiny_module(Mix(objectives=[SFT(), SFT(token_mean=True)], weights=[0.3, 0.7]))
+    data = tiny_arithmetic()
     data.tokenizer = module.tokenizer
     data.setup()
     batch = next(iter(data.train_dataloader()))
@@ -176,8 +162,8 @@ def test_mix_is_the_weighted_sum_of_losses_and_gradients():
 def test_mix_with_ppo_uses_one_rollout_and_one_loss_on_it():
     objective = ppo(kl_coef=0.1)
     mix = Mix(objectives=[SFT(), objective], weights=[1.0, 0.5])
-    module = module_with(mix)
-    data = tiny_data()
+    module = tiny_module(mix)
+    data = tiny_arithmetic()
     data.tokenizer = module.tokenizer
     data.setup()
     batch = next(iter(data.train_dataloader()))
@@ -196,11 +182,11 @@ def test_mix_with_ppo_uses_one_rollout_and_one_loss_on_it():
 
 
 def test_mix_of_sft_and_ppo_trains_with_automatic_optimization():
-    module = module_with(Mix(objectives=[SFT(), ppo()], weights=[1.0, 1.0]))
+    module = tiny_module(Mix(objectives=[SFT(), ppo()], weights=[1.0, 1.0]))
     assert module.automatic_optimization
     before = {k: v.clone() for k, v in module.policy.state_dict().items()}
     trainer = tiny_trainer(max_steps=2, gradient_clip_val=1.0)
-    trainer.fit(module, tiny_data())
+    trainer.fit(module, tiny_arithmetic())
     assert trainer.global_step == 2
     assert any(not torch.equal(before[k], v) for k, v in module.policy.state_dict().items())
 
@@ -214,10 +200,10 @@ def reft_recipe() -> Sequential:
 
 
 def run_reft(tmp_path, max_epochs: int, max_steps: int = -1, ckpt_path=None):
-    module = module_with(reft_recipe(), optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3))
+    module = tiny_module(reft_recipe(), optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3))
     metrics = MetricsLog()
     trainer = tiny_trainer(max_epochs=max_epochs, max_steps=max_steps, callbacks=[metrics])
-    trainer.fit(module, tiny_data(), ckpt_path=ckpt_path)
+    trainer.fit(module, tiny_arithmetic(), ckpt_path=ckpt_path)
     return module, trainer, metrics.rows
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eco_helpers import ROOT, quiet_trainer
+from eco_helpers import ROOT
+from factories import quiet_trainer
 from ift.cli import main
 
 wandb = pytest.importorskip("wandb")

@@ -1,0 +1,61 @@
+"""Factories the tests share: a quiet CPU Trainer, the arithmetic task at tiny size, a
+FineTuneModule on ``tiny-gpt2`` and PPO settings for short rollouts.
+
+Plain functions, so that a test can pass its own arguments; a file whose settings differ
+on purpose keeps a small wrapper around them. ``conftest.py`` runs every test in its own
+``tmp_path``, so a Trainer's default root (the working directory) is temporary too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Optional
+
+import pytorch_lightning as pl
+import torch
+
+from ift.modules import FineTuneModule
+from ift.tasks.arithmetic import ArithmeticDataModule
+
+# One CPU device; no logger, checkpoints, progress bar, model summary or sanity validation.
+QUIET_TRAINER: Dict[str, Any] = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+
+# PPO with a few-token rollout: 4 new tokens, 2 samples per prompt, mini-batches of 4, one epoch.
+PPO_SETTINGS: Dict[str, Any] = dict(max_new_tokens=4, samples_per_prompt=2, mini_batch_size=4, ppo_epochs=1)
+
+
+def quiet_trainer(root: Optional[Any] = None, callbacks: Iterable[pl.Callback] = (), **overrides: Any) -> pl.Trainer:
+    """A one-device CPU Trainer that writes and prints nothing unless asked (``QUIET_TRAINER``).
+
+    ``root`` becomes ``default_root_dir`` (when not given: the working directory, which is
+    the test's ``tmp_path``); ``overrides`` replace or add any Trainer option."""
+    options = dict(QUIET_TRAINER)
+    if root is not None:
+        options["default_root_dir"] = str(root)
+    if callbacks:
+        options["callbacks"] = list(callbacks)
+    options.update(overrides)
+    return pl.Trainer(**options)
+
+
+def tiny_arithmetic(num_train: int = 16, batch_size: int = 4, cls: type = ArithmeticDataModule,
+                    **overrides: Any) -> ArithmeticDataModule:
+    """The arithmetic task at tiny size: ``num_train`` training examples (16) in batches of
+    ``batch_size`` (4), 4 validation and 4 test examples, operands up to 19, ``+`` and ``-``.
+    ``cls`` is the data module class; ``overrides`` replace any of its arguments."""
+    options = dict(num_train=num_train, num_val=4, num_test=4, max_operand=19, operators="+-", batch_size=batch_size)
+    options.update(overrides)
+    return cls(**options)
+
+
+def tiny_module(objective: Any = None, seed: int = 0, cls: type = FineTuneModule, **kwargs: Any) -> FineTuneModule:
+    """A FineTuneModule (or subclass ``cls``) on the ``tiny-gpt2`` preset with the character
+    tokenizer, its weights drawn right after ``torch.manual_seed(seed)``. ``objective`` None
+    is the module's default (SFT); ``kwargs`` go to the module."""
+    torch.manual_seed(seed)
+    return cls(model="tiny-gpt2", objective=objective, **kwargs)
+
+
+def ppo_settings(**overrides: Any) -> Dict[str, Any]:
+    """PPO keyword arguments for short rollouts (``PPO_SETTINGS``), ``overrides`` on top."""
+    return {**PPO_SETTINGS, **overrides}
