@@ -7,16 +7,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from ift.data import DataFormatError, PromptResponseDataModule, build_char_tokenizer
+from ift.data import DataFormatError, PromptResponseDataModule
 from ift.tasks.arithmetic import ArithmeticDataModule, arithmetic_examples
 from ift.data.collate import Collator
 
 IGNORE = -100
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_char_tokenizer()
+# ``tokenizer`` (the character tokenizer) is a fixture of conftest.py.
 
 
 def write_jsonl(path, rows, raw_lines=()):

@@ -10,7 +10,6 @@ import itertools
 import pytest
 import torch
 
-from ift.data import build_char_tokenizer
 from ift.modules import build_policy
 from ift.objectives import IFT, SFT
 from ift.objectives import functional as Fn
@@ -19,11 +18,7 @@ from reference_impls import ref_ift_token_weights, ref_sft_loss, ref_weighted_to
 IGNORE = Fn.IGNORE_INDEX
 MODELS = ["tiny-gpt2", "tiny-llama"]
 FIRST_ID = 4  # ids below are the char tokenizer's specials (pad 0, eos 1, bos 2, unk 3)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_char_tokenizer()
+# ``tokenizer`` (the character tokenizer) is a fixture of conftest.py.
 
 
 def make_policy(name, tokenizer, seed=0, dtype=None):

@@ -8,7 +8,6 @@ import pickle
 import pytest
 import torch
 
-from ift.data import build_char_tokenizer
 from ift.modules import FineTuneModule, build_policy
 from ift.objectives import DPO, ORPO
 from ift.objectives import functional as Fn
@@ -190,9 +189,7 @@ def test_orpo_identical_pair_and_bf16():
 
 
 # ------------------------------------------------------------------ objectives on a model
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_char_tokenizer()
+# ``tokenizer`` (the character tokenizer) is a fixture of conftest.py.
 
 
 def encode(tokenizer, prompt, response):
