@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import torch
@@ -43,3 +44,21 @@ def policy_logits(
 ) -> torch.Tensor:
     """``B x T x V`` logits of ``policy`` on ids or on ready input embeddings."""
     return policy_outputs(policy, input_ids, attention_mask, inputs_embeds, **extra).logits
+
+
+def accepts_true_input_ids(model: torch.nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``true_input_ids``: the true tokens beside mixed
+    ``inputs_embeds``, for a model whose output space depends on the current token (the
+    Frozen Lake state policy). Wrappers (PEFT's ``get_base_model()``, ``.module``) that
+    pass keywords through are looked into."""
+    seen = set()
+    while model is not None and id(model) not in seen:
+        seen.add(id(model))
+        try:
+            if "true_input_ids" in inspect.signature(model.forward).parameters:
+                return True
+        except (TypeError, ValueError, AttributeError):
+            return False
+        base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else None
+        model = base if isinstance(base, torch.nn.Module) else getattr(model, "module", None)
+    return False

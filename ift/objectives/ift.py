@@ -9,7 +9,7 @@ import torch
 
 from ift.objectives import functional as Fn
 from ift.objectives.base import Metrics, Objective
-from ift.core.forward import policy_logits
+from ift.core.forward import accepts_true_input_ids, policy_logits
 from ift.objectives.lambda_schedule import ift_lambda
 
 PREDICTIONS = ("greedy", "sample")
@@ -155,7 +155,9 @@ class IFT(Objective):
             embed = policy.get_input_embeddings()
             # The prediction is a constant: no gradient reaches the embeddings of predicted tokens.
             mixed = Fn.mix_embeddings(embed(input_ids), embed(residual).detach(), lam)
-            logits = policy_logits(policy, None, attention_mask, inputs_embeds=mixed)
+            # A model whose next-token space depends on the current token reads it beside the mix.
+            truth = {"true_input_ids": input_ids} if accepts_true_input_ids(policy) else {}
+            logits = policy_logits(policy, None, attention_mask, inputs_embeds=mixed, **truth)
             hits = (predictions == labels[:, 1:]) & Fn.label_mask(labels)
             metrics["prediction_accuracy"] = hits.sum().float() / Fn.label_mask(labels).sum().clamp(min=1)
         else:
