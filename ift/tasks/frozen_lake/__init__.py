@@ -53,6 +53,15 @@ from ift.tasks.frozen_lake.metrics import (
 from ift.tasks.frozen_lake.monitor import FrozenLakeMonitor
 from ift.tasks.frozen_lake.plot import plot_policies
 from ift.tasks.frozen_lake.reward import FrozenLakeReward, frozen_lake_reward
+from ift.tasks.frozen_lake.state_policy import (
+    STATE_CHARS,
+    STATE_TOKENIZER,
+    FrozenLakeStateConfig,
+    FrozenLakeStatePolicy,
+    state_text,
+    state_token_id,
+    states_from_text,
+)
 
 __all__ = [
     "ACTIONS",
@@ -64,10 +73,14 @@ __all__ = [
     "FrozenLakeDataModule",
     "FrozenLakeMonitor",
     "FrozenLakeReward",
+    "FrozenLakeStateConfig",
+    "FrozenLakeStatePolicy",
     "FrozenLakeTask",
     "LEFT",
     "MapError",
     "RIGHT",
+    "STATE_CHARS",
+    "STATE_TOKENIZER",
     "TIE_TOLERANCE",
     "UP",
     "VOCAB",
@@ -84,6 +97,9 @@ __all__ = [
     "mse_to_optimal",
     "parse_map",
     "plot_policies",
+    "state_text",
+    "state_token_id",
+    "states_from_text",
     "total_variation",
     "validate_map",
 ]
