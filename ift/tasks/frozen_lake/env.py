@@ -344,6 +344,48 @@ class FrozenLakeTask:
             )
         return min(candidates, key=lambda text: (len(text), [ACTIONS.index(c) for c in text]))
 
+    def away_trajectory(self) -> str:
+        """A rejected path whose every move is NOT optimal where it is taken (never in ``A*(s)``).
+
+        Why not a path to ``G``: on a grid every step between two ice tiles changes the distance
+        to ``G`` by exactly one (neighbours differ in chessboard colour, so in the parity of
+        their distance), and the optimal moves are the ones that shorten it. A
+        path that reaches ``G`` with ``k`` lengthening moves and ``b`` border bumps therefore
+        has ``d(S) + k`` optimal moves against ``k + b`` non-optimal ones: unless it bumps the
+        border ``d(S)`` times, most of its moves are π\\*'s own, whatever the map, and DPO pushes
+        them down (:meth:`suboptimal_trajectory` on the wall map: 6 of 7).
+
+        Definition: from ``S``, only moves that lead further from ``G`` (to a state of lower
+        ``V*``, so no state repeats), optionally closed by a step into a hole; the longest such
+        path, then one that ends in a hole, then the first in L < D < R < U order. It fails
+        (reward 0, or ends on the ice) and shares only ``S`` with the optimal path.
+        Raises ``ValueError`` if every move from ``S`` that moves it is optimal.
+        """
+        values = self.state_values()
+        best: Dict[int, Tuple[int, int, str]] = {}  # state -> (-moves, hole last? 0 : 1, text)
+
+        def longest(state: int) -> Tuple[int, int, str]:
+            if state not in best:
+                options = [(0, 1, "")]
+                for action, nxt in self._successors(state):
+                    if action in self.optimal_actions(state):
+                        continue
+                    if self.tile(nxt) == "H":
+                        options.append((-1, 0, ACTIONS[action]))
+                    elif not self.is_terminal(nxt) and values[nxt] < values[state] - TIE_TOLERANCE:
+                        moves, hole, text = longest(nxt)
+                        options.append((moves - 1, hole, ACTIONS[action] + text))
+                best[state] = min(options, key=lambda o: (o[0], o[1], [ACTIONS.index(c) for c in o[2]]))
+            return best[state]
+
+        path = longest(self.start_state)[2]
+        if not path:
+            raise ValueError(
+                f"Frozen Lake map {MAP_SEPARATOR.join(self.rows)!r}: every move from S is optimal or a bump, "
+                f"so no rejected path can be non-optimal at every state; add room behind S"
+            )
+        return path
+
     # ----- text for the language model ----------------------------------------------
     def prompt(self) -> str:
         """The map rows joined by ``/`` and closed by ``:``, e.g. ``"SFFF/FFHF/FFHG/FFFF:"``."""

@@ -4,6 +4,12 @@ A map is a list of equal-length rows of tiles ``S`` (start), ``F`` (frozen), ``H
 and ``G`` (goal). The language model reads it as the rows joined by ``/`` and closed by
 ``:`` (the prompt, e.g. ``"SFFF/FFHF/FFHG/FFFF:"``) and answers with action characters
 ``L``, ``D``, ``R``, ``U`` (Gymnasium's action indices 0, 1, 2, 3).
+
+:data:`NAMED_MAPS` are maps with one shortest path each, usable by name: ``"wall4x4"`` (today's
+:data:`DEFAULT_MAP`), ``"check4x4"`` (:data:`PAPER_CHECK_MAP`: a rejected path that is never
+optimal) and ``"check5x5"`` for the paper's DPO claim, and :data:`PPO_MAPS` (5x5 and 6x6, 8-10
+moves) for "PPO solves maps it was not tuned on". The comments above them give each map's
+optimal path and rejected paths; :mod:`ift.tasks.frozen_lake.map_check` judges them.
 """
 
 from __future__ import annotations
@@ -33,6 +39,68 @@ VOCAB = TILES + MAP_SEPARATOR + PROMPT_END + ACTIONS + "0123456789"
 #   F F F F
 DEFAULT_MAP: Tuple[str, ...] = ("SFFF", "FFHF", "FFHG", "FFFF")
 
+# Named maps. Each has exactly one shortest path from S to G. "Rejected" below is what DPO and
+# ORPO push down: `suboptimal_trajectory()` (a longer path to G) and `away_trajectory()` (never
+# optimal; on these maps it ends in a hole); the summaries are `map_check.rejected_summary`'s. A
+# path to G without border bumps has d(S) more optimal moves than non-optimal ones, on any map
+# (see `FrozenLakeTask.away_trajectory`), hence the second kind. All but "wall4x4" were found by
+# `map_check.search_maps(size, lengths, tries, seed)` (random maps, S top-left, ranked by
+# `score_map`: the away path's length, then ending in a hole, then the reachable states; the
+# call and rank are noted per map): run once, kept here; a slow test reruns the calls.
+#
+# "wall4x4", today's DEFAULT_MAP: optimal RRRDD; suboptimal DDDRRRU, 6 of its 7 moves optimal
+# (at states 4, 8, 12, 13, 14, 15: its push-down lands on π*); away D, 0 of 1.
+#
+# "check4x4" (PAPER_CHECK_MAP), search_maps(4, range(4, 7), 30000, seed=1), best:
+#   S F F F    optimal RRRD. away DDDRRRU: 0 of its 7 moves optimal (down the left edge, along
+#   F F H G    the bottom, up into the hole under G; it visits 7 of the 11 reachable states, all
+#   F H H H    off the optimal path but S). suboptimal DRURRD: 5 of its 6 moves optimal (at
+#   F F F F    states 4, 5, 1, 2, 3).
+#
+# "check5x5", search_maps(5, range(5, 8), 30000, seed=1), best:
+#   S F F F H  optimal DDDRRU. away RRRDRDDDLL: 0 of its 10 moves optimal (10 of 16 reachable
+#   F F H F F  states). suboptimal RDLDDRRU: 7 of its 8 moves optimal (at 1, 6, 5, 10, 15, 16, 17).
+#   F H G H F
+#   F F F H F
+#   H H H F F
+#
+# Maps for "PPO solves maps it was not tuned on" (optimal paths of 8-10 moves):
+# "lake5x5a", search_maps(5, range(8, 11), 40000, seed=4), 2nd:
+#   SFFFF/FFHHF/FFHHF/FHFGH/FFFHF. optimal DDDDRRUR (8). away RRRRDDL: 0 of 7 optimal.
+#   suboptimal RDLDDDRRUR: 9 of 10 optimal (at 1, 6, 5, 10, 15, 20, 21, 22, 17).
+# "lake5x5b", search_maps(5, [9, 10], 40000, seed=6), 6th:
+#   SFFFF/FFHHH/FHFFF/FHFFG/FFFHH. optimal DDDDRRURR (9). away RRRRD: 0 of 5 optimal.
+#   suboptimal RDLDDDRRURR: 10 of 11 optimal (at 1, 6, 5, 10, 15, 20, 21, 22, 17, 18).
+# "lake5x5c", search_maps(5, [9, 10], 40000, seed=6), 2nd:
+#   SFFFF/FFHHF/FHGHF/FHFFF/FFHFF. optimal RRRRDDDLLU (10). away DDDDRR: 0 of 6 optimal.
+#   suboptimal DRURRRDDDLLU: 11 of 12 optimal (at 5, 6, 1, 2, 3, 4, 9, 14, 19, 18, 17).
+# "lake6x6a", search_maps(6, range(8, 11), 40000, seed=5), best:
+#   SFFFFF/FHFHHF/FFFHFF/FHHFHG/FFFFFH/FHFFFF. optimal RRRRRDDD (8). away DDDDRRDRRRU: 0 of 11.
+#   suboptimal DDRRUURRRDDD: 10 of 12 optimal (at 12, 13, 14, 8, 2, 3, 4, 5, 11, 17).
+# "lake6x6b", search_maps(6, range(8, 11), 40000, seed=5), 5th:
+#   SFFFFF/FFFFHF/FHHFHF/FFHHHF/FHFGHH/FFFHHF. optimal DDDDDRRUR (9). away RRRRRDDDL: 0 of 9.
+#   suboptimal RDLDDDDRRUR: 10 of 11 optimal (at 1, 7, 6, 12, 18, 24, 30, 31, 32, 26).
+# "lake6x6c", search_maps(6, [10], 40000, seed=7), best:
+#   SFFFFH/FFFHFH/FHHHFF/FFFHHF/HFFHFF/FFHHFG. optimal RRRRDDRDDD (10). away DDDRDDLU: 0 of 8.
+#   suboptimal DRRURRDDRDDD: 11 of 12 optimal (at 6, 7, 8, 2, 3, 4, 10, 16, 17, 23, 29).
+#: {name: rows}: maps that :func:`parse_map` accepts by name (beside Gymnasium's 4x4, 8x8).
+NAMED_MAPS: Dict[str, Tuple[str, ...]] = {
+    "wall4x4": DEFAULT_MAP,
+    "check4x4": ("SFFF", "FFHG", "FHHH", "FFFF"),
+    "check5x5": ("SFFFH", "FFHFF", "FHGHF", "FFFHF", "HHHFF"),
+    "lake5x5a": ("SFFFF", "FFHHF", "FFHHF", "FHFGH", "FFFHF"),
+    "lake5x5b": ("SFFFF", "FFHHH", "FHFFF", "FHFFG", "FFFHH"),
+    "lake5x5c": ("SFFFF", "FFHHF", "FHGHF", "FHFFF", "FFHFF"),
+    "lake6x6a": ("SFFFFF", "FHFHHF", "FFFHFF", "FHHFHG", "FFFFFH", "FHFFFF"),
+    "lake6x6b": ("SFFFFF", "FFFFHF", "FHHFHF", "FFHHHF", "FHFGHH", "FFFHHF"),
+    "lake6x6c": ("SFFFFH", "FFFHFH", "FHHHFF", "FFFHHF", "HFFHFF", "FFHHFG"),
+}
+#: The map for the paper's check whose rejected path (``away_trajectory``) is never optimal;
+#: meant to become the default (``"check4x4"``, drawn above).
+PAPER_CHECK_MAP: Tuple[str, ...] = NAMED_MAPS["check4x4"]
+#: The maps with an optimal path of 8-10 moves, for "PPO solves maps it was not tuned on".
+PPO_MAPS: Tuple[str, ...] = ("lake5x5a", "lake5x5b", "lake5x5c", "lake6x6a", "lake6x6b", "lake6x6c")
+
 MapSpec = Union[str, Sequence[str]]
 _EXAMPLE_MAP = "SFFF,FHFH,FFFH,HFFG"
 
@@ -49,7 +117,8 @@ def parse_map(spec: MapSpec) -> List[str]:
     * a list/tuple of row strings, e.g. ``["SFFF", "FHFH", "FFFH", "HFFG"]``;
     * one string with rows separated by ``,`` (or ``/`` as in the prompt, or newlines),
       e.g. ``"SFFF,FHFH,FFFH,HFFG"``;
-    * a Gymnasium named map: ``"4x4"`` or ``"8x8"``;
+    * a named map of :data:`NAMED_MAPS` (e.g. ``"wall4x4"``, ``"check4x4"``, ``"lake6x6a"``) or
+      a Gymnasium named map, ``"4x4"`` or ``"8x8"``;
     * ``"random:SIZE:SEED"`` (optionally ``"random:SIZE:SEED:P"``, P = probability that a
       tile is frozen, default 0.8): Gymnasium's ``generate_random_map`` with that seed.
     """
@@ -59,11 +128,15 @@ def parse_map(spec: MapSpec) -> List[str]:
             return validate_map(_random_map(text))
         from gymnasium.envs.toy_text.frozen_lake import MAPS
 
+        if text in NAMED_MAPS:
+            return validate_map(list(NAMED_MAPS[text]))
         if text in MAPS:
             return validate_map(list(MAPS[text]))
-        if re.fullmatch(r"\d+\s*x\s*\d+", text):
+        # "6x6", "lake7x7": a name, not rows (rows hold only tiles and separators).
+        if re.fullmatch(r"[A-Za-z_]*\d+\s*x\s*\d+[A-Za-z]*", text):
+            names = list(NAMED_MAPS) + sorted(MAPS)
             raise MapError(
-                f"Frozen Lake map: unknown named map {text!r}; Gymnasium names {sorted(MAPS)}. "
+                f"Frozen Lake map: unknown named map {text!r}; the named maps are {names}. "
                 f"For another size use 'random:SIZE:SEED' (e.g. 'random:6:0') or write the rows, "
                 f"e.g. {_EXAMPLE_MAP!r}"
             )
@@ -83,7 +156,7 @@ def parse_map(spec: MapSpec) -> List[str]:
         return validate_map(rows)
     raise MapError(
         f"Frozen Lake map: expected a list of row strings, a string like {_EXAMPLE_MAP!r}, a named map "
-        f"('4x4', '8x8') or 'random:SIZE:SEED'; got a {type(spec).__name__}"
+        f"(e.g. 'check4x4', '4x4') or 'random:SIZE:SEED'; got a {type(spec).__name__}"
     )
 
 
