@@ -1,80 +1,103 @@
-"""The claims of the Frozen Lake sanity check on the default map, 5 seeds, with the
-defaults of ``ift frozen-lake`` (the README's table).
+"""The claims of the Frozen Lake sanity check, as ``ift frozen-lake`` reports them: both policies,
+every objective, 5 seeds, the default map (the README's tables).
 
-A comparison "A closer to π* than B" is asserted on the paired per-seed differences of MSE
-to π*: their mean must be below zero by more than ``Z`` standard errors of the mean (sample
-std / sqrt(seeds)), so neither seed-to-seed spread nor the drift between CPU kernels can
-flip it. Reproduced (asserted): IFT closer than SFT; IFT with lam = 0, gamma = 0 gives SFT's
-numbers exactly; PPO (environment reward only) reaches the goal greedily on every seed.
-Not reproduced (strict xfail, asserted the same robust way, so that a change that makes it
-hold is noticed and the docs get updated): DPO closer than SFT. See docs/frozen_lake.md.
+Each claim is judged by :mod:`ift.tasks.frozen_lake.claims` on the paired per-seed differences
+(more than 2 standard errors from 0), so neither seed-to-seed spread nor the drift between CPU
+kernels flips it. A claim that holds is asserted; one that does not is a strict expected failure
+stating its numbers, so a change that makes it hold is noticed and the docs get updated. The
+judging functions themselves are tested on hand-made runs first (fast).
 """
 
 import json
 
 import pytest
 
+from ift.tasks.frozen_lake import claims as judge
 from ift.tasks.frozen_lake import command as cli
-from ift.core.stats import mean_and_standard_error
 
-pytestmark = pytest.mark.slow
+PAPER = [text for part, text, _ in judge.CLAIMS if part == "paper"]
+PROJECT = [text for part, text, _ in judge.CLAIMS if part == "project"]
 
-Z = 2.0
+#: The paper's claims that hold, per policy, on the default map over seeds 0-4 (both kernel
+#: settings give the same verdicts). The numbers of the others are in docs/frozen_lake.md.
+HOLDS = {
+    "mlp": set(),
+    "transformer": {"DPO (slightly) closer to π* than IFT"},
+}
+WHY_NOT = {
+    "mlp": "the state MLP's shared output layer spreads the optimal path's moves over every state; see "
+           "docs/frozen_lake.md for the per-claim numbers",
+    "transformer": "see docs/frozen_lake.md for the per-claim numbers",
+}
 
 
+# ---------------------------------------------------------------------------- the judges (fast)
+def _runs(values):
+    """Hand-made runs: ``{objective: [metric value per seed]}`` of one metric ``m``."""
+    return [{"objective": name, "seed": seed, "metrics": {"m": value}, "action_probs": {0: [value]}}
+            for name, per_seed in values.items() for seed, value in enumerate(per_seed)]
+
+
+def test_below_needs_a_paired_difference_beyond_two_standard_errors():
+    runs = _runs({"A": [0.1, 0.2, 0.3], "B": [0.2, 0.3, 0.4]})  # A - B = -0.1 on every seed: SE 0
+    assert judge.below(runs, "A", "B", "m")[0] and not judge.below(runs, "B", "A", "m")[0]
+    noisy = _runs({"A": [0.1, 0.5, 0.2], "B": [0.2, 0.3, 0.3]})  # -0.1, +0.2, -0.1: mean 0, not below
+    holds, evidence = judge.below(noisy, "A", "B", "m")
+    assert not holds and "over 3 seeds" in evidence
+    assert not judge.below(runs, "A", "C", "m")[0]  # C did not run
+
+
+def test_chain_all_seeds_and_identical():
+    runs = _runs({"A": [1, 1], "B": [2, 2], "C": [3, 3.5]})
+    assert judge.chain(runs, ("A", "B", "C"), "m")[0]
+    assert not judge.chain(runs, ("A", "C", "B"), "m")[0]
+    assert judge.all_seeds(runs, "A", "m", 1)[0] and not judge.all_seeds(runs, "C", "m", 3)[0]
+    twins = _runs({"A": [1, 2], "B": [1, 2], "C": [1, 3]})
+    assert judge.identical(twins, "A", "B")[0] and not judge.identical(twins, "A", "C")[0]
+
+
+# ---------------------------------------------------------------------------- the check (slow)
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
     out = tmp_path_factory.mktemp("frozen_lake_claims")
-    results = cli.run(["--out", str(out)])  # 5 seeds, every objective, 2 worker processes
-    details = json.loads((out / "details.json").read_text())
+    results = cli.run(["--out", str(out)])  # both policies, 5 seeds, every objective, 2 worker processes
+    details = {policy: json.loads((out / policy / "details.json").read_text()) for policy in results}
     return results, details
 
 
-def paired_mse_differences(details, first, second):
-    """Per seed: MSE to π* of ``first`` minus that of ``second`` (negative: ``first`` is closer)."""
-    per_seed = {(run["objective"], run["seed"]): run["metrics"]["mse_to_optimal"] for run in details["runs"]}
-    return [per_seed[(first, seed)] - per_seed[(second, seed)] for seed in range(details["seeds"])]
+def verdict(details, policy, text):
+    claim = next(claim for claim in details[policy]["claims"] if claim["text"] == text)
+    print(f"\n{policy}: {text}: {claim['evidence']}")
+    return claim["holds"]
 
 
-def robustly_closer(details, first, second) -> bool:
-    diffs = paired_mse_differences(details, first, second)
-    mean, se = mean_and_standard_error(diffs)
-    print(f"\nMSE {first} - {second} per seed: " + ", ".join(f"{d:+.4f}" for d in diffs)
-          + f"; mean {mean:+.4f}, SE {se:.4f}")
-    return mean < -Z * se
+def _paper_cases():
+    for policy in ("mlp", "transformer"):
+        for text in PAPER:
+            marks = () if text in HOLDS[policy] else pytest.mark.xfail(
+                strict=True, reason=f"does not hold with the {policy} policy: {WHY_NOT[policy]}")
+            yield pytest.param(policy, text, marks=marks, id=f"{policy}-{text}")
 
 
-def test_ift_is_closer_to_the_optimal_policy_than_sft(check):
+@pytest.mark.slow
+@pytest.mark.parametrize("policy,text", list(_paper_cases()))
+def test_the_papers_claims(check, policy, text):
     _, details = check
-    assert robustly_closer(details, "IFT", "SFT")
+    assert verdict(details, policy, text)
 
 
-def test_ift_with_lam0_gamma0_is_sft_exactly(check):
-    results, details = check
-    assert results["IFT-lam0-gamma0"] == results["SFT"]
-    runs = {(run["objective"], run["seed"]): run for run in details["runs"]}
-    for seed in range(details["seeds"]):
-        ift0, sft = runs[("IFT-lam0-gamma0", seed)], runs[("SFT", seed)]
-        assert ift0["metrics"] == sft["metrics"]
-        assert ift0["curve"] == sft["curve"]
-        assert ift0["action_probs"] == sft["action_probs"]
-
-
-def test_ppo_from_the_environment_reward_reaches_the_goal(check):
-    results, _ = check
-    assert results["PPO"]["success_rate"]["mean"] == 1.0
-    assert results["SFT-PPO"]["success_rate"]["mean"] == 1.0
-
-
-def test_supervised_objectives_learn_the_optimal_trajectory(check):
-    results, _ = check
-    for name in ("SFT", "IFT", "DPO", "ORPO"):
-        assert results[name]["success_rate"]["mean"] == 1.0, name
-        assert results[name]["episode_length"]["mean"] == 5.0, name  # RRRDD
-
-
-@pytest.mark.xfail(strict=True, reason="does not reproduce on this setup: DPO's sequence-level penalty on the rejected "
-                                       "path DDDRRRU also pushes down its optimal tail (R, R, R, U); docs/frozen_lake.md")
-def test_dpo_is_closer_to_the_optimal_policy_than_sft(check):
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["mlp", "transformer"])
+@pytest.mark.parametrize("text", PROJECT)
+def test_this_projects_checks_hold(check, policy, text):
     _, details = check
-    assert robustly_closer(details, "DPO", "SFT")
+    assert verdict(details, policy, text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["mlp", "transformer"])
+def test_sft_ift_and_orpo_walk_the_optimal_path(check, policy):
+    results, _ = check
+    for name in ("SFT", "IFT", "ORPO"):
+        assert results[policy][name]["success_rate"]["mean"] == 1.0, name
+        assert results[policy][name]["episode_length"]["mean"] == 4.0, name  # RRRD

@@ -1,6 +1,6 @@
 """``ift frozen-lake`` end to end on one seed and a few steps, plus its building blocks:
 the data module, the constrained policy, how the LM is read as a policy, and that each
-single run is exactly ``ift fit --config configs/frozen_lake/<objective>.yaml``."""
+single run is exactly ``ift fit --config configs/frozen_lake/<policy>/<objective>.yaml``."""
 
 import json
 import os
@@ -16,6 +16,8 @@ from ift.tasks.frozen_lake import VOCAB, FrozenLakeDataModule, FrozenLakeTask, l
 from ift.tasks.frozen_lake import command as cli
 from ift.tasks.frozen_lake import results as frozen_lake_results
 from ift.tasks.frozen_lake import runs as run_configs
+from ift.tasks.frozen_lake.policies import POLICIES
+from ift.tasks.frozen_lake.queries import readable_texts
 from ift.modules import FineTuneModule
 from ift.modules.output_mask import MASK_VALUE
 from ift.objectives import DPO
@@ -32,38 +34,46 @@ def quick_run(tmp_path_factory):
     return out, results
 
 
-def test_results_json_has_every_objective_and_metric(quick_run):
-    out, results = quick_run
-    with open(out / "results.json") as handle:
+@pytest.mark.parametrize("policy", POLICIES)
+def test_results_json_has_every_objective_and_metric(quick_run, policy):
+    out, everything = quick_run
+    assert list(everything) == list(POLICIES)
+    with open(out / policy / "results.json") as handle:
         written = json.load(handle)
-    assert written == json.loads(json.dumps(results))
+    assert written == json.loads(json.dumps(everything[policy]))
     assert list(written) == list(run_configs.OBJECTIVES) + ["untrained"]
-    assert written["untrained"]["explored_states"]["mean"] == 0.0
+    assert written["untrained"]["moved_states"]["mean"] == 0.0
+    task = FrozenLakeTask()
     for name, metrics in written.items():
-        for key in ("mse_to_optimal", "success_rate", "explored_states", "episode_length"):
+        for key in frozen_lake_results.RESULT_METRICS:
             assert set(metrics[key]) == {"mean", "std"}, (name, key)
             assert np.isfinite(metrics[key]["mean"]) and metrics[key]["std"] == 0.0  # one seed
         assert 0.0 <= metrics["mse_to_optimal"]["mean"] <= 1.0
         assert metrics["success_rate"]["mean"] in (0.0, 1.0)
-        assert 0 <= metrics["explored_states"]["mean"] <= 13
-    details = json.loads((out / "details.json").read_text())
-    assert details["map"] == "SFFF/FFHF/FFHG/FFFF" and details["seeds"] == 1 and details["steps"] == 8
+        assert 1 <= metrics["explored_states"]["mean"] <= task.n_states
+    details = json.loads((out / policy / "details.json").read_text())
+    assert details["map"] == "SFFF/FFHG/FHHH/FFFF" and details["seeds"] == 1 and details["steps"] == 8
+    assert details["policy"] == policy and len(details["claims"]) == 10
     assert {run["objective"] for run in details["runs"]} == set(run_configs.OBJECTIVES)
+    # Every state of the map: the state MLP is read on all 16; the LM on every state a path reaches.
+    readable = sorted(readable_texts(task)) if policy == "transformer" else list(range(task.n_states))
     for run in details["runs"]:
         assert run["optimizer_steps"] >= 8 and run["curve"][0][0] == 0 and len(run["curve"]) >= 3
-        assert sorted(int(s) for s in run["action_probs"]) == FrozenLakeTask().reachable_states()
+        assert sorted(int(s) for s in run["action_probs"]) == readable
 
 
-def test_picture_is_written_and_readable(quick_run):
+@pytest.mark.parametrize("policy", POLICIES)
+def test_picture_is_written_and_readable(quick_run, policy):
     out, _ = quick_run
-    pixels = matplotlib.image.imread(str(out / "frozen_lake.png"))
+    pixels = matplotlib.image.imread(str(out / policy / "frozen_lake.png"))
     assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 800
 
 
-def test_ift_with_lam0_gamma0_reproduces_sft_exactly(quick_run):
-    out, results = quick_run
-    assert results["IFT-lam0-gamma0"] == results["SFT"]
-    details = json.loads((out / "details.json").read_text())
+@pytest.mark.parametrize("policy", POLICIES)
+def test_ift_with_lam0_gamma0_reproduces_sft_exactly(quick_run, policy):
+    out, everything = quick_run
+    assert everything[policy]["IFT-lam0-gamma0"] == everything[policy]["SFT"]
+    details = json.loads((out / policy / "details.json").read_text())
     runs = {run["objective"]: run for run in details["runs"]}
     assert runs["IFT-lam0-gamma0"]["curve"] == runs["SFT"]["curve"]
     assert runs["IFT-lam0-gamma0"]["action_probs"] == runs["SFT"]["action_probs"]
@@ -77,17 +87,21 @@ def test_command_line_errors():
     with pytest.raises(SystemExit, match="has tile .X."):
         cli.run(["--map", "SFFX,FFFG", "--seeds", "1"])
     args = cli.parse_args(["--objectives", "DPO, SFT", "--map", "4x4"])
-    assert args.objectives == ["DPO", "SFT"] and args.map == "4x4"
+    assert args.objectives == ["DPO", "SFT"] and args.map == "4x4" and args.policies == list(POLICIES)
+    assert cli.parse_args(["--policy", "mlp"]).policies == ["mlp"]
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--policy", "cnn"])
 
 
 def test_routed_from_the_ift_command(tmp_path, capsys):
     from ift.cli import main
 
     assert main(["frozen-lake", "--objectives", "SFT", "--seeds", "1", "--steps", "3", "--eval-every", "0",
-                 "--workers", "1", "--out", str(tmp_path)]) is None  # the console script exits 0
+                 "--workers", "1", "--out", str(tmp_path), "--policy", "mlp"]) is None  # the console script exits 0
     printed = capsys.readouterr().out
-    assert "MSE to π*" in printed and "SFT" in printed
-    assert list(json.loads((tmp_path / "results.json").read_text())) == ["SFT", "untrained"]
+    assert "MSE to π*" in printed and "SFT" in printed and "the paper's claims" in printed
+    assert list(json.loads((tmp_path / "mlp" / "results.json").read_text())) == ["SFT", "untrained"]
+    assert not (tmp_path / "transformer").exists()
 
 
 def test_frozen_lake_aggregate_does_not_depend_on_the_order_runs_finish_in():
@@ -104,24 +118,27 @@ def test_frozen_lake_aggregate_does_not_depend_on_the_order_runs_finish_in():
 
 # ------------------------------------------------------------------ configs = runs
 def test_yaml_configs_are_the_runs_of_the_command():
-    for name, file in run_configs.CONFIG_FILES.items():
-        with open(os.path.join(ROOT, "configs", "frozen_lake", file)) as handle:
-            config = yaml.safe_load(handle)
-        expected = run_configs.run_config(name, output_dir=f"runs/frozen_lake_fit/{file[:-5]}")
-        assert config == expected, f"configs/frozen_lake/{file} is stale: run ift.tasks.frozen_lake.runs.write_configs"
+    for policy in POLICIES:
+        for name, file in run_configs.CONFIG_FILES.items():
+            with open(os.path.join(ROOT, "configs", "frozen_lake", policy, file)) as handle:
+                config = yaml.safe_load(handle)
+            expected = run_configs.run_config(name, output_dir=f"runs/frozen_lake_fit/{policy}/{file[:-5]}",
+                                              policy=policy)
+            assert config == expected, (f"configs/frozen_lake/{policy}/{file} is stale: run "
+                                        "ift.tasks.frozen_lake.runs.write_configs('configs/frozen_lake')")
 
 
-@pytest.mark.parametrize("name", ["IFT", "PPO"])
-def test_ift_fit_with_the_yaml_gives_the_same_numbers(name, tmp_path):
+@pytest.mark.parametrize("policy,name", [("mlp", "IFT"), ("mlp", "PPO"), ("transformer", "IFT"), ("transformer", "PPO")])
+def test_ift_fit_with_the_yaml_gives_the_same_numbers(policy, name, tmp_path):
     from ift.cli import main
 
     steps = 8
     out = tmp_path / "fit"
-    main(["fit", "--config", os.path.join(ROOT, "configs", "frozen_lake", run_configs.CONFIG_FILES[name]),
+    main(["fit", "--config", os.path.join(ROOT, "configs", "frozen_lake", policy, run_configs.CONFIG_FILES[name]),
           "--trainer.max_steps", str(steps), "--trainer.callbacks.init_args.every_n_steps", "4",
           "--trainer.callbacks.init_args.output_dir", str(out)])
     fitted = json.loads((out / "frozen_lake_metrics.json").read_text())
-    direct = cli.run_one((name, 0, None, steps, 4))
+    direct = cli.run_one((policy, name, 0, None, steps, 4))
     assert fitted["metrics"] == direct["metrics"]
     assert fitted["curve"] == direct["curve"]
     assert (out / "frozen_lake.png").is_file()
@@ -141,16 +158,34 @@ def test_data_module_gives_each_objective_its_data(objective_data, keys):
     assert keys <= set(batch)
     tokenizer = data.tokenizer
     prompt = tokenizer.decode(batch["prompt_input_ids"][0], skip_special_tokens=True)
-    assert prompt == "SFFF/FFHF/FFHG/FFFF:"
+    assert prompt == "SFFF/FFHG/FHHH/FFFF:"  # the default map
     if objective_data == "optimal":
         supervised = batch["labels"][0][batch["labels"][0] != -100]
-        assert tokenizer.decode(supervised[:-1]) == "RRRDD" and supervised[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(supervised[:-1]) == "RRRD" and supervised[-1] == tokenizer.eos_token_id
         assert "optimal" not in str(batch["examples"][0])
     elif objective_data == "preference":
         rejected = batch["rejected_labels"][0][batch["rejected_labels"][0] != -100]
-        assert tokenizer.decode(rejected[:-1]) == "DDDRRRU"
+        assert tokenizer.decode(rejected[:-1]) == "DDDRRRU"  # never optimal: into the hole under G
     else:
-        assert "labels" not in batch and batch["examples"][0] == {"prompt": "SFFF/FFHF/FFHG/FFFF:"}
+        assert "labels" not in batch and batch["examples"][0] == {
+            "prompt": "SFFF/FFHG/FHHH/FFFF:", "map": "SFFF/FFHG/FHHH/FFFF", "representation": "actions"}
+
+
+def test_state_representation_writes_paths_as_states():
+    from ift.tasks.frozen_lake import STATE_TOKENIZER, frozen_lake_reward, state_text
+
+    data = FrozenLakeDataModule(objective_data="preference", num_copies=2, tokenizer=STATE_TOKENIZER,
+                                representation="states")
+    example = data.example()
+    task = data.task
+    assert example["prompt"] == state_text([task.start_state])
+    assert example["chosen"] == state_text(task.run("RRRD").path[1:]) == state_text([1, 2, 3, 7])
+    assert example["rejected"] == state_text(task.run("DDDRRRU").path[1:])
+    rows = [dict(example)] * 4
+    responses = [example["chosen"], example["rejected"], state_text([1, 3]), "?"]  # goal, hole, a jump, junk
+    assert frozen_lake_reward([example["prompt"]] * 4, responses, rows) == [1.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="representation"):
+        FrozenLakeDataModule(representation="pixels")
 
 
 def test_data_module_checks_its_arguments_and_maps():

@@ -17,8 +17,9 @@ from ift.tasks.frozen_lake.map_check import (
     score_map,
     search_maps,
 )
+from ift.tasks.frozen_lake.maps import DEFAULT_MAP
 from ift.tasks.frozen_lake.maps import (
-    DEFAULT_MAP,
+    WALL_MAP,
     NAMED_MAPS,
     PAPER_CHECK_MAP,
     PPO_MAPS,
@@ -76,7 +77,7 @@ def count_shortest_paths(rows):
 def test_report_on_todays_default_map_by_hand():
     # DDDRRRU walks 0 -> 4 -> 8 -> 12 -> 13 -> 14 -> 15 -> G(11). Distances to G: S 5,
     # 4 6, 8 5, 12 4, 13 3, 14 2, 15 1. Only the first move lengthens the way.
-    task = FrozenLakeTask(DEFAULT_MAP)
+    task = FrozenLakeTask(WALL_MAP)
     assert rejected_moves(task) == [
         (0, "D", False), (4, "D", True), (8, "D", True), (12, "R", True),
         (13, "R", True), (14, "R", True), (15, "U", True),
@@ -98,7 +99,7 @@ def test_report_on_a_two_row_map_by_hand():
 
 
 def test_report_counts_bumps_and_holes_as_non_optimal_and_stops_at_the_end():
-    task = FrozenLakeTask(DEFAULT_MAP)
+    task = FrozenLakeTask(WALL_MAP)
     # U bumps the border at S; R R then D into the hole at 6; the trailing L is never executed.
     assert rejected_moves(task, "URRDL") == [(0, "U", False), (0, "R", True), (1, "R", True), (2, "D", False)]
     assert rejected_summary(task, "L") == "rejected path L: 0 of its 1 moves are optimal under π*"
@@ -119,7 +120,7 @@ def random_walks_to_goal(task, count, seed):
     return walks
 
 
-@pytest.mark.parametrize("spec", [DEFAULT_MAP, "check5x5", "lake6x6a", "random:6:1", "8x8"])
+@pytest.mark.parametrize("spec", [WALL_MAP, "check5x5", "lake6x6a", "random:6:1", "8x8"])
 def test_a_path_to_the_goal_is_mostly_optimal_on_any_map(spec):
     """The fact behind away_trajectory: optimal moves = d(S) + lengthening moves."""
     task = FrozenLakeTask(spec)
@@ -176,7 +177,7 @@ def test_away_trajectory_on_the_paper_check_map():
 
 
 def test_away_trajectory_on_small_maps_and_its_error():
-    assert FrozenLakeTask(DEFAULT_MAP).away_trajectory() == "D"  # the wall map leaves no room
+    assert FrozenLakeTask(WALL_MAP).away_trajectory() == "D"  # the wall map leaves no room
     assert FrozenLakeTask(["SFG", "FFF"]).away_trajectory() == "D"  # ends on the ice
     with pytest.raises(ValueError, match="every move from S is optimal"):
         FrozenLakeTask(["SFG"]).away_trajectory()
@@ -187,7 +188,8 @@ def test_named_maps_parse_by_name_and_keep_gymnasiums():
     assert set(NAMED_MAPS) == set(STATED)
     for name, rows in NAMED_MAPS.items():
         assert parse_map(name) == list(rows)
-    assert NAMED_MAPS["wall4x4"] == DEFAULT_MAP
+    assert NAMED_MAPS["wall4x4"] == WALL_MAP
+    assert DEFAULT_MAP == PAPER_CHECK_MAP == NAMED_MAPS["check4x4"]  # the check runs on the map DPO can be tested on
     assert PAPER_CHECK_MAP == NAMED_MAPS["check4x4"]
     assert parse_map("4x4") == MAPS["4x4"] and parse_map("8x8") == MAPS["8x8"]
     assert len(parse_map("random:5:0")) == 5
@@ -231,7 +233,7 @@ def test_ppo_maps_are_5x5_and_6x6_with_8_to_10_moves():
 
 def test_search_scores_and_finds_usable_maps():
     assert score_map(PAPER_CHECK_MAP, range(4, 7)) == (7, 1, 11)
-    assert score_map(DEFAULT_MAP, [5]) == (1, 0, 13)
+    assert score_map(WALL_MAP, [5]) == (1, 0, 13)
     assert score_map(("SFFF", "FHFH", "FFFH", "HFFG"), range(20)) is None  # 3 shortest paths
     found = search_maps(4, range(4, 7), tries=300, seed=0, keep=3)
     assert found and all(score_map(rows, range(4, 7)) == score for score, rows in found)
@@ -261,7 +263,7 @@ def test_search_reproduces_the_chosen_maps(name, size, lengths, tries, seed, ran
 # ----------------------------------------------------------------------------- Gymnasium's dynamics
 @pytest.mark.parametrize(
     "spec",
-    sorted(NAMED_MAPS) + [DEFAULT_MAP, "4x4", "8x8", "random:4:2", "random:5:0", "random:6:3", "random:8:7:0.6"],
+    sorted(NAMED_MAPS) + [WALL_MAP, "4x4", "8x8", "random:4:2", "random:5:0", "random:6:3", "random:8:7:0.6"],
 )
 def test_step_is_gymnasiums_transition_table(spec):
     task = FrozenLakeTask(spec)

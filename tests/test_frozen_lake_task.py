@@ -10,13 +10,13 @@ from gymnasium.envs.toy_text.frozen_lake import MAPS, generate_random_map
 
 from ift.tasks.frozen_lake import (
     ACTIONS,
-    DEFAULT_MAP,
     VOCAB,
     FrozenLakeTask,
     MapError,
     action_probs_from_logits,
     evaluate,
-    explored_states,
+    moved_states,
+    optimal_policy_everywhere,
     frozen_lake_reward,
     greedy_episode,
     map_from_prompt,
@@ -25,6 +25,13 @@ from ift.tasks.frozen_lake import (
     plot_policies,
     total_variation,
 )
+
+
+from ift.tasks.frozen_lake.maps import DEFAULT_MAP, WALL_MAP
+from ift.tasks.frozen_lake.queries import readable_texts
+
+#: The map these tests were written on (the default until the check moved to "check4x4").
+WALL = "wall4x4"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -95,7 +102,7 @@ def test_parse_map_errors_name_the_problem(spec, message):
 
 
 def test_default_map_has_a_unique_shortest_path_by_brute_force():
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(WALL)
     # Every action string of length <= 5: only "RRRDD" reaches the goal, none shorter.
     winners = [
         "".join(chars)
@@ -114,7 +121,7 @@ def test_default_map_has_a_unique_shortest_path_by_brute_force():
 
 
 def test_trajectories_reach_the_goal_with_the_stated_lengths():
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(WALL)
     optimal, sub = task.optimal_trajectory(), task.suboptimal_trajectory()
     assert (optimal, sub) == ("RRRDD", "DDDRRRU")
     best, worse = task.run(optimal), task.run(sub)
@@ -145,7 +152,7 @@ def test_suboptimal_fallback_and_error():
 
 
 # ----------------------------------------------------------------------------- dynamics
-@pytest.mark.parametrize("spec", [DEFAULT_MAP, "4x4", "8x8", "random:6:1"])
+@pytest.mark.parametrize("spec", [WALL_MAP, DEFAULT_MAP, "4x4", "8x8", "random:6:1"])
 def test_dynamics_match_gymnasium(spec):
     task = FrozenLakeTask(spec)
     env = gymnasium.make("FrozenLake-v1", desc=list(task.rows), is_slippery=False)
@@ -174,7 +181,7 @@ def test_dynamics_match_gymnasium(spec):
 
 
 def test_run_outcomes():
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(WALL)
     assert task.run("").outcome == "end" and task.run("").steps == 0
     hole = task.run("RRD")  # (0,2) -> down into the hole at (1,2)
     assert (hole.success, hole.outcome, hole.final_state, hole.steps) == (False, "hole", 6, 3)
@@ -233,7 +240,7 @@ def test_optimal_policy_spreads_mass_over_the_moves_of_shortest_paths(spec):
 
 
 def test_default_policy_states_and_prefixes():
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(WALL)
     # 16 tiles - 2 holes - the goal.
     assert task.reachable_states() == [0, 1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 14, 15]
     prefixes = task.state_prefixes()
@@ -255,10 +262,10 @@ def test_default_policy_states_and_prefixes():
 
 # ----------------------------------------------------------------------------- text
 def test_prompt_response_and_examples():
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(WALL)
     assert task.prompt() == "SFFF/FFHF/FFHG/FFFF:"
     assert set(task.prompt() + task.optimal_trajectory() + task.suboptimal_trajectory()) <= set(VOCAB)
-    assert map_from_prompt(task.prompt()) == list(DEFAULT_MAP)
+    assert map_from_prompt(task.prompt()) == list(WALL_MAP)
     assert FrozenLakeTask.from_prompt(task.prompt()).rows == task.rows
     with pytest.raises(MapError, match="does not end with ':'"):
         map_from_prompt("SFFF/FFHF")
@@ -282,7 +289,7 @@ def test_action_probs_from_logits_and_collect():
         action_probs_from_logits(torch.tensor(logits, requires_grad=True), ids), expected, rtol=1e-5
     )
 
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(WALL)
     pi = task.optimal_policy()
     queries = task.query_texts()
     by_text = {queries[s]: 3.0 * pi[s] for s in queries}  # unnormalised on purpose
@@ -295,7 +302,7 @@ def test_action_probs_from_logits_and_collect():
 
 # ----------------------------------------------------------------------------- metrics
 def test_mse_to_optimal_against_a_slow_loop():
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(WALL)
     pi = task.optimal_policy()
     assert mse_to_optimal(pi, pi) == 0.0
     policy = random_policy(pi, seed=3)
@@ -316,7 +323,7 @@ def test_mse_to_optimal_against_a_slow_loop():
         mse_to_optimal({s: np.ones(3) for s in pi}, pi)
 
 
-def test_explored_states_on_a_crafted_example():
+def test_moved_states_on_a_crafted_example():
     initial = {s: np.full(4, 0.25) for s in range(5)}
     moved = {
         0: np.array([0.25, 0.25, 0.25, 0.25]),  # TV 0
@@ -326,15 +333,15 @@ def test_explored_states_on_a_crafted_example():
         4: np.array([0.50, 0.50, 0.00, 0.00]),  # TV 0.5
     }
     assert total_variation(moved[3], initial[3]) == pytest.approx(0.75)
-    assert explored_states(moved, initial) == 3
-    assert explored_states(moved, initial, threshold=0.6) == 1
-    assert explored_states(initial, initial) == 0
-    task = FrozenLakeTask()
-    assert explored_states(task.optimal_policy(), task.uniform_policy()) == 13
+    assert moved_states(moved, initial) == 3
+    assert moved_states(moved, initial, threshold=0.6) == 1
+    assert moved_states(initial, initial) == 0
+    task = FrozenLakeTask(WALL)
+    assert moved_states(task.optimal_policy(), task.uniform_policy()) == 13
 
 
 def test_greedy_episode():
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(WALL)
     assert success_and_steps(greedy_episode(task, task.optimal_policy())) == (True, 5)
     # Uniform: argmax picks L at S, which bumps into the wall: a loop, stopped at once.
     assert success_and_steps(greedy_episode(task, task.uniform_policy())) == (False, 1)
@@ -360,28 +367,34 @@ def test_greedy_episode():
 
 
 def test_evaluate_a_policy_dictionary():
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(WALL)
     metrics, probs = evaluate(task, task.optimal_policy(), task.uniform_policy())
     # Uniform over k optimal actions is 1 - k/4 in total variation from uniform over all four.
     moved = np.mean([1 - np.count_nonzero(p) / 4 for p in task.optimal_policy().values()])
     assert metrics.pop("mean_total_variation") == pytest.approx(moved)
-    assert metrics == {"mse_to_optimal": 0.0, "success_rate": 1.0, "episode_length": 5.0, "explored_states": 13.0}
+    # π* is deterministic from S on this map: every sampled episode walks RRRDD (6 states).
+    assert metrics == {"mse_to_optimal": 0.0, "mse_reachable": 0.0, "success_rate": 1.0, "episode_length": 5.0,
+                       "explored_states": 6.0, "explored_mse": 0.0, "moved_states": 13.0}
     assert sorted(probs) == task.reachable_states()
-    assert "explored_states" not in evaluate(task, task.uniform_policy())[0]
+    assert "moved_states" not in evaluate(task, task.uniform_policy())[0]
 
 
 def test_evaluate_a_text_policy_like_a_language_model():
-    task = FrozenLakeTask()
-    pi = task.optimal_policy()
-    by_text = {text: pi[state] for state, text in task.query_texts().items()}  # the greedy path reads these too
+    task = FrozenLakeTask(WALL)
+    texts = readable_texts(task)  # every state a path reaches, holes and the goal included
+    assert sorted(texts) == sorted(task.reachable_states() + [6, 10, 11])
+    everywhere = optimal_policy_everywhere(task)
+    pi = {state: everywhere[state] for state in texts}
+    by_text = {texts[state]: pi[state] for state in texts}  # the greedy path reads these too
+    uniform = {state: np.full(4, 0.25) for state in texts}
     texts_read = []
 
     def next_action_probs(texts):
         texts_read.extend(texts)
         return np.stack([by_text[text] for text in texts])
 
-    metrics, probs = evaluate(task, next_action_probs, task.uniform_policy())
-    assert (metrics, probs.keys()) == (evaluate(task, pi, task.uniform_policy())[0], pi.keys())
+    metrics, probs = evaluate(task, next_action_probs, uniform)
+    assert (metrics, probs.keys()) == (evaluate(task, pi, uniform)[0], pi.keys())
     assert texts_read[-5:] == [task.prompt() + "RRRDD"[:k] for k in range(5)]  # the real history
 
 
@@ -389,7 +402,7 @@ def test_evaluate_a_text_policy_like_a_language_model():
 def test_plot_writes_a_readable_png(tmp_path):
     from matplotlib.image import imread
 
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(WALL)
     policies = {"SFT": random_policy(task.reachable_states(), 0), "IFT": task.uniform_policy()}
     curves = {"SFT": [0.2, 0.1, 0.05], "IFT": [(0, 0.2), (10, 0.04)]}
     path = tmp_path / "figs" / "policies.png"

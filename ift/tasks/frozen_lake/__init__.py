@@ -7,8 +7,12 @@ One job per file:
 * ``maps``: tiles, actions and map text (parsing, validation);
 * ``env``: :class:`FrozenLakeTask` (dynamics, π*, trajectories, prompts, episodes);
 * ``distributions``: action distributions over ``L, D, R, U`` (conversion, checks);
-* ``metrics``: MSE to π*, total variation, explored states, the greedy episode, and
+* ``metrics``: MSE to π*, total variation, moved states, the greedy episode, and
   :func:`evaluate` (all of them, for a ``{state: probs}`` policy or a language model);
+* ``exploration``: π* on every state, episodes sampled from a policy, explored states;
+* ``queries``: where a language model is asked for its action distribution;
+* ``policies``: the two policies (the paper's state MLP, the character transformer);
+* ``claims``: the paper's claims and this project's checks, judged over seeds;
 * ``lm_policy``: a language model read as a policy through its action tokens;
 * ``data``: :class:`FrozenLakeDataModule` (what each objective sees);
 * ``reward``: the environment's reward (:func:`frozen_lake_reward`, :class:`FrozenLakeReward`);
@@ -41,12 +45,13 @@ from ift.tasks.frozen_lake.maps import (
     parse_map,
     validate_map,
 )
+from ift.tasks.frozen_lake.exploration import explored_mse, explored_states, optimal_policy_everywhere, sample_visits
 from ift.tasks.frozen_lake.metrics import (
     EXPLORED_THRESHOLD,
     evaluate,
-    explored_states,
     greedy_episode,
     mean_total_variation,
+    moved_states,
     mse_to_optimal,
     total_variation,
 )
@@ -88,6 +93,10 @@ __all__ = [
     "action_token_ids",
     "evaluate",
     "explored_states",
+    "explored_mse",
+    "moved_states",
+    "optimal_policy_everywhere",
+    "sample_visits",
     "frozen_lake_reward",
     "greedy_episode",
     "lm_action_probs",

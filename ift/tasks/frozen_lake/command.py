@@ -1,21 +1,24 @@
 """``ift frozen-lake``: the IFT paper's Frozen Lake sanity check (§5.3) for every objective.
 
-Trains a tiny causal transformer on one Frozen Lake map with SFT, IFT, DPO, ORPO, PPO and
-the SFT -> PPO recipe (and IFT with lam = 0, gamma = 0, which must reproduce SFT exactly),
-over several seeds, and writes:
+Trains both policies — the paper's two-layer network over grid states (``mlp``) and a tiny
+character transformer over action strings (``transformer``) — on one Frozen Lake map with
+SFT, IFT, DPO, ORPO, PPO and the SFT -> PPO recipe (and IFT with lam = 0, gamma = 0, which
+must reproduce SFT exactly, and DPO with a tuned beta, labelled as such), over several
+seeds, and writes for each policy:
 
-* ``OUT/results.json``: ``{objective: {metric: {"mean", "std"}}}`` for ``mse_to_optimal``,
-  ``success_rate``, ``explored_states``, ``episode_length`` and ``mean_total_variation``,
-  plus an ``untrained`` row (the same seeds' policies before training);
-* ``OUT/details.json``: the settings, every seed's numbers, policies and learning curves;
-* ``OUT/frozen_lake.png``: each objective's policy (seed 0) on the map beside π*, and the
-  mean learning curves (MSE to π* against the optimizer step);
-* a mean ± std table on the terminal.
+* ``OUT/<policy>/results.json``: ``{objective: {metric: {"mean", "std"}}}`` (metrics of
+  :mod:`ift.tasks.frozen_lake.metrics`), plus an ``untrained`` row (the same seeds' policies
+  before training);
+* ``OUT/<policy>/details.json``: the settings, every seed's numbers, policies, learning curves
+  and the claims with their evidence;
+* ``OUT/<policy>/frozen_lake.png``: each objective's policy (seed 0) on the map beside π*, the
+  states its sampled episodes visit, and the mean learning curves;
+* a mean ± std table and the claims table (the paper's claims, then this project's checks)
+  on the terminal.
 
-Each single run is exactly ``ift fit --config configs/frozen_lake/<objective>.yaml``: the
-files are :func:`ift.tasks.frozen_lake.runs.run_config` written out, and each run is built
-from its config by LightningCLI, as ``ift fit`` builds it (tests check that the files
-agree with the configs and that both paths give the same numbers). Runs are independent
+Each single run is exactly ``ift fit --config configs/frozen_lake/<policy>/<objective>.yaml``:
+the files are :func:`ift.tasks.frozen_lake.runs.run_config` written out, and each run is
+built from its config by LightningCLI, as ``ift fit`` builds it. Runs are independent
 processes' work: seeds run in parallel over ``--workers`` processes, one CPU thread each,
 so results do not depend on how many workers there are.
 """
@@ -32,10 +35,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from tqdm.auto import tqdm
 
 from ift.core.workers import imap_in_processes
+from ift.tasks.frozen_lake.claims import format_claims, judge_claims
 from ift.tasks.frozen_lake.env import FrozenLakeTask
+from ift.tasks.frozen_lake.map_check import rejected_summary
 from ift.tasks.frozen_lake.maps import DEFAULT_MAP, MAP_SEPARATOR, MapError
 from ift.tasks.frozen_lake.metrics import EXPLORED_THRESHOLD
 from ift.tasks.frozen_lake.results import aggregate, format_table, plot_runs
+from ift.tasks.frozen_lake.policies import POLICIES
 from ift.tasks.frozen_lake.runs import (
     DEFAULT_EVAL_EVERY,
     DEFAULT_SEEDS,
@@ -51,15 +57,19 @@ from ift.tasks.frozen_lake.runs import (
 # --------------------------------------------------------------------------------------
 # One run
 # --------------------------------------------------------------------------------------
-def run_one(job: Tuple[str, int, Optional[str], int, int]) -> Dict[str, Any]:
-    """Train one (objective, seed) and return its metrics, final policy and learning curve."""
-    name, seed, map_spec, steps, eval_every = job
+Job = Tuple[str, str, int, Optional[str], Optional[int], int]
+
+
+def run_one(job: Job) -> Dict[str, Any]:
+    """Train one (policy, objective, seed) and return its metrics, final policy and learning curve."""
+    policy, name, seed, map_spec, steps, eval_every = job
     start = time.perf_counter()
-    cli = build_cli(run_config(name, map_spec, steps, seed, eval_every))
+    cli = build_cli(run_config(name, map_spec, steps, seed, eval_every, policy=policy))
     trainer = cli.trainer
     trainer.fit(cli.model, datamodule=cli.datamodule)
     monitor = frozen_lake_monitor(trainer)
     return {
+        "policy": policy,
         "objective": name,
         "seed": seed,
         "metrics": dict(monitor.results),
@@ -81,14 +91,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         description="The IFT paper's Frozen Lake sanity check: train every objective on one map over "
                     "several seeds, compare each policy with the optimal policy π*.",
     )
+    parser.add_argument("--policy", default="both", choices=("both",) + POLICIES,
+                        help="mlp (the paper's two-layer network over grid states), transformer (a tiny GPT-2 "
+                             "over action strings) or both (default)")
     parser.add_argument("--map", default=None,
-                        help="rows joined by ',' (e.g. SFFF,FFHF,FFHG,FFFF, the default), '4x4', '8x8' or "
-                             "'random:SIZE:SEED'")
+                        help="a named map, rows joined by ',' (e.g. SFFF,FFHF,FFHG,FFFF), '4x4', '8x8' or "
+                             "'random:SIZE:SEED' (default: the default map)")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per objective (0..N-1; default %(default)s)")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES),
                         help="comma-separated subset of %(default)s")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                        help="optimizer steps of every run, the same budget for each objective (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps of every run, the same budget for each objective (default: "
+                             + ", ".join(f"{p} {n}" for p, n in DEFAULT_STEPS.items()) + ")")
     parser.add_argument("--eval-every", type=int, default=DEFAULT_EVAL_EVERY,
                         help="optimizer steps between two points of the learning curves (default %(default)s)")
     parser.add_argument("--out", default="runs/frozen_lake", help="output folder (default %(default)s)")
@@ -97,7 +111,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1")
     if args.eval_every < 0:
         parser.error("--eval-every must be >= 0")
@@ -106,6 +120,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if unknown or not names:
         parser.error(f"unknown objective(s) {unknown}; choose from {', '.join(OBJECTIVES)}")
     args.objectives = names
+    args.policies = list(POLICIES) if args.policy == "both" else [args.policy]
     return args
 
 
@@ -115,14 +130,10 @@ def usable_objectives(task: FrozenLakeTask, names: Sequence[str]) -> Tuple[List[
     for name in names:
         if OBJECTIVE_DATA[name] == "preference":
             try:
-                rejected = task.suboptimal_trajectory()
+                task.rejected_trajectory()
             except ValueError as error:
                 notes.append(f"{name} skipped: {error}")
                 continue
-            chosen = task.optimal_trajectory(require_unique=False)
-            if len(rejected) <= len(chosen):
-                notes.append(f"{name}: note: the rejected trajectory {rejected} is as short as the chosen {chosen} "
-                             f"(this map has several shortest paths), so the pair contrasts two optimal paths")
         kept.append(name)
     return kept, notes
 
@@ -132,8 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     run(argv)
 
 
-def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Run ``ift frozen-lake`` with these arguments; returns what it writes to ``results.json``."""
+def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Run ``ift frozen-lake`` with these arguments; returns ``{policy: results.json's content}``."""
     args = parse_args(argv)
     try:
         task = FrozenLakeTask(args.map if args.map is not None else DEFAULT_MAP)
@@ -141,52 +152,72 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise SystemExit(f"ift frozen-lake: error: {error}")
     map_spec = None if args.map is None else ",".join(task.rows)
     objectives, notes = usable_objectives(task, args.objectives)
-    paths = task.num_shortest_paths()
-    print(f"Frozen Lake {MAP_SEPARATOR.join(task.rows)}: optimal trajectory {task.optimal_trajectory(require_unique=False)}"
-          + (f" (one of {paths} shortest paths; π* spreads over all of them)" if paths > 1 else "")
-          + (f", sub-optimal {task.suboptimal_trajectory()}" if any(OBJECTIVE_DATA[n] == "preference" for n in objectives) else ""))
-    for note in notes:
-        print(note)
+    describe_map(task, objectives, notes)
     if not objectives:
         raise SystemExit("ift frozen-lake: error: no objective can run on this map")
 
-    jobs = [(name, seed, map_spec, args.steps, args.eval_every) for name in objectives for seed in range(args.seeds)]
-    # Most expensive first (PPO samples), so the workers finish together.
+    jobs: List[Job] = [(policy, name, seed, map_spec, args.steps, args.eval_every)
+                       for policy in args.policies for name in objectives for seed in range(args.seeds)]
+    # Most expensive first (the transformer, PPO's sampling), so the workers finish together.
     cost = {"PPO": 3, "SFT-PPO": 2, "DPO": 1}
-    jobs.sort(key=lambda job: -cost.get(job[0], 0))
+    jobs.sort(key=lambda job: (job[0] != "transformer", -cost.get(job[1], 0)))
     workers = args.workers or min(2, os.cpu_count() or 1)
     workers = max(1, min(workers, len(jobs)))
-    print(f"training {len(objectives)} objectives x {args.seeds} seeds, {args.steps} optimizer steps each, "
-          f"on {workers} process{'es' if workers > 1 else ''}")
+    print(f"training {' and '.join(args.policies)} x {len(objectives)} objectives x {args.seeds} seeds on "
+          f"{workers} process{'es' if workers > 1 else ''}")
     started = time.perf_counter()
     runs = _run_jobs(jobs, workers)
     elapsed = time.perf_counter() - started
+    everything = {}
+    for policy in args.policies:
+        mine = [run for run in runs if run["policy"] == policy]
+        everything[policy] = report_policy(task, policy, mine, objectives, args, map_spec, notes, elapsed)
+    print(f"\n{len(runs)} runs in {elapsed:.0f} s")
+    return everything
 
+
+def describe_map(task: FrozenLakeTask, objectives: Sequence[str], notes: Sequence[str]) -> None:
+    """Print the map's optimal path, its rejected path and which rejected moves are optimal."""
+    paths = task.num_shortest_paths()
+    print(f"Frozen Lake {MAP_SEPARATOR.join(task.rows)}: optimal trajectory {task.optimal_trajectory(require_unique=False)}"
+          + (f" (one of {paths} shortest paths; π* spreads over all of them)" if paths > 1 else ""))
+    if any(OBJECTIVE_DATA[n] == "preference" for n in objectives):
+        print(rejected_summary(task, task.rejected_trajectory()))
+    for note in notes:
+        print(note)
+
+
+def report_policy(task: FrozenLakeTask, policy: str, runs: List[Dict[str, Any]], objectives: Sequence[str],
+                  args: argparse.Namespace, map_spec: Optional[str], notes: Sequence[str],
+                  elapsed: float) -> Dict[str, Any]:
+    """Write one policy's results, details and picture; print its table and claims."""
+    out = os.path.join(args.out, policy)
+    os.makedirs(out, exist_ok=True)
     results = aggregate(runs, objectives)
-    os.makedirs(args.out, exist_ok=True)
-    _write_json(os.path.join(args.out, "results.json"), results)
+    _write_json(os.path.join(out, "results.json"), results)
+    claims = judge_claims(runs)
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS[policy]
     details = {
+        "policy": policy,
         "map": MAP_SEPARATOR.join(task.rows),
         "optimal_trajectory": task.optimal_trajectory(require_unique=False),
-        "shortest_paths": paths,
+        "shortest_paths": task.num_shortest_paths(),
         "seeds": args.seeds,
-        "steps": args.steps,
-        "explored_threshold": EXPLORED_THRESHOLD,
-        "seconds": elapsed,
-        "workers": workers,
-        "configs": {name: run_config(name, map_spec, args.steps, 0, args.eval_every) for name in objectives},
+        "steps": steps,
+        "moved_threshold": EXPLORED_THRESHOLD,
+        "seconds_all_policies": elapsed,
+        "configs": {name: run_config(name, map_spec, steps, 0, args.eval_every, policy=policy) for name in objectives},
         "runs": sorted(runs, key=lambda run: (objectives.index(run["objective"]), run["seed"])),
-        "notes": notes,
+        "claims": [vars(claim) for claim in claims],
+        "notes": list(notes),
     }
-    _write_json(os.path.join(args.out, "details.json"), details)
-    picture = plot_runs(task, runs, objectives, os.path.join(args.out, "frozen_lake.png"))
-    print()
+    _write_json(os.path.join(out, "details.json"), details)
+    picture = plot_runs(task, runs, objectives, os.path.join(out, "frozen_lake.png"), policy=policy)
+    print(f"\n=== {policy} policy ({steps} optimizer steps per run) ===")
     print(format_table(results, args.seeds))
-    print(f"\nexplored = states whose action distribution moved more than {EXPLORED_THRESHOLD} in total "
-          f"variation (TV) from the initial policy, of {len(task.reachable_states())} reachable states; "
-          f"moved = mean TV from the initial policy over those states")
-    print(f"wrote {os.path.join(args.out, 'results.json')}, {os.path.join(args.out, 'details.json')} and {picture} "
-          f"in {elapsed:.0f} s")
+    print()
+    print(format_claims(claims, policy))
+    print(f"wrote {os.path.join(out, 'results.json')}, {os.path.join(out, 'details.json')} and {picture}")
     return results
 
 
@@ -197,7 +228,7 @@ def _write_json(path: str, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def _run_jobs(jobs: List[Tuple[str, int, Optional[str], int, int]], workers: int) -> List[Dict[str, Any]]:
+def _run_jobs(jobs: List[Job], workers: int) -> List[Dict[str, Any]]:
     runs: List[Dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc="frozen-lake", unit="run", file=sys.stderr, dynamic_ncols=True)
     try:
@@ -210,7 +241,8 @@ def _run_jobs(jobs: List[Tuple[str, int, Optional[str], int, int]], workers: int
 
 
 def _advance(bar, run: Dict[str, Any]) -> None:
-    bar.set_postfix_str(f"{run['objective']} seed {run['seed']}: MSE {run['metrics']['mse_to_optimal']:.4f}")
+    bar.set_postfix_str(f"{run['policy']} {run['objective']} seed {run['seed']}: "
+                        f"MSE {run['metrics']['mse_to_optimal']:.4f}")
     bar.update(1)
 
 

@@ -8,13 +8,20 @@ objective sees"):
   trajectory (e.g. ``"SFFF/FFHF/FFHG/FFFF:"`` -> ``"RRRDD"``); batches carry
   ``input_ids/attention_mask/labels``.
 * ``objective_data="preference"`` (DPO, ORPO): ``prompt`` + ``chosen`` (optimal) +
-  ``rejected`` (the sub-optimal trajectory, e.g. ``"DDDRRRU"``); batches carry
-  ``chosen_*`` and ``rejected_*``.
+  ``rejected`` (:meth:`~ift.tasks.frozen_lake.env.FrozenLakeTask.rejected_trajectory`: a walk
+  whose every move is non-optimal, e.g. ``"DDDRRRU"`` into the hole under G on the default
+  map); batches carry ``chosen_*`` and ``rejected_*``.
 * ``objective_data="prompts"`` (PPO): the prompt only; batches carry the left-padded
   ``prompt_input_ids`` to sample from, and the reward
   (:func:`ift.tasks.frozen_lake.reward.frozen_lake_reward`) reads the map back from the prompt.
 
-Every batch also carries ``prompt_input_ids`` and the raw ``examples``.
+Every batch also carries ``prompt_input_ids`` and the raw ``examples`` (each with the
+``map`` and its ``representation``, which the reward reads).
+
+Two ways to write an example (``representation``): ``actions`` (the transformer policy: the
+prompt is the map text, the response the action string) or ``states`` (the paper's state
+MLP: the prompt is the start state, the response the states the path visits, each one
+character of :data:`~ift.tasks.frozen_lake.state_policy.STATE_CHARS`).
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from ift.data.datamodule import ExamplesDataModule
 from ift.data.records import Record
 from ift.tasks.frozen_lake.env import DEFAULT_GAMMA, FrozenLakeTask
 from ift.tasks.frozen_lake.maps import MAP_SEPARATOR
+from ift.tasks.frozen_lake.state_policy import state_text
 
 OBJECTIVE_DATA = ("optimal", "preference", "prompts")
+REPRESENTATIONS = ("actions", "states")
 
 
 class FrozenLakeDataModule(ExamplesDataModule):
@@ -43,6 +52,8 @@ class FrozenLakeDataModule(ExamplesDataModule):
         allow_several_optimal: on maps with several shortest paths, train on the first one
             (L < D < R < U order) instead of stopping with an error; π* still spreads over all.
         gamma: discount of the value iteration behind π* (only used for the metrics).
+        representation: ``actions`` (map prompt, action-string responses: the transformer)
+            or ``states`` (start-state prompt, visited-state responses: the state MLP).
         batch_size: see :class:`~ift.data.datamodule.ExamplesDataModule` (as are the other
             arguments: ``seed``, ``max_length``, ``tokenizer``, ...).
     """
@@ -55,12 +66,15 @@ class FrozenLakeDataModule(ExamplesDataModule):
         val_copies: int = 0,
         allow_several_optimal: bool = False,
         gamma: float = DEFAULT_GAMMA,
+        representation: str = "actions",
         batch_size: int = 1,
         **kwargs: Any,
     ):
         super().__init__(batch_size=batch_size, **kwargs)
         if objective_data not in OBJECTIVE_DATA:
             raise ValueError(f"FrozenLakeDataModule: objective_data {objective_data!r} is not one of {OBJECTIVE_DATA}")
+        if representation not in REPRESENTATIONS:
+            raise ValueError(f"FrozenLakeDataModule: representation {representation!r} is not one of {REPRESENTATIONS}")
         if num_copies < 1:
             raise ValueError(f"FrozenLakeDataModule: num_copies must be >= 1, got {num_copies}")
         if val_copies < 0:
@@ -71,17 +85,33 @@ class FrozenLakeDataModule(ExamplesDataModule):
         self.num_copies = num_copies
         self.val_copies = val_copies
         self.allow_several_optimal = allow_several_optimal
+        self.representation = representation
         self.example()  # fail now, not at setup, on a map the data cannot be made from
 
     def example(self) -> Dict[str, Any]:
-        """The one example of this map for ``objective_data``."""
+        """The one example of this map for ``objective_data``, written as ``representation``."""
         task = self.task
         optimal = task.optimal_trajectory(require_unique=not self.allow_several_optimal)
+        example: Dict[str, Any] = {"prompt": self.prompt_text()}
         if self.objective_data == "optimal":
-            return {"prompt": task.prompt(), "response": optimal}
-        if self.objective_data == "preference":
-            return {"prompt": task.prompt(), "chosen": optimal, "rejected": task.suboptimal_trajectory()}
-        return {"prompt": task.prompt()}
+            example["response"] = self.response_text(optimal)
+        elif self.objective_data == "preference":
+            example["chosen"] = self.response_text(optimal)
+            example["rejected"] = self.response_text(task.rejected_trajectory())
+        example.update(map=self.map, representation=self.representation)
+        return example
+
+    def prompt_text(self) -> str:
+        """The prompt: the map text (``actions``) or the start state (``states``)."""
+        if self.representation == "states":
+            return state_text([self.task.start_state])
+        return self.task.prompt()
+
+    def response_text(self, actions: str) -> str:
+        """An action string as a response: itself, or the states it visits after the start."""
+        if self.representation == "states":
+            return state_text(self.task.run(actions).path[1:])
+        return actions
 
     def load_examples(self, split: str) -> Optional[List[Record]]:
         copies = {"train": self.num_copies, "val": self.val_copies}.get(split, 0)

@@ -344,6 +344,15 @@ class FrozenLakeTask:
             )
         return min(candidates, key=lambda text: (len(text), [ACTIONS.index(c) for c in text]))
 
+    def rejected_trajectory(self) -> str:
+        """The rejected response of DPO and ORPO: :meth:`away_trajectory` (never optimal at any
+        state it passes), or, on a map where every move out of ``S`` is optimal,
+        :meth:`suboptimal_trajectory` (a longer path to ``G``, mostly optimal moves)."""
+        try:
+            return self.away_trajectory()
+        except ValueError:
+            return self.suboptimal_trajectory()
+
     def away_trajectory(self) -> str:
         """A rejected path whose every move is NOT optimal where it is taken (never in ``A*(s)``).
 

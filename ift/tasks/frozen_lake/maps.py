@@ -37,7 +37,7 @@ VOCAB = TILES + MAP_SEPARATOR + PROMPT_END + ACTIONS + "0123456789"
 #   F F H F
 #   F F H G
 #   F F F F
-DEFAULT_MAP: Tuple[str, ...] = ("SFFF", "FFHF", "FFHG", "FFFF")
+WALL_MAP: Tuple[str, ...] = ("SFFF", "FFHF", "FFHG", "FFFF")
 
 # Named maps. Each has exactly one shortest path from S to G. "Rejected" below is what DPO and
 # ORPO push down: `suboptimal_trajectory()` (a longer path to G) and `away_trajectory()` (never
@@ -48,7 +48,7 @@ DEFAULT_MAP: Tuple[str, ...] = ("SFFF", "FFHF", "FFHG", "FFFF")
 # `score_map`: the away path's length, then ending in a hole, then the reachable states; the
 # call and rank are noted per map): run once, kept here; a slow test reruns the calls.
 #
-# "wall4x4", today's DEFAULT_MAP: optimal RRRDD; suboptimal DDDRRRU, 6 of its 7 moves optimal
+# "wall4x4", the default map until the check moved to "check4x4": optimal RRRDD; suboptimal DDDRRRU, 6 of its 7 moves optimal
 # (at states 4, 8, 12, 13, 14, 15: its push-down lands on π*); away D, 0 of 1.
 #
 # "check4x4" (PAPER_CHECK_MAP), search_maps(4, range(4, 7), 30000, seed=1), best:
@@ -85,7 +85,7 @@ DEFAULT_MAP: Tuple[str, ...] = ("SFFF", "FFHF", "FFHG", "FFFF")
 #   suboptimal DRRURRDDRDDD: 11 of 12 optimal (at 6, 7, 8, 2, 3, 4, 10, 16, 17, 23, 29).
 #: {name: rows}: maps that :func:`parse_map` accepts by name (beside Gymnasium's 4x4, 8x8).
 NAMED_MAPS: Dict[str, Tuple[str, ...]] = {
-    "wall4x4": DEFAULT_MAP,
+    "wall4x4": WALL_MAP,
     "check4x4": ("SFFF", "FFHG", "FHHH", "FFFF"),
     "check5x5": ("SFFFH", "FFHFF", "FHGHF", "FFFHF", "HHHFF"),
     "lake5x5a": ("SFFFF", "FFHHF", "FFHHF", "FHFGH", "FFFHF"),
@@ -95,9 +95,10 @@ NAMED_MAPS: Dict[str, Tuple[str, ...]] = {
     "lake6x6b": ("SFFFFF", "FFFFHF", "FHHFHF", "FFHHHF", "FHFGHH", "FFFHHF"),
     "lake6x6c": ("SFFFFH", "FFFHFH", "FHHHFF", "FFFHHF", "HFFHFF", "FFHHFG"),
 }
-#: The map for the paper's check whose rejected path (``away_trajectory``) is never optimal;
-#: meant to become the default (``"check4x4"``, drawn above).
+#: The map for the paper's check whose rejected path (``away_trajectory``) is never optimal
+#: (``"check4x4"``, drawn above): the default map.
 PAPER_CHECK_MAP: Tuple[str, ...] = NAMED_MAPS["check4x4"]
+DEFAULT_MAP: Tuple[str, ...] = PAPER_CHECK_MAP
 #: The maps with an optimal path of 8-10 moves, for "PPO solves maps it was not tuned on".
 PPO_MAPS: Tuple[str, ...] = ("lake5x5a", "lake5x5b", "lake5x5c", "lake6x6a", "lake6x6b", "lake6x6c")
 

@@ -1,15 +1,21 @@
-"""How close a policy is to π*, how far it moved, and whether it walks to the goal.
+"""How close a policy is to π*, where it walks, how far it moved, and whether it reaches the goal.
 
 Policies are ``{state: probabilities over L, D, R, U}`` dictionaries (see
 :mod:`ift.tasks.frozen_lake.distributions`), or, for :func:`evaluate`, a language model read
 through its action tokens. The metrics of the check, each under one name everywhere (the
 monitor's logs, ``frozen_lake_metrics.json``, ``results.json``):
 
-* ``mse_to_optimal``: the paper's metric, ``mean_s mean_a (π(a|s) - π*(a|s))^2``;
+* ``mse_to_optimal``: the paper's metric, ``mean_s mean_a (π(a|s) − π*(a|s))²`` over every
+  state of the map (π* is uniform on holes, the goal and states that cannot reach it);
+* ``mse_reachable``: the same over the reachable non-terminal states only (where the
+  agent really decides);
 * ``success_rate``, ``episode_length``: the greedy episode (1/0, and its moves);
-* ``explored_states``: states whose distribution moved more than :data:`EXPLORED_THRESHOLD`
-  in total variation from the initial policy;
-* ``mean_total_variation``: the mean of that total variation over the states.
+* ``explored_states``: the paper's "explored grids", the distinct states visited by episodes
+  sampled from the policy (:mod:`ift.tasks.frozen_lake.exploration`), and ``explored_mse``,
+  the MSE to π* over those visited states (how well the explored grid agrees with π*);
+* ``moved_states``: states whose distribution moved more than :data:`EXPLORED_THRESHOLD`
+  in total variation from the initial policy, and ``mean_total_variation``, that distance
+  averaged over the states.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import numpy as np
 
 from ift.tasks.frozen_lake.distributions import ActionProbs, action_distribution, distribution_at, to_numpy
 from ift.tasks.frozen_lake.env import Episode, FrozenLakeTask
+from ift.tasks.frozen_lake.exploration import explored_mse, explored_states, optimal_policy_everywhere, sample_visits
+from ift.tasks.frozen_lake.queries import read_text_policy
 from ift.tasks.frozen_lake.maps import ACTIONS
 
 #: States whose action distribution moved more than this (total variation) from the
-#: initial policy's count as "explored".
+#: initial policy's count as "moved".
 EXPLORED_THRESHOLD = 0.05
 
 #: A policy followed step by step: ``policy(state, history) -> 4 probabilities``.
@@ -50,10 +58,10 @@ def mse_to_optimal(action_probs: ActionProbs, pi_star: ActionProbs) -> float:
     return float(np.mean(errors))
 
 
-def explored_states(action_probs: ActionProbs, initial_action_probs: ActionProbs,
-                    threshold: float = EXPLORED_THRESHOLD) -> int:
-    """"Explored grids": how many states of ``action_probs`` have a distribution whose total
-    variation distance (``0.5 * L1``) from the initial policy's is strictly above ``threshold``."""
+def moved_states(action_probs: ActionProbs, initial_action_probs: ActionProbs,
+                 threshold: float = EXPLORED_THRESHOLD) -> int:
+    """How many states of ``action_probs`` have a distribution whose total variation distance
+    (``0.5 * L1``) from the initial policy's is strictly above ``threshold``."""
     return sum(
         total_variation(action_distribution(action_probs[s], s, "action_probs"),
                         distribution_at(initial_action_probs, s, "initial_action_probs")) > threshold
@@ -107,34 +115,39 @@ def evaluate(
 
     Args:
         task: the map.
-        policy: either ``{state: probabilities}`` (its greedy episode stops on a revisited
-            state), or a language model read through its action tokens, as a batched function
+        policy: either ``{state: probabilities}`` (a Markov policy such as the state MLP,
+            given on every state; its greedy episode stops on a revisited state), or a
+            language model read through its action tokens, as a batched function
             ``next_action_probs(texts) -> [len(texts), 4]`` (e.g.
             ``functools.partial(lm_action_probs, model, tokenizer)``): its distributions are read
-            at :meth:`FrozenLakeTask.query_texts`, and its greedy episode after
-            ``prompt + actions so far`` (the real history), for at most ``n_states`` moves.
+            at :func:`~ift.tasks.frozen_lake.lm_policy.readable_texts` (every state a path from
+            S reaches), and its greedy episode after ``prompt + actions so far`` (the real
+            history), for at most ``n_states`` moves.
         initial_action_probs: the policy before training; with it the results also hold
-            ``explored_states`` and ``mean_total_variation``.
-        threshold: total-variation distance above which a state counts as explored.
+            ``moved_states`` and ``mean_total_variation``.
+        threshold: total-variation distance above which a state counts as moved.
 
     Returns:
-        ``(metrics, action_probs)``: ``mse_to_optimal``, ``success_rate`` (the greedy episode
-        reached G: 1.0, else 0.0), ``episode_length`` (its moves), and, with the initial
-        policy, ``explored_states`` and ``mean_total_variation``.
+        ``(metrics, action_probs)`` with the metrics of the module docstring.
     """
     if isinstance(policy, Mapping):
         action_probs = dict(policy)
         episode = greedy_episode(task, action_probs)
     else:
         prompt = task.prompt()
-        action_probs = task.collect_action_probs(policy)
+        action_probs = read_text_policy(task, policy)
         episode = greedy_episode(task, lambda state, history: to_numpy(policy([prompt + history]))[0])
+    everywhere = optimal_policy_everywhere(task)
+    visits = sample_visits(task, action_probs)
     metrics = {
-        "mse_to_optimal": mse_to_optimal(action_probs, task.optimal_policy()),
+        "mse_to_optimal": mse_to_optimal(action_probs, {s: everywhere[s] for s in everywhere if s in action_probs}),
+        "mse_reachable": mse_to_optimal(action_probs, task.optimal_policy()),
         "success_rate": float(episode.success),
         "episode_length": float(episode.steps),
+        "explored_states": float(explored_states(visits)),
+        "explored_mse": explored_mse(task, action_probs, visits),
     }
     if initial_action_probs is not None:
-        metrics["explored_states"] = float(explored_states(action_probs, initial_action_probs, threshold))
+        metrics["moved_states"] = float(moved_states(action_probs, initial_action_probs, threshold))
         metrics["mean_total_variation"] = mean_total_variation(action_probs, initial_action_probs)
     return metrics, action_probs

@@ -1,7 +1,8 @@
-"""Watch a language model learn Frozen Lake during training: the ``FrozenLakeMonitor`` callback.
+"""Watch a policy learn Frozen Lake during training: the ``FrozenLakeMonitor`` callback.
 
-:class:`FrozenLakeMonitor` reads the policy as a Frozen Lake policy
-(:mod:`ift.tasks.frozen_lake.lm_policy`) and computes the metrics of
+:class:`FrozenLakeMonitor` reads the policy as a Frozen Lake policy — the state MLP through
+its action head on every state (:mod:`ift.tasks.frozen_lake.state_policy`), a language model
+through its action tokens (:mod:`ift.tasks.frozen_lake.lm_policy`) — and computes the metrics of
 :func:`ift.tasks.frozen_lake.metrics.evaluate`: every ``every_n_steps`` optimizer steps the
 MSE to π* for the learning curve, at the end every metric; it logs ``frozen_lake/<metric>``
 to the Trainer's loggers.
@@ -19,9 +20,13 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from ift.tasks.frozen_lake.env import FrozenLakeTask
-from ift.tasks.frozen_lake.lm_policy import lm_action_probs, lm_policy
+from ift.tasks.frozen_lake.exploration import optimal_policy_everywhere
+from ift.tasks.frozen_lake.lm_policy import lm_action_probs
 from ift.tasks.frozen_lake.maps import MAP_SEPARATOR
 from ift.tasks.frozen_lake.metrics import EXPLORED_THRESHOLD, evaluate, mse_to_optimal
+from ift.tasks.frozen_lake.queries import read_text_policy
+from ift.tasks.frozen_lake.policies import state_policy_action_probs
+from ift.tasks.frozen_lake.state_policy import FrozenLakeStatePolicy
 from ift.tasks.frozen_lake.plot import plot_policies
 
 
@@ -67,14 +72,19 @@ class FrozenLakeMonitor(Callback):
             )
         return task
 
-    @staticmethod
-    def _read_policy(pl_module: pl.LightningModule):
-        """The module's policy as a batched ``texts -> [len(texts), 4]`` action-probability function."""
+    def _read_policy(self, pl_module: pl.LightningModule):
+        """The module's policy as :func:`evaluate` takes it: the state MLP's ``{state: probs}``
+        on every state, or a language model as a batched ``texts -> [len(texts), 4]`` function."""
+        if isinstance(pl_module.policy, FrozenLakeStatePolicy):
+            return state_policy_action_probs(pl_module.policy, self.task)
         return functools.partial(lm_action_probs, pl_module.policy, pl_module.tokenizer)
 
     def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        probs = lm_policy(pl_module.policy, pl_module.tokenizer, self.task)
-        self.curve.append((int(trainer.global_step), mse_to_optimal(probs, self.task.optimal_policy())))
+        reading = self._read_policy(pl_module)
+        probs = reading if isinstance(reading, dict) else read_text_policy(self.task, reading)
+        everywhere = optimal_policy_everywhere(self.task)
+        mse = mse_to_optimal(probs, {s: everywhere[s] for s in everywhere if s in probs})
+        self.curve.append((int(trainer.global_step), mse))
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.task = self._resolve_task(trainer)

@@ -16,7 +16,8 @@ from ift.tasks.frozen_lake.maps import MAP_SEPARATOR
 from ift.tasks.frozen_lake.plot import plot_policies
 
 #: The metrics of ``results.json``, each ``{"mean", "std"}`` over seeds.
-RESULT_METRICS = ("mse_to_optimal", "success_rate", "explored_states", "episode_length", "mean_total_variation")
+RESULT_METRICS = ("mse_to_optimal", "mse_reachable", "success_rate", "episode_length", "explored_states",
+                  "explored_mse", "moved_states", "mean_total_variation")
 
 
 def mean_std(values: Sequence[float]) -> Dict[str, float]:
@@ -51,7 +52,7 @@ def aggregate(runs: List[Dict[str, Any]], objectives: Sequence[str]) -> Dict[str
             results[name] = {key: mean_std([run["metrics"][key] for run in mine]) for key in RESULT_METRICS}
     first = [run for run in runs if run["objective"] == objectives[0]]
     if first:
-        initial = [dict(run["initial_metrics"], explored_states=0.0, mean_total_variation=0.0) for run in first]
+        initial = [dict(run["initial_metrics"], moved_states=0.0, mean_total_variation=0.0) for run in first]
         results[UNTRAINED] = {key: mean_std([m[key] for m in initial]) for key in RESULT_METRICS}
     return results
 
@@ -65,24 +66,26 @@ def mean_curve(runs: List[Dict[str, Any]]) -> List[Tuple[float, float]]:
 
 def format_table(results: Dict[str, Dict[str, Dict[str, float]]], seeds: int) -> str:
     """The mean ± std table of :func:`aggregate`'s results, one row per objective."""
-    columns = [("mse_to_optimal", "MSE to π*", 4), ("success_rate", "success", 2),
-               ("explored_states", "explored", 1), ("mean_total_variation", "moved (TV)", 3),
-               ("episode_length", "ep. length", 1)]
-    header = f"{'objective':<17}" + "".join(f"{title:>19}" for _, title, _ in columns)
+    columns = [("mse_to_optimal", "MSE to π*", 4), ("mse_reachable", "MSE reachable", 4), ("success_rate", "success", 2),
+               ("episode_length", "ep. length", 1), ("explored_states", "explored", 1),
+               ("explored_mse", "explored MSE", 4), ("moved_states", "moved", 1)]
+    header = f"{'objective':<19}" + "".join(f"{title:>19}" for _, title, _ in columns)
     lines = [header, "-" * len(header)]
     for name, metrics in results.items():
         if name == UNTRAINED:
             lines.append("-" * len(header))
         cells = "".join(f"{metrics[key]['mean']:>{11}.{digits}f} ± {metrics[key]['std']:<{5}.{digits}f}"
                         for key, _, digits in columns)
-        lines.append(f"{name:<17}{cells}")
+        lines.append(f"{name:<19}{cells}")
     lines.append(f"(mean ± std over {seeds} seed{'s' if seeds != 1 else ''})")
     return "\n".join(lines)
 
 
-def plot_runs(task: FrozenLakeTask, runs: List[Dict[str, Any]], objectives: Sequence[str], path: str) -> str:
+def plot_runs(task: FrozenLakeTask, runs: List[Dict[str, Any]], objectives: Sequence[str], path: str,
+              policy: str = "") -> str:
     """Save the picture of the comparison at ``path``: each objective's policy (lowest seed) on
-    the map beside π*, and each objective's mean learning curve; returns ``path``."""
+    the map beside π*, shaded by how often its sampled episodes visit each state, and each
+    objective's mean learning curve over seeds; returns ``path``."""
     policies, curves = {}, {}
     for name in objectives:
         mine = sorted((run for run in runs if run["objective"] == name), key=lambda run: run["seed"])
@@ -91,5 +94,8 @@ def plot_runs(task: FrozenLakeTask, runs: List[Dict[str, Any]], objectives: Sequ
         first = mine[0]
         policies[f"{name} (seed {first['seed']})"] = {s: np.asarray(p) for s, p in first["action_probs"].items()}
         curves[name] = mean_curve(mine)
+    seeds = len({run["seed"] for run in runs})
     return plot_policies(task, policies, curves=curves, path=path, max_columns=5,
-                         title=f"Frozen Lake {MAP_SEPARATOR.join(task.rows)}: policies and mean MSE to π* over seeds")
+                         curves_title=f"MSE to π* (mean over {seeds} seeds)",
+                         title=f"Frozen Lake {MAP_SEPARATOR.join(task.rows)}, {policy} policy: "
+                               f"each objective's seed-{min((r['seed'] for r in runs), default=0)} policy")

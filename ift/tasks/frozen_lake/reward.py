@@ -1,5 +1,10 @@
 """The Frozen Lake environment's reward, as a function and as a reward class (chosen in YAML
-by class path, ``ift.tasks.frozen_lake.FrozenLakeReward``)."""
+by class path, ``ift.tasks.frozen_lake.FrozenLakeReward``).
+
+A response is read the way its example was written (``representation``): an action string
+executed on the map of the prompt, or the sequence of states a state policy walked (each
+step must be one of the four moves' destinations). 1.0 if it reaches ``G``, else 0.0.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,40 @@ from typing import Any, Dict, List, Optional
 
 from ift.rewards.base import Reward
 from ift.tasks.frozen_lake.env import FrozenLakeTask
+from ift.tasks.frozen_lake.state_policy import states_from_text
+
+
+def state_path_reward(task: FrozenLakeTask, response: str) -> float:
+    """1.0 if the states of ``response``, walked from ``S`` one legal move at a time, reach
+    ``G`` (a hole, an illegal jump, a non-state character or running out scores 0)."""
+    try:
+        states = states_from_text(response)
+    except ValueError:
+        return 0.0
+    state = task.start_state
+    for nxt in states:
+        if nxt not in {task.step(state, action)[0] for action in range(4)}:
+            return 0.0
+        state = nxt
+        if task.is_terminal(state):
+            break
+    return 1.0 if state == task.goal_state else 0.0
 
 
 def frozen_lake_reward(prompts: List[str], responses: List[str], examples: Optional[List[Dict[str, Any]]] = None) -> List[float]:
     """A reward function (the ``ift.rewards`` protocol): the environment's reward of each
-    response on the map written in its prompt (1.0 if it reaches ``G``, else 0.0)."""
+    response (1.0 if it reaches ``G``, else 0.0), on the map of its example (state
+    responses) or written in its prompt (action responses)."""
     tasks: Dict[str, FrozenLakeTask] = {}
     scores = []
-    for prompt, response in zip(prompts, responses):
+    rows = examples if examples is not None else [{} for _ in prompts]
+    for prompt, response, example in zip(prompts, responses, rows):
+        if (example or {}).get("representation") == "states":
+            key = example["map"]
+            if key not in tasks:
+                tasks[key] = FrozenLakeTask(key)
+            scores.append(state_path_reward(tasks[key], response))
+            continue
         if prompt not in tasks:
             tasks[prompt] = FrozenLakeTask.from_prompt(prompt)
         scores.append(tasks[prompt].score(response))
@@ -22,9 +53,9 @@ def frozen_lake_reward(prompts: List[str], responses: List[str], examples: Optio
 
 
 class FrozenLakeReward(Reward):
-    """1.0 if the response's actions, executed on the map written in the prompt, reach the
-    goal, else 0.0 (Gymnasium's reward; see :meth:`ift.tasks.frozen_lake.env.FrozenLakeTask.run`:
-    a hole, a non-action character or running out of actions on the ice scores 0)."""
+    """1.0 if the response reaches the goal, else 0.0 (Gymnasium's reward): actions executed on
+    the map written in the prompt (see :meth:`ift.tasks.frozen_lake.env.FrozenLakeTask.run`), or
+    the states a state policy walked on its example's map (:func:`state_path_reward`)."""
 
     def __call__(self, prompts: List[str], responses: List[str], examples: Optional[List[Dict[str, Any]]] = None) -> List[float]:
         return frozen_lake_reward(prompts, responses, examples)

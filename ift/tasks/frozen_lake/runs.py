@@ -1,8 +1,8 @@
 """The runs of ``ift frozen-lake``: one ``ift fit`` config per objective, and how one is built.
 
 Every run is a LightningCLI config (a dict with ``seed_everything``, ``trainer``, ``model``
-and ``data``); :func:`write_configs` writes the seed-0 ones to ``configs/frozen_lake/``, so
-``ift fit --config configs/frozen_lake/<objective>.yaml`` is exactly one run of the
+and ``data``); :func:`write_configs` writes the seed-0 ones to ``configs/frozen_lake/<policy>/``,
+so ``ift fit --config configs/frozen_lake/<policy>/<objective>.yaml`` is exactly one run of the
 command, and :func:`build_cli` builds a run's objects with LightningCLI itself, the way
 ``ift fit`` does.
 """
@@ -19,20 +19,23 @@ from pytorch_lightning.cli import LightningCLI
 
 from ift.modules import FineTuneModule
 from ift.tasks.frozen_lake.env import FrozenLakeTask
-from ift.tasks.frozen_lake.maps import ACTIONS, DEFAULT_MAP, VOCAB
+from ift.tasks.frozen_lake.maps import DEFAULT_MAP
 from ift.tasks.frozen_lake.monitor import FrozenLakeMonitor
+from ift.tasks.frozen_lake.policies import DEFAULT_POLICY, POLICIES, REPRESENTATIONS, check_policy, model_settings
 
 # --------------------------------------------------------------------------------------
-# The runs: one LightningCLI config per objective (the YAML files are these dicts).
+# The runs: one LightningCLI config per (policy, objective); the YAML files are these dicts.
 # --------------------------------------------------------------------------------------
-#: Every objective of the check, in table order.
-OBJECTIVES = ("SFT", "IFT", "IFT-lam0-gamma0", "DPO", "ORPO", "PPO", "SFT-PPO")
-#: The YAML file of each objective in ``configs/frozen_lake/``.
+#: Every objective of the check, in table order. The paper's hyper-parameters throughout;
+#: the one tuned setting (DPO with β 0.5) is a separately labelled row.
+OBJECTIVES = ("SFT", "IFT", "IFT-lam0-gamma0", "DPO", "DPO-beta0.5-tuned", "ORPO", "PPO", "SFT-PPO")
+#: The YAML file of each objective in ``configs/frozen_lake/<policy>/``.
 CONFIG_FILES = {
     "SFT": "sft.yaml",
     "IFT": "ift.yaml",
     "IFT-lam0-gamma0": "ift_lam0_gamma0.yaml",
     "DPO": "dpo.yaml",
+    "DPO-beta0.5-tuned": "dpo_beta0.5_tuned.yaml",
     "ORPO": "orpo.yaml",
     "PPO": "ppo.yaml",
     "SFT-PPO": "sft_then_ppo.yaml",
@@ -40,59 +43,69 @@ CONFIG_FILES = {
 #: What each objective sees (FrozenLakeDataModule's ``objective_data``).
 OBJECTIVE_DATA = {
     "SFT": "optimal", "IFT": "optimal", "IFT-lam0-gamma0": "optimal", "DPO": "preference",
-    "ORPO": "preference", "PPO": "prompts", "SFT-PPO": "optimal",
+    "DPO-beta0.5-tuned": "preference", "ORPO": "preference", "PPO": "prompts", "SFT-PPO": "optimal",
 }
 
-#: Optimizer steps of every run (the same training budget for every objective).
-DEFAULT_STEPS = 150
+#: Optimizer steps of every run of a policy (the same budget for every objective): long
+#: enough that the learning curves are flat at the end (see docs/frozen_lake.md).
+DEFAULT_STEPS = {"mlp": 300, "transformer": 150}
 DEFAULT_SEEDS = 5
 DEFAULT_EVAL_EVERY = 10
-LEARNING_RATE = 1e-3
+#: The optimizer of every objective: the paper's RMSprop ("similar hyper-parameters as in the
+#: NLP setting") for the paper's network, at a learning rate for this toy scale at which the
+#: curves are flat within the budget; AdamW for the transformer extension (RMSprop at 1e-3
+#: leaves its PPO runs without a single success on the default map).
+OPTIMIZERS: Dict[str, Dict[str, Any]] = {
+    "mlp": {"class_path": "torch.optim.RMSprop", "init_args": {"lr": 1e-2}},
+    "transformer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3, "weight_decay": 0.0, "fused": True}},
+}
 #: Share of the budget spent in SFT before PPO takes over in the SFT -> PPO recipe.
 SFT_PPO_SPLIT = 0.5
 
-#: The policy: a dropout-free 2-layer GPT-2 over Frozen Lake's characters.
-POLICY_MODEL: Dict[str, Any] = {
-    "model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 160,
-    "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": True,
-    "activation_function": "gelu",
-}
-TOKENIZER = "char:" + VOCAB
-
+#: The paper's settings: IFT λ 0.2 and decay 0.95, DPO β 0.1, ORPO β 0.25.
 IFT_ARGS = {"lam": 0.2, "gamma": 0.95}
-DPO_ARGS = {"beta": 0.5}
+DPO_ARGS = {"beta": 0.1}
+TUNED_DPO_ARGS = {"beta": 0.5}
 ORPO_ARGS = {"beta": 0.25}
 #: PPO on the environment's reward (1 on reaching G, else 0). One prompt per batch,
 #: ``samples_per_prompt`` rollouts of it; ``ppo_epochs`` optimizer steps per rollout.
 PPO_ARGS: Dict[str, Any] = {
     "kl_coef": 0.0, "samples_per_prompt": 32, "mini_batch_size": 8, "ppo_epochs": 1,
-    "whiten_advantages": False, "temperature": 1.0, "vf_coef": 0.0, "entropy_coef": 0.0,
+    "temperature": 1.0, "vf_coef": 0.0,
+}
+#: Per policy. The state MLP whitens its advantages over the rollout (a baseline: when some
+#: samples succeed, the others are pushed down) and gets an entropy bonus, so that its shared
+#: output layer does not collapse onto one action before the goal is found. The transformer
+#: keeps raw advantages: once every sample succeeds (after SFT), whitened λ-returns are
+#: negative on a path's first moves and PPO unlearns the path (SFT -> PPO then fails).
+PPO_POLICY_ARGS: Dict[str, Dict[str, Any]] = {
+    "mlp": {"whiten_advantages": True, "entropy_coef": 0.01},
+    "transformer": {"whiten_advantages": False, "entropy_coef": 0.0},
 }
 
 
 def ppo_max_new_tokens(task: FrozenLakeTask) -> int:
-    """Longest response PPO samples: ``nrow + ncol`` moves (8 on a 4x4 map, whose shortest
-    path has 5)."""
-    return task.nrow + task.ncol
+    """Longest response PPO samples: ``2 * (nrow + ncol)`` moves, room for a detour."""
+    return 2 * (task.nrow + task.ncol)
 
 
-def objective_config(name: str, task: FrozenLakeTask, steps: int) -> Dict[str, Any]:
+def objective_config(name: str, task: FrozenLakeTask, steps: int, policy: str = DEFAULT_POLICY) -> Dict[str, Any]:
     """The ``model.objective`` value (``class_path`` + ``init_args``) of objective ``name``."""
     reward = {"class_path": "ift.tasks.frozen_lake.FrozenLakeReward"}
     ppo = {"class_path": "ift.objectives.PPO",
-           "init_args": {"reward": reward, **PPO_ARGS, "max_new_tokens": ppo_max_new_tokens(task)}}
-    if name == "SFT":
-        return {"class_path": "ift.objectives.SFT"}
-    if name == "IFT":
-        return {"class_path": "ift.objectives.IFT", "init_args": dict(IFT_ARGS)}
-    if name == "IFT-lam0-gamma0":
-        return {"class_path": "ift.objectives.IFT", "init_args": {"lam": 0.0, "gamma": 0.0}}
-    if name == "DPO":
-        return {"class_path": "ift.objectives.DPO", "init_args": dict(DPO_ARGS)}
-    if name == "ORPO":
-        return {"class_path": "ift.objectives.ORPO", "init_args": dict(ORPO_ARGS)}
-    if name == "PPO":
-        return ppo
+           "init_args": {"reward": reward, **PPO_ARGS, **PPO_POLICY_ARGS[policy],
+                         "max_new_tokens": ppo_max_new_tokens(task)}}
+    simple = {
+        "SFT": {"class_path": "ift.objectives.SFT"},
+        "IFT": {"class_path": "ift.objectives.IFT", "init_args": dict(IFT_ARGS)},
+        "IFT-lam0-gamma0": {"class_path": "ift.objectives.IFT", "init_args": {"lam": 0.0, "gamma": 0.0}},
+        "DPO": {"class_path": "ift.objectives.DPO", "init_args": dict(DPO_ARGS)},
+        "DPO-beta0.5-tuned": {"class_path": "ift.objectives.DPO", "init_args": dict(TUNED_DPO_ARGS)},
+        "ORPO": {"class_path": "ift.objectives.ORPO", "init_args": dict(ORPO_ARGS)},
+        "PPO": ppo,
+    }
+    if name in simple:
+        return simple[name]
     if name == "SFT-PPO":
         sft_steps = max(1, int(round(steps * SFT_PPO_SPLIT)))
         return {"class_path": "ift.objectives.Sequential", "init_args": {"stages": [
@@ -102,21 +115,36 @@ def objective_config(name: str, task: FrozenLakeTask, steps: int) -> Dict[str, A
     raise ValueError(f"unknown Frozen Lake objective {name!r}; choose from {', '.join(OBJECTIVES)}")
 
 
-def run_config(name: str, map: Optional[str] = None, steps: int = DEFAULT_STEPS, seed: int = 0,
-               eval_every: int = DEFAULT_EVAL_EVERY, output_dir: Optional[str] = None) -> Dict[str, Any]:
-    """The ``ift fit`` config (as a dict) of one Frozen Lake run of objective ``name``."""
+def run_config(name: str, map: Optional[str] = None, steps: Optional[int] = None, seed: int = 0,
+               eval_every: int = DEFAULT_EVAL_EVERY, output_dir: Optional[str] = None,
+               policy: str = DEFAULT_POLICY) -> Dict[str, Any]:
+    """The ``ift fit`` config (as a dict) of one Frozen Lake run of objective ``name`` with
+    ``policy`` (``mlp`` or ``transformer``); ``steps`` defaults to the policy's budget."""
+    check_policy(policy)
+    steps = DEFAULT_STEPS[policy] if steps is None else steps
     task = FrozenLakeTask(map if map is not None else DEFAULT_MAP)
     several = task.num_shortest_paths() > 1
     monitor_args: Dict[str, Any] = {"every_n_steps": eval_every}
     if output_dir is not None:
         monitor_args["output_dir"] = output_dir
     data_args: Dict[str, Any] = {
-        "objective_data": OBJECTIVE_DATA[name], "num_copies": 256, "batch_size": 1, "seed": seed,
+        "objective_data": OBJECTIVE_DATA[name], "representation": REPRESENTATIONS[policy],
+        "num_copies": 256, "batch_size": 1, "seed": seed,
     }
     if map is not None:
         data_args["map"] = ",".join(task.rows)
     if several:
         data_args["allow_several_optimal"] = True
+    model = model_settings(policy, task)
+    model_args: Dict[str, Any] = {"model": model["model"], "tokenizer": model["tokenizer"]}
+    if model["output_tokens"]:
+        model_args["output_tokens"] = model["output_tokens"]
+    model_args.update({
+        "objective": objective_config(name, task, steps, policy),
+        "optimizer": copy.deepcopy(OPTIMIZERS[policy]),
+        "max_grad_norm": 1.0,
+        "eval_accuracy": False,
+    })
     return {
         "seed_everything": seed,
         "trainer": {
@@ -130,39 +158,34 @@ def run_config(name: str, map: Optional[str] = None, steps: int = DEFAULT_STEPS,
             "num_sanity_val_steps": 0,
             "callbacks": [{"class_path": "ift.tasks.frozen_lake.FrozenLakeMonitor", "init_args": monitor_args}],
         },
-        "model": {
-            "model": dict(POLICY_MODEL),
-            "tokenizer": TOKENIZER,
-            "output_tokens": ACTIONS,
-            "objective": objective_config(name, task, steps),
-            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": LEARNING_RATE, "weight_decay": 0.0, "fused": True}},
-            "max_grad_norm": 1.0,
-            "eval_accuracy": False,
-        },
+        "model": model_args,
         "data": {"class_path": "ift.tasks.frozen_lake.FrozenLakeDataModule", "init_args": data_args},
     }
 
 
 CONFIG_HEADER = """\
-# Frozen Lake sanity check, {name}: one run of `ift frozen-lake` (seed 0, default map).
-#   ift fit --config configs/frozen_lake/{file}
+# Frozen Lake sanity check, {name}, {policy} policy: one run of `ift frozen-lake` (seed 0, default map).
+#   ift fit --config configs/frozen_lake/{policy}/{file}
 # Generated by ift.tasks.frozen_lake.runs.write_configs(); tests check that it matches run_config().
 # Metrics are logged as frozen_lake/* and written by the FrozenLakeMonitor callback.
 """
 
 
-def write_configs(directory: str, steps: int = DEFAULT_STEPS, eval_every: int = DEFAULT_EVAL_EVERY) -> List[str]:
-    """Write ``configs/frozen_lake/<objective>.yaml`` (seed 0, default map); returns the paths."""
-    os.makedirs(directory, exist_ok=True)
+def write_configs(directory: str, eval_every: int = DEFAULT_EVAL_EVERY) -> List[str]:
+    """Write ``<directory>/<policy>/<objective>.yaml`` (seed 0, default map, default budget)
+    for both policies; returns the paths."""
     paths = []
-    for name in OBJECTIVES:
-        file = CONFIG_FILES[name]
-        config = run_config(name, None, steps, 0, eval_every, output_dir=f"runs/frozen_lake_fit/{file[:-5]}")
-        path = os.path.join(directory, file)
-        with open(path, "w") as handle:
-            handle.write(CONFIG_HEADER.format(name=name, file=file))
-            yaml.safe_dump(config, handle, sort_keys=False, default_flow_style=False, allow_unicode=True)
-        paths.append(path)
+    for policy in POLICIES:
+        os.makedirs(os.path.join(directory, policy), exist_ok=True)
+        for name in OBJECTIVES:
+            file = CONFIG_FILES[name]
+            config = run_config(name, None, None, 0, eval_every, policy=policy,
+                                output_dir=f"runs/frozen_lake_fit/{policy}/{file[:-5]}")
+            path = os.path.join(directory, policy, file)
+            with open(path, "w") as handle:
+                handle.write(CONFIG_HEADER.format(name=name, file=file, policy=policy))
+                yaml.safe_dump(config, handle, sort_keys=False, default_flow_style=False, allow_unicode=True)
+            paths.append(path)
     return paths
 
 

@@ -1,0 +1,57 @@
+"""Where a language model is asked for its action distribution: one text per state.
+
+The text of a state ``s`` is the prompt followed by the shortest action string from ``S``
+that reaches ``s`` (ties broken L < D < R < U at each step). Unlike
+:meth:`~ift.tasks.frozen_lake.env.FrozenLakeTask.state_prefixes` (non-terminal states only),
+holes and the goal are included here, reached by their shortest path: the paper's metric
+covers every state of the map.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+
+from ift.tasks.frozen_lake.distributions import to_numpy
+from ift.tasks.frozen_lake.env import FrozenLakeTask
+from ift.tasks.frozen_lake.maps import ACTIONS
+
+
+def readable_prefixes(task: FrozenLakeTask) -> Dict[int, str]:
+    """``{state: shortest action prefix from S}`` for every state a path from ``S`` reaches,
+    holes and the goal included (they end a path, so nothing is read beyond them)."""
+    prefixes = {task.start_state: ""}
+    queue = deque([task.start_state])
+    while queue:
+        state = queue.popleft()
+        if task.is_terminal(state):
+            continue
+        for action in range(4):
+            nxt, _, _ = task.step(state, action)
+            if nxt not in prefixes:
+                prefixes[nxt] = prefixes[state] + ACTIONS[action]
+                queue.append(nxt)
+    return dict(sorted(prefixes.items()))
+
+
+def readable_texts(task: FrozenLakeTask) -> Dict[int, str]:
+    """``{state: prompt + prefix}``: the text after which the model's next action is read."""
+    prompt = task.prompt()
+    return {state: prompt + prefix for state, prefix in readable_prefixes(task).items()}
+
+
+def read_text_policy(task: FrozenLakeTask, next_action_probs: Callable[[List[str]], Any]) -> Dict[int, np.ndarray]:
+    """``{state: probabilities over L, D, R, U}`` of a batched text policy at every readable state
+    (rows renormalised to sum to 1)."""
+    texts = readable_texts(task)
+    states = list(texts)
+    probs = to_numpy(next_action_probs([texts[s] for s in states]))
+    if probs.shape != (len(states), 4):
+        raise ValueError(
+            f"read_text_policy: the function returned shape {probs.shape} for {len(states)} texts; "
+            f"expected ({len(states)}, 4), one probability per action token L, D, R, U"
+        )
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    return {state: probs[i] for i, state in enumerate(states)}
