@@ -30,7 +30,7 @@ PROMPT_END = ":"
 # Every character that prompts and responses use (digits are reserved for annotations).
 VOCAB = TILES + MAP_SEPARATOR + PROMPT_END + ACTIONS + "0123456789"
 
-# 4x4, start top-left. Two holes form a wall in the middle of the lake; the goal sits
+# "wall4x4", the first default: 4x4, start top-left. Two holes form a wall in the middle of the lake; the goal sits
 # right of it. Over the wall: RRRDD (5 moves, the unique shortest path). Under the wall:
 # DDDRRRU (7 moves, the shortest path sharing no state with the optimal one).
 #   S F F F

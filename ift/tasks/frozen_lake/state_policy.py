@@ -4,7 +4,7 @@ states, written as a small Hugging Face causal language model whose tokens are s
 **Tokens.** State ``k`` (Gymnasium's ``row * ncol + col``) is the character
 ``STATE_CHARS[k]``; with the project's character tokenizer :data:`STATE_TOKENIZER` (pad 0,
 eos 1, bos 2, unk 3) its token id is ``4 + k``. A prompt is the start state, a response the
-states a path visits (then EOS): the path ``RRRDD`` on the default map is ``"0"`` → ``"1237b"``.
+states a path visits (then EOS): the path ``RRRD`` on the default map is ``"0"`` → ``"1237"``.
 
 **The network.** ``h = ReLU(W1 x + b1)``, ``a = W2 h + b2``: ``W1`` is an ``nn.Embedding``
 (the first linear layer applied to a one-hot state), ``b1`` a separate parameter added after
