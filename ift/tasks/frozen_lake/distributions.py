@@ -7,7 +7,7 @@ tensor, logits) into checked NumPy vectors.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import numpy as np
 
@@ -55,3 +55,19 @@ def action_probs_from_logits(logits: Any, action_token_ids: Sequence[int]) -> np
     selected = selected - selected.max(axis=-1, keepdims=True)
     weights = np.exp(selected)
     return weights / weights.sum(axis=-1, keepdims=True)
+
+
+def probs_at_texts(texts: Mapping[int, str], next_action_probs: Callable[[List[str]], Any],
+                   who: str) -> Dict[int, np.ndarray]:
+    """``{state: probabilities over L, D, R, U}`` of a batched text policy read at ``texts``
+    (``{state: text}``); rows renormalised to sum to 1. ``next_action_probs(texts)`` must return
+    ``[len(texts), 4]``, else a ``ValueError`` naming ``who``."""
+    states = list(texts)
+    probs = to_numpy(next_action_probs([texts[s] for s in states]))
+    if probs.shape != (len(states), 4):
+        raise ValueError(
+            f"{who}: the function returned shape {probs.shape} for {len(states)} texts; "
+            f"expected ({len(states)}, 4), one probability per action token L, D, R, U"
+        )
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    return {state: probs[i] for i, state in enumerate(states)}

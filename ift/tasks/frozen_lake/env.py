@@ -1,48 +1,28 @@
-"""The Frozen Lake environment of the IFT paper's sanity check (§5.3): dynamics, π*, episodes.
+"""The Frozen Lake environment of the IFT paper's sanity check (§5.3): dynamics, π*, paths, text.
 
-A deterministic (not slippery) Gymnasium FrozenLake, written as text for a character-level
-language-model policy (the map text is described in :mod:`ift.tasks.frozen_lake.maps`):
+A deterministic (not slippery) Gymnasium FrozenLake (the dynamics equal Gymnasium's transition
+table, ``tests/test_frozen_lake_maps.py``). States are Gymnasium's ``row * ncol + col``. The map
+text is described in :mod:`ift.tasks.frozen_lake.maps`; for the character transformer the
+prompt is the map rows joined by ``/`` and closed by ``:`` and the response the action string
+(``L``, ``D``, ``R``, ``U``: Gymnasium's actions 0-3); the state policy writes paths as states
+(:mod:`ift.tasks.frozen_lake.state_policy`). How a language model is read as a policy is in
+:mod:`ift.tasks.frozen_lake.lm_policy` and :mod:`ift.tasks.frozen_lake.queries`.
 
-* **Prompt**: the map rows joined by ``/`` and closed by ``:``, e.g. for the default map
-  ``"SFFF/FFHF/FFHG/FFFF:"``. The start is the ``S`` tile, so nothing else is needed.
-* **Response**: the action string, one character per move, ``L``, ``D``, ``R``, ``U``
-  (Gymnasium's action indices 0, 1, 2, 3), e.g. ``"RRRDD"``. The language model adds EOS.
-* Every character used is in :data:`~ift.tasks.frozen_lake.maps.VOCAB` (``SFHG/:LDRU`` and digits).
-
-**The policy of a language model.** The action distribution of the LM at a state ``s`` is
-DEFINED as its next-token distribution after ``prompt() + state_prefixes()[s]``, restricted
-to the four action tokens and renormalised over them (equivalently: a softmax over the
-four action tokens' logits, see :func:`~ift.tasks.frozen_lake.distributions.action_probs_from_logits`).
-``state_prefixes()[s]`` is the shortest action string from ``S`` that reaches ``s`` (ties
-broken by Gymnasium's action order L < D < R < U at each step, i.e. the lexicographically
-smallest by index); on the optimal path it is exactly the optimal trajectory's prefix.
-:meth:`FrozenLakeTask.query_texts` gives these texts and :meth:`FrozenLakeTask.collect_action_probs`
-turns a batched "texts -> probabilities" function into the ``{state: np.ndarray(4)}``
-dictionaries that every metric (:mod:`ift.tasks.frozen_lake.metrics`) takes. States are
-Gymnasium's integers ``row * ncol + col``.
-
-**The reference policy π\\*.** Value iteration on the known dynamics (reward 1 on entering
+**The reference policy π\*.** Value iteration on the known dynamics (reward 1 on entering
 ``G``, 0 otherwise, episodes end in ``H`` and ``G``, discount ``gamma`` = 0.99 by default)
-gives ``Q*``. Then, for every reachable non-terminal state ``s``::
+gives ``Q*``. Then, for every state ``s``: ``A*(s) = {a : Q*(s, a) >= max_b Q*(s, b) - 1e-9}``
+and ``π*(a | s) = 1 / |A*(s)|`` on ``A*(s)``, else 0. Because of the discount, ``A*(s)`` is
+exactly the set of actions that begin a shortest path from ``s`` to ``G`` (moves into holes or
+walls are never optimal); from a state that cannot reach ``G`` π\* is uniform.
 
-    A*(s)       = {a : Q*(s, a) >= max_b Q*(s, b) - 1e-9}
-    π*(a | s)   = 1 / |A*(s)|  if a in A*(s), else 0
-
-Because of the discount, ``A*(s)`` is exactly the set of actions that begin a shortest
-path from ``s`` to ``G`` (moves into holes or walls are never optimal). From a state that
-cannot reach ``G`` every action has ``Q* = 0``, so π\\* is uniform there.
-
-**Data of the paper.** SFT and IFT see only the optimal trajectory
-(:meth:`FrozenLakeTask.sft_example`); DPO and ORPO see the pair optimal = chosen,
-sub-optimal = rejected (:meth:`FrozenLakeTask.preference_example`); PPO sees only the
-environment's reward (:meth:`FrozenLakeTask.score`,
-:func:`~ift.tasks.frozen_lake.reward.frozen_lake_reward`).
+**Data of the paper.** SFT and IFT see only the optimal trajectory; DPO and ORPO the pair
+optimal = chosen, :meth:`FrozenLakeTask.rejected_trajectory` = rejected; PPO only the
+environment's reward (:meth:`FrozenLakeTask.score`, :mod:`ift.tasks.frozen_lake.reward`).
 
 **Executing a response** (:meth:`FrozenLakeTask.run`): actions are applied in order until
-the agent enters a hole or the goal or the string ends. Characters after the episode has
-ended are ignored. A character that is not one of ``LDRU`` (lower case, spaces and EOS
-text included) ends the episode at once as a failure (reward 0, ``outcome="invalid"``).
-Moving into the border leaves the agent where it is (as in Gymnasium) and counts as a step.
+the agent enters a hole or the goal or the string ends; later characters are ignored. A
+character that is not one of ``LDRU`` ends the episode at once as a failure (reward 0,
+``outcome="invalid"``). Moving into the border leaves the agent in place and counts as a step.
 """
 
 from __future__ import annotations
@@ -53,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ift.tasks.frozen_lake.distributions import to_numpy
+from ift.tasks.frozen_lake.distributions import probs_at_texts
 from ift.tasks.frozen_lake.maps import (
     ACTION_INDEX,
     ACTIONS,
@@ -421,16 +401,7 @@ class FrozenLakeTask:
         the LM's next-token probabilities of ``L``, ``D``, ``R``, ``U`` (e.g. the output of
         :func:`action_probs_from_logits`). Rows are renormalised to sum to 1.
         """
-        queries = self.query_texts()
-        states = list(queries)
-        probs = to_numpy(next_action_probs([queries[s] for s in states]))
-        if probs.shape != (len(states), 4):
-            raise ValueError(
-                f"collect_action_probs: the function returned shape {probs.shape} for {len(states)} texts; "
-                f"expected ({len(states)}, 4), one probability per action token L, D, R, U"
-            )
-        probs = probs / probs.sum(axis=1, keepdims=True)
-        return {state: probs[i] for i, state in enumerate(states)}
+        return probs_at_texts(self.query_texts(), next_action_probs, "collect_action_probs")
 
     def sft_example(self) -> Dict[str, str]:
         """The only training example of SFT and IFT: ``{"prompt", "response"}`` (optimal)."""

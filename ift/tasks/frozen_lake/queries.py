@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
-from ift.tasks.frozen_lake.distributions import to_numpy
+from ift.tasks.frozen_lake.distributions import probs_at_texts
 from ift.tasks.frozen_lake.env import FrozenLakeTask
 from ift.tasks.frozen_lake.maps import ACTIONS
 
@@ -45,13 +45,4 @@ def readable_texts(task: FrozenLakeTask) -> Dict[int, str]:
 def read_text_policy(task: FrozenLakeTask, next_action_probs: Callable[[List[str]], Any]) -> Dict[int, np.ndarray]:
     """``{state: probabilities over L, D, R, U}`` of a batched text policy at every readable state
     (rows renormalised to sum to 1)."""
-    texts = readable_texts(task)
-    states = list(texts)
-    probs = to_numpy(next_action_probs([texts[s] for s in states]))
-    if probs.shape != (len(states), 4):
-        raise ValueError(
-            f"read_text_policy: the function returned shape {probs.shape} for {len(states)} texts; "
-            f"expected ({len(states)}, 4), one probability per action token L, D, R, U"
-        )
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    return {state: probs[i] for i, state in enumerate(states)}
+    return probs_at_texts(readable_texts(task), next_action_probs, "read_text_policy")
