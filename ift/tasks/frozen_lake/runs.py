@@ -59,6 +59,17 @@ OPTIMIZERS: Dict[str, Dict[str, Any]] = {
     "mlp": {"class_path": "torch.optim.RMSprop", "init_args": {"lr": 1e-2}},
     "transformer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3, "weight_decay": 0.0, "fused": True}},
 }
+#: PPO's optimizer (the paper has no PPO on Frozen Lake): AdamW for both policies. With a sparse
+#: reward most PPO steps have no gradient at all, and RMSprop's first steps after such a run are
+#: up to 10x its learning rate (its squared-gradient average starts from 0): the state MLP is
+#: thrown far from its first success, then its steps shrink to nothing. AdamW's bias correction
+#: keeps every step near the learning rate.
+PPO_OPTIMIZERS: Dict[str, Dict[str, Any]] = {
+    "mlp": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-2, "weight_decay": 0.0, "fused": True}},
+    "transformer": OPTIMIZERS["transformer"],
+}
+#: Objectives whose runs are (or end in) PPO.
+PPO_OBJECTIVES = ("PPO", "SFT-PPO")
 #: Share of the budget spent in SFT before PPO takes over in the SFT -> PPO recipe.
 SFT_PPO_SPLIT = 0.5
 
@@ -73,13 +84,15 @@ PPO_ARGS: Dict[str, Any] = {
     "kl_coef": 0.0, "samples_per_prompt": 32, "mini_batch_size": 8, "ppo_epochs": 1,
     "temperature": 1.0, "vf_coef": 0.0,
 }
-#: Per policy. The state MLP whitens its advantages over the rollout (a baseline: when some
-#: samples succeed, the others are pushed down) and gets an entropy bonus, so that its shared
-#: output layer does not collapse onto one action before the goal is found. The transformer
-#: keeps raw advantages: once every sample succeeds (after SFT), whitened λ-returns are
-#: negative on a path's first moves and PPO unlearns the path (SFT -> PPO then fails).
+#: Per policy. Both keep raw advantages (reward 0 or 1, no baseline): once every sample
+#: succeeds (after SFT), whitened λ-returns are negative on a path's first moves and PPO
+#: unlearns the path (SFT -> PPO then fails with the transformer).
 PPO_POLICY_ARGS: Dict[str, Dict[str, Any]] = {
-    "mlp": {"whiten_advantages": True, "entropy_coef": 0.01},
+    # 128 samples per iteration, 4 epochs over the whole rollout: on maps where a random walk
+    # reaches G once in a thousand episodes, an iteration then sees a success every few
+    # iterations and learns from it four times.
+    "mlp": {"whiten_advantages": False, "entropy_coef": 0.0, "samples_per_prompt": 128, "mini_batch_size": 128,
+            "ppo_epochs": 4},
     "transformer": {"whiten_advantages": False, "entropy_coef": 0.0},
 }
 
@@ -141,7 +154,7 @@ def run_config(name: str, map: Optional[str] = None, steps: Optional[int] = None
         model_args["output_tokens"] = model["output_tokens"]
     model_args.update({
         "objective": objective_config(name, task, steps, policy),
-        "optimizer": copy.deepcopy(OPTIMIZERS[policy]),
+        "optimizer": copy.deepcopy((PPO_OPTIMIZERS if name in PPO_OBJECTIVES else OPTIMIZERS)[policy]),
         "max_grad_norm": 1.0,
         "eval_accuracy": False,
     })
