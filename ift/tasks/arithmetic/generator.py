@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from typing import Any, Dict, List, Optional, Tuple
 
+from ift.data.distinct import draw_distinct
+
 
 def evaluate_with_steps(operands: List[int], operators: List[str]) -> Tuple[int, List[str]]:
     """Value of the expression with ``*`` before ``+``/``-``, and the worked steps."""
@@ -44,23 +46,16 @@ def arithmetic_examples(
     exclude: Optional[set] = None,
 ) -> List[Dict[str, Any]]:
     """``count`` distinct problems (none of whose prompt is in ``exclude``)."""
-    rng = random.Random(seed)
-    exclude = set() if exclude is None else exclude
-    seen, examples, attempts = set(), [], 0
-    while len(examples) < count:
-        attempts += 1
-        if attempts > 200 * count + 10_000:
-            raise ValueError(
-                f"arithmetic task: could not draw {count} distinct problems with operands in "
-                f"[{min_operand}, {max_operand}], {num_operands} operands and operators {operators!r}; "
-                f"widen the range or ask for fewer examples"
-            )
+    def draw(rng: random.Random):
         operands, ops = make_problem(rng, num_operands, min_operand, max_operand, operators)
-        prompt = "".join(str(v) + o for v, o in zip(operands, ops)) + str(operands[-1]) + "="
-        if prompt in seen or prompt in exclude:
-            continue
-        seen.add(prompt)
-        value, steps = evaluate_with_steps(operands, ops)
+        return "".join(str(v) + o for v, o in zip(operands, ops)) + str(operands[-1]) + "=", (operands, ops)
+
+    def complete(rng: random.Random, prompt: str, parts) -> Dict[str, Any]:
+        value, steps = evaluate_with_steps(*parts)
         response = f"{','.join(steps)} answer: {value}" if worked_solution and steps else str(value)
-        examples.append({"prompt": prompt, "response": response, "answer": str(value)})
-    return examples
+        return {"prompt": prompt, "response": response, "answer": str(value)}
+
+    return draw_distinct(count, seed, draw, complete, exclude, lambda: (
+        f"arithmetic task: could not draw {count} distinct problems with operands in "
+        f"[{min_operand}, {max_operand}], {num_operands} operands and operators {operators!r}; "
+        f"widen the range or ask for fewer examples"))

@@ -22,6 +22,8 @@ from __future__ import annotations
 import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ift.data.distinct import draw_distinct
+
 Step = Tuple[str, int]
 _PRECEDENCE = {"atom": 4, "power": 3, "product": 2, "sum": 1}
 
@@ -99,22 +101,14 @@ def code_examples(
     inputs = list(range(min_input, max_input + 1))
     if num_tests < 1 or num_tests > len(inputs):
         raise ValueError(f"code task: num_tests must be in [1, {len(inputs)}] (the inputs {min_input}..{max_input}), got {num_tests}")
-    rng = random.Random(seed)
-    exclude = set() if exclude is None else exclude
-    seen, examples, attempts = set(), [], 0
-    while len(examples) < count:
-        attempts += 1
-        if attempts > 200 * count + 10_000:
-            raise ValueError(
-                f"code task: could not draw {count} distinct problems with max_steps={max_steps} and "
-                f"max_constant={max_constant}; raise them or ask for fewer examples"
-            )
+    def draw(rng: random.Random):
         steps = _draw_steps(rng, max_steps, max_constant)
-        prompt = f"# f(x): {describe_steps(steps)}\n"
-        if prompt in seen or prompt in exclude:
-            continue
-        seen.add(prompt)
-        xs = rng.sample(inputs, num_tests)
-        tests = [f"assert f({x}) == {apply_steps(steps, x)}" for x in xs]
-        examples.append({"prompt": prompt, "response": steps_to_code(steps), "tests": tests})
-    return examples
+        return f"# f(x): {describe_steps(steps)}\n", steps
+
+    def complete(rng: random.Random, prompt: str, steps) -> Dict[str, Any]:
+        tests = [f"assert f({x}) == {apply_steps(steps, x)}" for x in rng.sample(inputs, num_tests)]
+        return {"prompt": prompt, "response": steps_to_code(steps), "tests": tests}
+
+    return draw_distinct(count, seed, draw, complete, exclude, lambda: (
+        f"code task: could not draw {count} distinct problems with max_steps={max_steps} and "
+        f"max_constant={max_constant}; raise them or ask for fewer examples"))

@@ -65,9 +65,3 @@ def state_policy_action_probs(model: FrozenLakeStatePolicy, task: FrozenLakeTask
     finally:
         model.train(was_training)
     return {state: probs[state] for state in range(task.n_states)}
-
-
-def policy_of(module: Any) -> str:
-    """Which of :data:`POLICIES` a module trains (any model other than the state MLP is read
-    as a language model over action strings)."""
-    return "mlp" if isinstance(getattr(module, "policy", None), FrozenLakeStatePolicy) else "transformer"
