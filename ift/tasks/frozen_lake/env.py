@@ -408,7 +408,9 @@ class FrozenLakeTask:
         return {"prompt": self.prompt(), "response": self.optimal_trajectory()}
 
     def preference_example(self) -> Dict[str, str]:
-        """The pair of DPO and ORPO: ``response`` = optimal (chosen), ``rejected`` = sub-optimal."""
+        """A preference pair with a rejected path that still reaches ``G``: ``response`` = optimal,
+        ``rejected`` = :meth:`suboptimal_trajectory`. DPO and ORPO train on
+        :meth:`rejected_trajectory` instead (``FrozenLakeDataModule``), which is never optimal."""
         return {
             "prompt": self.prompt(),
             "response": self.optimal_trajectory(),
