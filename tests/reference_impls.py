@@ -357,3 +357,11 @@ def ref_ift_lambda(step, lam, min_lam=None, schedule="static", warmup_steps=0):
     if step >= warmup_steps:
         return lam
     return start + (lam - start) * step / warmup_steps
+
+
+def loop_mask_first_tokens(mask, counts):
+    """Walk each row: a position counts if the mask has it and it is among the first ``counts[b]`` (None: all)."""
+    out = []
+    for row, count in zip(mask.tolist(), counts):
+        out.append([bool(valid) and (count is None or t < count) for t, valid in enumerate(row)])
+    return out

@@ -10,6 +10,7 @@ from ift.objectives import functional as F
 from reference_impls import (
     loop_explained_variance,
     loop_gae,
+    loop_mask_first_tokens,
     loop_masked_mean,
     loop_masked_var,
     loop_masked_whiten,
@@ -373,3 +374,22 @@ def test_explained_variance():
     mean_pred = torch.full_like(returns, loop_masked_mean(returns, mask))
     assert F.explained_variance(mean_pred, returns, mask).item() == pytest.approx(0.0, abs=1e-12)
     assert math.isnan(F.explained_variance(values, torch.ones_like(returns), mask).item())
+
+
+@pytest.mark.parametrize("counts", [
+    [3, 0, 1, 9, 20, None],  # inside, zero, length 1, the whole row, past its end, uncut
+    [None] * 6,
+])
+def test_mask_first_tokens_matches_the_loop(counts):
+    _, _, mask = random_batch()
+    got = F.mask_first_tokens(mask, counts)
+    assert got.dtype == torch.bool
+    assert got.tolist() == loop_mask_first_tokens(mask, counts)
+
+
+def test_mask_first_tokens_refuses_bad_counts():
+    _, _, mask = random_batch()
+    with pytest.raises(ValueError, match=">= 0"):
+        F.mask_first_tokens(mask, [-1] + [None] * 5)
+    with pytest.raises(ValueError, match="B counts"):
+        F.mask_first_tokens(mask, [1, 2])

@@ -66,6 +66,10 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
         output_tokens: constrain every next-token distribution of the policy to these
             characters plus EOS (e.g. ``LDRU``, Frozen Lake's actions), for every objective;
             None leaves the whole vocabulary (see :mod:`ift.modules.output_mask`).
+        output_eos: with ``output_tokens``, whether EOS is one of the allowed outputs. False
+            leaves the policy no way to stop: every sampled response runs to ``max_new_tokens``
+            and its reader decides where it ends (Frozen Lake's transformer, whose episodes the
+            environment ends at a hole or the goal, as the state policy's end at a terminal state).
         init_in_configure_model: build the policy (and the reference and value head) in
             ``configure_model``, under the strategy's precision and sharding context, instead
             of in ``__init__``: set it with FSDP (``configs/strategy/fsdp.yaml``). ``policy``
@@ -94,6 +98,7 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
         torch_dtype: Optional[str] = None,
         lora: Optional[Dict[str, Any]] = None,
         output_tokens: Optional[str] = None,
+        output_eos: bool = True,
         init_in_configure_model: bool = False,
         max_consecutive_skipped_steps: Optional[int] = 10,
         checkpoint_on_interrupt: bool = True,
@@ -146,7 +151,7 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
         if options.get("output_tokens"):
             from ift.modules.output_mask import restrict_outputs
 
-            restrict_outputs(policy, self.tokenizer, options["output_tokens"])
+            restrict_outputs(policy, self.tokenizer, options["output_tokens"], options.get("output_eos", True))
         if options.get("lora"):
             from ift.core.lora import wrap_with_lora
 

@@ -290,6 +290,7 @@ class PPO(RolloutObjective):
             bar.set_phase("scoring")
             samples = steps.samples_from_ids(response_ids, context.tokenizer)
             scores, n_nan = self._score(prompts, samples)
+            samples = steps.cut_at_episode_ends(samples, self.reward, prompts, context.tokenizer)
             scored = time.perf_counter()
             bar.set_postfix(score=round(float(scores.sum()) / max(count, 1), 3))
         input_ids, attention_mask = steps.sequences(prompts, samples)

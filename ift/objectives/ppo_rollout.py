@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -87,6 +87,48 @@ def samples_from_ids(ids: torch.Tensor, tokenizer: Any) -> Samples:
     visible = torch.where(mask, ids, torch.full_like(ids, pad))
     texts = tokenizer.batch_decode(visible, skip_special_tokens=True)
     return Samples(ids=ids, mask=mask, ended_with_eos=Fn.ended_with_eos(ids, eos), texts=texts)
+
+
+def tokens_covering(ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any, chars: Sequence[Optional[int]]) -> List[Optional[int]]:
+    """For each row, the fewest leading tokens whose decoded text (special tokens skipped, as
+    the reward saw it) has at least ``chars[b]`` characters; None stays None (the whole row)."""
+    counts: List[Optional[int]] = []
+    for row, valid, wanted in zip(ids.tolist(), mask.sum(-1).tolist(), chars):
+        if wanted is None:
+            counts.append(None)
+            continue
+        low, high = 0, int(valid)  # decoded length is non-decreasing in the prefix: bisect it
+        while low < high:
+            middle = (low + high) // 2
+            if len(tokenizer.decode(row[:middle], skip_special_tokens=True)) >= wanted:
+                high = middle
+            else:
+                low = middle + 1
+        counts.append(low)
+    return counts
+
+
+def cut_at_episode_ends(samples: Samples, reward: Any, prompts: Prompts, tokenizer: Any) -> Samples:
+    """``samples`` whose tokens after the end of each episode no longer count, where ``reward``
+    says where its episodes end (an optional ``response_ends(prompts, responses, examples)``
+    method: per response, the number of leading characters that are the episode, or None for
+    all). The reward has already seen the whole text; the cut tokens are neither credited nor
+    trained on (an environment that ends an episode ignores the moves after it), and the
+    columns past the longest episode are dropped."""
+    response_ends = getattr(reward, "response_ends", None)
+    if response_ends is None:
+        return samples
+    ends = list(response_ends(prompts.texts, samples.texts, prompts.examples))
+    if len(ends) != len(samples.texts):
+        raise ValueError(f"{type(reward).__name__}.response_ends returned {len(ends)} ends for {len(samples.texts)} responses")
+    counts = tokens_covering(samples.ids, samples.mask, tokenizer, ends)
+    mask = Fn.mask_first_tokens(samples.mask, counts)
+    # Columns no row counts any more are dropped: causal attention makes every counted
+    # position's log-prob independent of them, and the PPO epochs then run on shorter rows.
+    longest = int(mask.sum(-1).max()) if mask.numel() else 0
+    keep = max(longest, 1)
+    return Samples(ids=samples.ids[:, :keep], mask=mask[:, :keep],
+                   ended_with_eos=samples.ended_with_eos, texts=samples.texts)
 
 
 def sampled_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -36,6 +36,12 @@ class Reward:
     rows they came from, return ``B`` finite floats, higher is better. A reward must not
     modify its inputs and should be deterministic. It runs on every rank under DDP on
     that rank's rollouts.
+
+    A reward whose responses are episodes that end before the text does (an environment
+    that ignores the moves after a terminal state) may also define
+    ``response_ends(prompts, responses, examples) -> list[int | None]``: per response, how
+    many leading characters are the episode (None: all). PPO then neither credits nor
+    trains on the tokens after that point (``ift.objectives.ppo_rollout.cut_at_episode_ends``).
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -38,6 +38,7 @@ from ift.objectives.functional.ppo_losses import (
     explained_variance,
     gae,
     kl_penalty,
+    mask_first_tokens,
     per_token_rewards,
     ppo_policy_loss,
     ppo_value_loss,
@@ -88,6 +89,7 @@ __all__ = [
     # PPO
     "KL_ESTIMATORS",
     "kl_penalty",
+    "mask_first_tokens",
     "per_token_rewards",
     "gae",
     "ended_with_eos",

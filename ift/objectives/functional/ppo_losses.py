@@ -205,6 +205,25 @@ def response_mask_after_eos(
     return torch.where(is_eos.any(-1, keepdim=True), with_eos, without_eos)
 
 
+def mask_first_tokens(mask: torch.Tensor, counts: Sequence[Optional[int]]) -> torch.Tensor:
+    """``mask`` with each row ``b`` cut after its first ``counts[b]`` positions (None: kept whole).
+
+    Args:
+        mask: ``B x R`` bool, which generated tokens count.
+        counts: ``B`` token counts (>= 0) or None.
+
+    Returns:
+        ``B x R`` bool: ``mask[b, t] and t < counts[b]``.
+    """
+    if mask.dim() != 2 or len(counts) != mask.shape[0]:
+        raise ValueError(f"mask_first_tokens: expected a B x R mask and B counts, got {tuple(mask.shape)} and {len(counts)}")
+    limits = [mask.shape[1] if count is None else int(count) for count in counts]
+    if any(limit < 0 for limit in limits):
+        raise ValueError(f"mask_first_tokens: counts must be >= 0, got {list(counts)}")
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    return mask & (positions < torch.tensor(limits, device=mask.device).unsqueeze(-1))
+
+
 def ppo_policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,

@@ -5,12 +5,11 @@ holds depends on what the objective may see (docs/objectives.md, "What each Froz
 objective sees"):
 
 * ``objective_data="optimal"`` (SFT, IFT): ``prompt`` + ``response`` = the optimal
-  trajectory (e.g. ``"SFFF/FFHF/FFHG/FFFF:"`` -> ``"RRRDD"``); batches carry
+  trajectory (e.g. ``"SFFF/FFHG/FHHH/FFFF:"`` -> ``"RRRD"``); batches carry
   ``input_ids/attention_mask/labels``.
 * ``objective_data="preference"`` (DPO, ORPO): ``prompt`` + ``chosen`` (optimal) +
   ``rejected`` (:meth:`~ift.tasks.frozen_lake.env.FrozenLakeTask.rejected_trajectory`: a walk
-  whose every move is non-optimal, e.g. ``"DDDRRRU"`` into the hole under G on the default
-  map); batches carry ``chosen_*`` and ``rejected_*``.
+  whose every move is non-optimal, e.g. ``"DDDRRRU"`` on the default map); batches carry ``chosen_*`` and ``rejected_*``.
 * ``objective_data="prompts"`` (PPO): the prompt only; batches carry the left-padded
   ``prompt_input_ids`` to sample from, and the reward
   (:func:`ift.tasks.frozen_lake.reward.frozen_lake_reward`) reads the map back from the prompt.
@@ -22,6 +21,14 @@ Two ways to write an example (``representation``): ``actions`` (the transformer 
 prompt is the map text, the response the action string) or ``states`` (the paper's state
 MLP: the prompt is the start state, the response the states the path visits, each one
 character of :data:`~ift.tasks.frozen_lake.state_policy.STATE_CHARS`).
+
+Neither has a stop action: the environment ends an episode, at a hole or at ``G``. The state
+policy ends it itself (EOS is its only output at a terminal state, and never elsewhere);
+an action string is written without EOS (:meth:`FrozenLakeDataModule.encode_one`), for a
+transformer whose outputs are the four moves alone (``FineTuneModule(output_tokens="LDRU",
+output_eos=False)``): its sampled responses run to ``max_new_tokens`` and the moves after the
+episode ended are ignored. With EOS as a fifth output, one sampled move in five would end a
+PPO episode early, and a random walk would reach ``G`` on a 5x5 map eight times less often.
 """
 
 from __future__ import annotations
@@ -44,8 +51,8 @@ class FrozenLakeDataModule(ExamplesDataModule):
 
     Args:
         map: the map: rows joined by ``,`` (``"SFFF,FFHF,FFHG,FFFF"``), ``"4x4"``/``"8x8"``,
-            ``"random:SIZE:SEED"``, or None for the default map (one optimal path RRRDD,
-            a sub-optimal one DDDRRRU).
+            ``"random:SIZE:SEED"``, a named map (``ift.tasks.frozen_lake.maps.NAMED_MAPS``),
+            or None for the default map (one optimal path RRRD, a never-optimal one DDDRRRU).
         objective_data: what the objective sees: ``optimal``, ``preference`` or ``prompts``.
         num_copies: how many times the single example is repeated in one training epoch.
         val_copies: copies in a validation split (0: no validation).
@@ -113,9 +120,28 @@ class FrozenLakeDataModule(ExamplesDataModule):
             return state_text(self.task.run(actions).path[1:])
         return actions
 
+    def encode_one(self, example: Dict[str, Any]) -> Dict[str, Any]:
+        """Token ids and labels of ``example``; an action string loses its EOS (no stop action,
+        see the module docstring), a state path keeps it (the state policy's end of episode)."""
+        features = super().encode_one(example)
+        if example.get("representation", self.representation) == "actions":
+            for prefix in ("", "chosen_", "rejected_"):
+                if f"{prefix}input_ids" in features:
+                    features[f"{prefix}input_ids"], features[f"{prefix}labels"] = without_final_eos(
+                        features[f"{prefix}input_ids"], features[f"{prefix}labels"], self.tokenizer.eos_token_id)
+        return features
+
     def load_examples(self, split: str) -> Optional[List[Record]]:
         copies = {"train": self.num_copies, "val": self.val_copies}.get(split, 0)
         if copies == 0:
             return None
         example = self.example()
         return [(f"frozen_lake:{self.map}[{index}]", dict(example)) for index in range(copies)]
+
+
+def without_final_eos(input_ids: List[int], labels: List[int], eos_token_id: int):
+    """``(input_ids, labels)`` without their last token, which must be the response's EOS."""
+    if not input_ids or input_ids[-1] != eos_token_id or labels[-1] != eos_token_id:
+        raise ValueError(f"FrozenLakeDataModule: expected an encoded response ending in EOS ({eos_token_id}), "
+                         f"got ids ending {input_ids[-3:]}")
+    return input_ids[:-1], labels[:-1]

@@ -46,11 +46,13 @@ def check_policy(policy: str) -> str:
 
 
 def model_settings(policy: str, task: FrozenLakeTask) -> Dict[str, Any]:
-    """The ``model``, ``tokenizer`` and ``output_tokens`` arguments of ``FineTuneModule``."""
+    """The ``model``, ``tokenizer``, ``output_tokens`` and ``output_eos`` arguments of
+    ``FineTuneModule``: the transformer's outputs are the four moves, without EOS (the
+    environment ends its episodes; see :mod:`ift.tasks.frozen_lake.data`)."""
     if check_policy(policy) == "mlp":
         model = {"model_type": "frozen_lake_state_mlp", "map": ",".join(task.rows), "hidden_size": MLP_HIDDEN_SIZE}
-        return {"model": model, "tokenizer": STATE_TOKENIZER, "output_tokens": None}
-    return {"model": dict(TRANSFORMER_MODEL), "tokenizer": TRANSFORMER_TOKENIZER, "output_tokens": ACTIONS}
+        return {"model": model, "tokenizer": STATE_TOKENIZER, "output_tokens": None, "output_eos": True}
+    return {"model": dict(TRANSFORMER_MODEL), "tokenizer": TRANSFORMER_TOKENIZER, "output_tokens": ACTIONS, "output_eos": False}
 
 
 @torch.no_grad()
