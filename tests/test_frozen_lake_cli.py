@@ -161,11 +161,12 @@ def test_data_module_gives_each_objective_its_data(objective_data, keys):
     assert prompt == "SFFF/FFHG/FHHH/FFFF:"  # the default map
     if objective_data == "optimal":
         supervised = batch["labels"][0][batch["labels"][0] != -100]
-        assert tokenizer.decode(supervised[:-1]) == "RRRD" and supervised[-1] == tokenizer.eos_token_id
+        # no stop action: the environment ends the episode at G (tests/test_frozen_lake_episode_ends.py)
+        assert tokenizer.decode(supervised) == "RRRD" and tokenizer.eos_token_id not in supervised.tolist()
         assert "optimal" not in str(batch["examples"][0])
     elif objective_data == "preference":
         rejected = batch["rejected_labels"][0][batch["rejected_labels"][0] != -100]
-        assert tokenizer.decode(rejected[:-1]) == "DDDRRRU"  # never optimal: into the hole under G
+        assert tokenizer.decode(rejected) == "DDDRRRU"  # never optimal where it moves
     else:
         assert "labels" not in batch and batch["examples"][0] == {
             "prompt": "SFFF/FFHG/FHHH/FFFF:", "map": "SFFF/FFHG/FHHH/FFFF", "representation": "actions"}
