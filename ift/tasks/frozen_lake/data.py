@@ -9,7 +9,8 @@ objective sees"):
   ``input_ids/attention_mask/labels``.
 * ``objective_data="preference"`` (DPO, ORPO): ``prompt`` + ``chosen`` (optimal) +
   ``rejected`` (:meth:`~ift.tasks.frozen_lake.env.FrozenLakeTask.rejected_trajectory`: a walk
-  whose every move is non-optimal, e.g. ``"DDDRRRU"`` on the default map); batches carry ``chosen_*`` and ``rejected_*``.
+  whose every move is non-optimal, e.g. ``"DDDRRRU"`` on the default map); batches carry
+  ``chosen_*`` and ``rejected_*``.
 * ``objective_data="prompts"`` (PPO): the prompt only; batches carry the left-padded
   ``prompt_input_ids`` to sample from, and the reward
   (:func:`ift.tasks.frozen_lake.reward.frozen_lake_reward`) reads the map back from the prompt.
