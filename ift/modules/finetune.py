@@ -23,6 +23,7 @@ from ift.callbacks.interrupt import InterruptCheckpoint
 from ift.core.batch import batch_rows
 from ift.core.lora import is_peft_model
 from ift.modules.nonfinite import NonFiniteGuard, zero_loss
+from ift.modules.step_logs import forget_step_values
 from ift.modules.optimization import OptimizerSteps
 from ift.modules.reference import copy_parameters, frozen_copy
 from ift.modules.step_context import ModuleStepContext
@@ -280,6 +281,10 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
         ):
             callbacks.append(InterruptCheckpoint())
         return callbacks
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # A step logs only what it measured: a skipped step must not repeat the last loss.
+        forget_step_values(self.trainer)
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int):
         self.objective.set_step(self.global_step)
