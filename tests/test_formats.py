@@ -230,7 +230,7 @@ def test_unusable_examples_are_counted_and_reported_once_per_epoch(tmp_path, cap
     bad = [
         {"messages": [{"role": "user", "content": "no answer"}]},
         {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]},
-        {"messages": "not a list"},
+        {"messages": []},  # a list, but empty: skipped (a non-list is a type error, tests/test_data_errors.py)
         {"messages": [{"role": "user", "content": ["image"]}, {"role": "assistant", "content": "y"}]},
     ]
     path = write_jsonl(tmp_path / "mixed.jsonl", good[:2] + bad + good[2:])

@@ -29,7 +29,8 @@ from transformers import PreTrainedTokenizerBase
 
 from ift.data.encoding import SkipExample
 from ift.data.records import require_keys
-from ift.data.datamodule import SourceDataModule
+from ift.data.datamodule import DEFAULT_ANSWER_KEY, SourceDataModule
+from ift.data.fields import expect_messages
 from ift.core.constants import IGNORE_INDEX
 
 Message = Dict[str, Any]
@@ -176,7 +177,9 @@ class ChatDataModule(SourceDataModule):
         train_data: see :class:`~ift.data.datamodule.SourceDataModule` (as are the split,
             ``dataset_kwargs`` and ``max_examples`` arguments).
         messages_key: column holding the message list.
-        answer_key: column holding a reference answer for rewards / accuracy (optional).
+        answer_key: column holding a reference answer for rewards and ``val/accuracy``: the
+            default ``answer`` is read when the records have it (then every record of a split
+            must have one); another name must be in every record; None reads none.
         assistant_turns: ``all`` (supervise every assistant turn) or ``last``.
         prompt_only: produce prompts (for PPO) instead of supervised conversations.
         system_prompt: a system message put first in conversations that have none (optional).
@@ -188,7 +191,7 @@ class ChatDataModule(SourceDataModule):
         self,
         train_data: str,
         messages_key: str = "messages",
-        answer_key: Optional[str] = None,
+        answer_key: Optional[str] = DEFAULT_ANSWER_KEY,
         assistant_turns: str = "all",
         prompt_only: bool = False,
         system_prompt: Optional[str] = None,
@@ -204,13 +207,20 @@ class ChatDataModule(SourceDataModule):
         self.prompt_only = prompt_only
         self.system_prompt = system_prompt
 
+    def record_example(self) -> Dict[str, Any]:
+        return {self.messages_key: [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
+
     def normalise(self, location: str, record: Dict[str, Any]) -> Dict[str, Any]:
-        require_keys(location, record, [self.messages_key],
-                     "Set messages_key to the column that holds the [{role, content}, ...] list.")
-        example: Dict[str, Any] = {"messages": record[self.messages_key]}
-        if self.answer_key is not None:
-            require_keys(location, record, [self.answer_key], "Set answer_key to the column with the reference answer.")
-            example["answer"] = record[self.answer_key]
+        hint = "Set messages_key to the column that holds the [{role, content}, ...] list."
+        if self.messages_key not in record and "prompt" in record:
+            hint += (" This record has a 'prompt': files of prompt/response records are read by "
+                     "ift.data.PromptResponseDataModule, prompt/chosen/rejected ones by ift.data.PreferenceDataModule.")
+        require_keys(location, record, [self.messages_key], hint)
+        example: Dict[str, Any] = {"messages": expect_messages(location, self.messages_key, record[self.messages_key],
+                                                               "messages_key")}
+        answer = self.answer_of(location, record, self.answer_key)
+        if answer is not None:
+            example["answer"] = answer
         return example
 
     def conversation(self, messages: Any) -> List[Message]:

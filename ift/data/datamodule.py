@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
@@ -12,24 +13,47 @@ from transformers import PreTrainedTokenizerBase
 
 from ift.data.collate import Collator
 from ift.data.encoding import SkipExample, encode_example
+from ift.data.fields import expect_answer, expect_text
+from ift.data.fit_checks import RESPONSES, check_context, check_objective_fit, context_limit, objective_needs
 from ift.data.sampler import EpochSeededSampler, ResumableDataLoader
-from ift.data.records import DataFormatError, Record, read_records, require_keys
+from ift.data.records import DataFormatError, DataMismatchError, Record, file_format, read_records, require_keys
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-class EncodedDataset(Dataset):
-    """A list of encoded examples."""
+#: The answer column the data modules read when the records have it (``answer_key``'s default).
+DEFAULT_ANSWER_KEY = "answer"
+# Fields whose presence must be the same in every example of a split: the collator shapes a
+# batch after its first example, so a mixture would drop fields or fail steps later.
+_UNIFORM_FIELDS = {"input_ids": "a response", "chosen_input_ids": "a chosen response",
+                   "rejected_input_ids": "a rejected response", "answer": "an answer"}
 
-    def __init__(self, items: List[Dict[str, Any]]):
+
+class EncodedDataset(Dataset):
+    """A list of encoded examples and where each came from (``file:line``)."""
+
+    def __init__(self, items: List[Dict[str, Any]], locations: Optional[List[str]] = None):
         self.items = items
+        self.locations = locations if locations is not None else [f"#{index}" for index in range(len(items))]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         return self.items[index]
+
+
+def check_same_fields(split: str, first: Tuple[str, Dict[str, Any]], other: Tuple[str, Dict[str, Any]]) -> None:
+    """Stop when an example has a field (a response, an answer) that the split's first
+    example lacks, or the other way round: a batch is shaped after its first example."""
+    for field, what in _UNIFORM_FIELDS.items():
+        if (field in first[1]) != (field in other[1]):
+            has, lacks = (first, other) if field in first[1] else (other, first)
+            raise DataFormatError(
+                f"{lacks[0]}: this {split} example has no {what.split(' ', 1)[1]}, but {has[0]} has {what}: every "
+                f"example of a split must have the same fields; give each example {what}, or none"
+            )
 
 
 class ExamplesDataModule(pl.LightningDataModule):
@@ -75,6 +99,8 @@ class ExamplesDataModule(pl.LightningDataModule):
         self.skipped: Dict[str, Counter] = {}
         # The first few skipped examples of each split: (location, reason), for the reports.
         self.skipped_examples: Dict[str, List[Any]] = {}
+        # [(objective name, what it trains on)], learnt from the trained module at setup.
+        self.objective_needs: List[Tuple[str, str]] = []
 
     # Subclasses implement this -------------------------------------------------------
     def load_examples(self, split: str) -> Optional[List[Record]]:
@@ -96,9 +122,17 @@ class ExamplesDataModule(pl.LightningDataModule):
             )
         return module.tokenizer
 
+    def trained_module(self) -> Any:
+        """The LightningModule this data module feeds (None outside a Trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return getattr(trainer, "lightning_module", None) if trainer is not None else None
+
     def setup(self, stage: Optional[str] = None) -> None:
         if self.tokenizer is None:
             self.tokenizer = self.resolve_tokenizer()
+        module = self.trained_module()
+        # What the objective trains on, known before loading so that messages can name it.
+        self.objective_needs = objective_needs(getattr(module, "objective", None)) if stage in (None, "fit") else []
         for split in SPLITS:
             if split in self.datasets:
                 continue
@@ -106,6 +140,14 @@ class ExamplesDataModule(pl.LightningDataModule):
             if records is None:
                 continue
             self.datasets[split] = self.encode(split, records)
+        if "train" in self.datasets:
+            check_objective_fit(self.objective_needs, self.datasets["train"].items, self.describe_source("train"))
+        check_context(self.max_length, {split: (data.items, data.locations) for split, data in self.datasets.items()},
+                      context_limit(module))
+
+    def describe_source(self, split: str) -> str:
+        """The data of ``split`` as the user configured it, for messages."""
+        return f"the {split} data of {type(self).__name__}"
 
     def encode_one(self, example: Dict[str, Any]) -> Dict[str, Any]:
         """Token ids and labels of one normalised example; raise :class:`SkipExample` if unusable.
@@ -114,22 +156,27 @@ class ExamplesDataModule(pl.LightningDataModule):
         return encode_example(self.tokenizer, example, self.max_length, self.use_chat_template)
 
     def encode(self, split: str, records: List[Record]) -> EncodedDataset:
-        items, skipped, first_skipped = [], Counter(), []
+        items, locations, skipped, first_skipped = [], [], Counter(), []
         for location, example in records:
             try:
-                items.append(self.encode_one(example))
+                item = self.encode_one(example)
             except SkipExample as reason:
                 skipped[str(reason)] += 1
                 if len(first_skipped) < 5:
                     first_skipped.append((location, str(reason)))
+                continue
+            if items:
+                check_same_fields(split, (locations[0], items[0]), (location, item))
+            items.append(item)
+            locations.append(location)
         self.skipped[split] = skipped
         self.skipped_examples[split] = first_skipped
         if skipped:
             log.warning("%s %s split: skipped %d of %d examples: %s", type(self).__name__, split,
                         sum(skipped.values()), len(records), dict(skipped))
         if not items:
-            raise DataFormatError(f"{type(self).__name__}: no usable {split} example (skipped: {dict(skipped)})")
-        return EncodedDataset(items)
+            raise DataFormatError(f"{self.describe_source(split)}: no usable {split} example (skipped: {dict(skipped)})")
+        return EncodedDataset(items, locations)
 
     def collator(self) -> Collator:
         return Collator(self.tokenizer.pad_token_id, self.padding_side)
@@ -165,7 +212,8 @@ class SourceDataModule(ExamplesDataModule):
     """Base of the file/hub data modules (chat, preference pairs).
 
     Args:
-        train_data: training source: a ``.jsonl``/``.json``/``.parquet`` file or a ``datasets`` name/folder.
+        train_data: training source: a ``.jsonl``/``.json``/``.csv``/``.parquet`` file or a ``datasets``
+            name/folder (a path of another format is refused with the accepted ones).
         val_data: validation source (optional).
         test_data: test source (optional).
         train_split: split of ``train_data`` when it is a dataset name.
@@ -200,24 +248,69 @@ class SourceDataModule(ExamplesDataModule):
         if source is None:
             return None
         records = read_records(source, hf_split, **self.dataset_kwargs)
+        if not records:
+            raise DataFormatError(self.empty_source_message(split))
         if self.max_examples is not None:
             records = records[: self.max_examples]
         return [(location, self.normalise(location, record)) for location, record in records]
+
+    def describe_source(self, split: str) -> str:
+        source, hf_split = self.sources[split]
+        where = source if file_format(source) is not None else f"{source}[{hf_split}]"
+        return f"{split}_data {where} ({type(self).__name__})"
+
+    def empty_source_message(self, split: str) -> str:
+        """Why an empty source cannot be used, and what one of its records should look like."""
+        source, hf_split = self.sources[split]
+        suffix = file_format(source)
+        example = json.dumps(self.record_example())
+        if suffix is None:
+            return (f"{split}_data {source}: split {hf_split!r} has no records; each record should look like "
+                    f"{example} (set {split}_split to a split that has data)")
+        shape = {".jsonl": f"one JSON object per line, e.g. {example}",
+                 ".json": f"a JSON list of objects, e.g. [{example}]",
+                 ".csv": f"a header row naming the fields ({', '.join(self.record_example())}), then one row per record",
+                 ".parquet": f"one row per record with the columns {', '.join(self.record_example())}"}[suffix]
+        return f"{split}_data {source} is empty (no records, only blank lines or a header); it should hold {shape}"
+
+    def record_example(self) -> Dict[str, Any]:
+        """One record as this data module reads it (its configured column names), for messages."""
+        raise NotImplementedError
 
     def normalise(self, location: str, record: Dict[str, Any]) -> Dict[str, Any]:
         """The example this data module encodes, from one raw record (columns mapped)."""
         raise NotImplementedError
 
+    def answer_of(self, location: str, record: Dict[str, Any], answer_key: Optional[str]) -> Optional[str]:
+        """The record's reference answer as text, or None when it has none.
+
+        ``answer_key`` None reads no answers; the default ``answer`` column is read when the
+        record has it (every example of a split must then have one, see
+        :func:`check_same_fields`); a column named otherwise was asked for, so every record must have it."""
+        if answer_key is None:
+            return None
+        if answer_key == DEFAULT_ANSWER_KEY and record.get(answer_key) in (None, ""):
+            return None  # absent, or a table's empty cell: no answer (a mixture stops at encoding)
+        if answer_key not in record:
+            require_keys(location, record, [answer_key], "Set answer_key to the column with the reference answer "
+                         "(data.init_args.answer_key), or null for none.")
+        return expect_answer(location, answer_key, record[answer_key], "answer_key")
+
 
 class PromptResponseDataModule(SourceDataModule):
     """Prompt/response (and optional answer or chosen/rejected) examples from files or hubs.
 
+    Every field is type-checked when the data is loaded: the prompt and the responses are
+    strings, the answer a string or a number; anything else stops with ``file:line``.
+
     Args:
         train_data: see :class:`SourceDataModule` (as are the split, ``dataset_kwargs`` and
             ``max_examples`` arguments).
-        prompt_key: field holding the prompt.
+        prompt_key: field holding the prompt (a string).
         response_key: field holding the response (None: prompts only, e.g. for PPO).
-        answer_key: field holding a reference answer for rewards/accuracy (optional).
+        answer_key: field holding a reference answer for rewards and ``val/accuracy``. The
+            default ``answer`` is read when the records have it (then every record of a
+            split must have one); another name must be in every record; None reads none.
         chosen_key: field of the preferred response in preference data (optional).
         rejected_key: field of the rejected response in preference data (optional).
         batch_size: see :class:`ExamplesDataModule` (as are the other arguments).
@@ -228,7 +321,7 @@ class PromptResponseDataModule(SourceDataModule):
         train_data: str,
         prompt_key: str = "prompt",
         response_key: Optional[str] = "response",
-        answer_key: Optional[str] = None,
+        answer_key: Optional[str] = DEFAULT_ANSWER_KEY,
         chosen_key: Optional[str] = None,
         rejected_key: Optional[str] = None,
         **kwargs: Any,
@@ -237,10 +330,35 @@ class PromptResponseDataModule(SourceDataModule):
         self.keys = {"prompt": prompt_key, "response": response_key, "answer": answer_key,
                      "chosen": chosen_key, "rejected": rejected_key}
 
+    def record_example(self) -> Dict[str, Any]:
+        return {key: "..." for name, key in self.keys.items() if key is not None and name != "answer"}
+
     def normalise(self, location: str, record: Dict[str, Any]) -> Dict[str, Any]:
-        """Map the configured columns onto ``prompt``/``response``/``answer``/``chosen``/``rejected``."""
-        wanted = [key for key in self.keys.values() if key is not None and key != self.keys["answer"]]
+        """Map the configured columns onto ``prompt``/``response``/``answer``/``chosen``/``rejected``,
+        each checked for its type."""
+        response_key = self.keys["response"]
+        if response_key is not None and response_key not in record and {"chosen", "rejected"} <= set(record):
+            raise DataMismatchError(self._preference_record_message(location, record))
+        wanted = [key for name, key in self.keys.items() if key is not None and name != "answer"]
         require_keys(location, record, wanted)
-        example = {name: record[key] for name, key in self.keys.items() if key is not None and key in record}
-        example["prompt"] = str(example["prompt"])
+        example: Dict[str, Any] = {}
+        for name, key in self.keys.items():
+            if key is None or name == "answer":
+                continue
+            hint = ("For chat conversations use ift.data.ChatDataModule."
+                    if name == "prompt" and isinstance(record[key], (list, tuple)) else "")
+            example[name] = expect_text(location, key, record[key], f"{name}_key", hint)
+        answer = self.answer_of(location, record, self.keys["answer"])
+        if answer is not None:
+            example["answer"] = answer
         return example
+
+    def _preference_record_message(self, location: str, record: Dict[str, Any]) -> str:
+        objectives = ", ".join(name for name, need in self.objective_needs if need == RESPONSES) or "SFT/IFT"
+        return (
+            f"{location}: no {self.keys['response']!r} field, but 'chosen' and 'rejected' (keys found: {sorted(record)}): "
+            f"this file looks like preference data, which DPO and ORPO train on (data.class_path: "
+            f"ift.data.PreferenceDataModule). {objectives} needs a {self.keys['response']!r} per example "
+            f"(data.init_args.response_key names the field), or chat 'messages' with ift.data.ChatDataModule; "
+            f"for prompts alone (PPO) set data.init_args.response_key: null"
+        )

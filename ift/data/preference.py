@@ -23,7 +23,9 @@ from typing import Any, Dict, List, Optional
 from ift.data.chat import Message, check_messages, encode_conversation
 from ift.data.encoding import SkipExample, encode_example
 from ift.data.records import require_keys
-from ift.data.datamodule import SourceDataModule
+from ift.data.datamodule import DEFAULT_ANSWER_KEY, SourceDataModule
+from ift.data.fields import expect_text_or_messages
+from ift.data.fit_checks import PAIRS
 
 
 def as_conversation(prompt: Any, side: Any) -> List[Message]:
@@ -50,7 +52,9 @@ class PreferenceDataModule(SourceDataModule):
             rejected conversations hold it.
         chosen_key: column of the preferred response (a string or messages).
         rejected_key: column of the rejected response (a string or messages).
-        answer_key: column holding a reference answer (optional).
+        answer_key: column holding a reference answer for rewards and ``val/accuracy``: the
+            default ``answer`` is read when the records have it (then every record of a split
+            must have one); another name must be in every record; None reads none.
         batch_size: see :class:`~ift.data.datamodule.ExamplesDataModule` (as are the
             other arguments; ``use_chat_template`` applies to string pairs, chat pairs
             always use the template).
@@ -62,7 +66,7 @@ class PreferenceDataModule(SourceDataModule):
         prompt_key: Optional[str] = "prompt",
         chosen_key: str = "chosen",
         rejected_key: str = "rejected",
-        answer_key: Optional[str] = None,
+        answer_key: Optional[str] = DEFAULT_ANSWER_KEY,
         **kwargs: Any,
     ):
         super().__init__(train_data, **kwargs)
@@ -71,18 +75,31 @@ class PreferenceDataModule(SourceDataModule):
         self.rejected_key = rejected_key
         self.answer_key = answer_key
 
+    def record_example(self) -> Dict[str, Any]:
+        keys = [self.prompt_key, self.chosen_key, self.rejected_key]
+        return {key: "..." for key in keys if key is not None}
+
     def normalise(self, location: str, record: Dict[str, Any]) -> Dict[str, Any]:
         hint = "Set prompt_key / chosen_key / rejected_key to the matching columns."
-        require_keys(location, record, [self.chosen_key, self.rejected_key], hint)
-        example = {"chosen": record[self.chosen_key], "rejected": record[self.rejected_key]}
+        sides = (self.chosen_key, self.rejected_key)
+        if not all(key in record for key in sides) and ("response" in record or "messages" in record):
+            objectives = ", ".join(name for name, need in self.objective_needs if need == PAIRS) or "DPO/ORPO"
+            hint += (f" This record looks like supervised data (a 'response' or 'messages'), which SFT and IFT train "
+                     f"on (ift.data.PromptResponseDataModule / ift.data.ChatDataModule); {objectives} needs a "
+                     f"chosen and a rejected response per example.")
+        require_keys(location, record, list(sides), hint)
+        example = {side: expect_text_or_messages(location, key, record[key], f"{side}_key")
+                   for side, key in zip(("chosen", "rejected"), sides)}
         if self.prompt_key is not None:
             string_pair = isinstance(example["chosen"], str) and isinstance(example["rejected"], str)
-            if string_pair or self.prompt_key in record:
+            # A null prompt beside chat pairs is harmless: their messages hold the prompt.
+            if string_pair or record.get(self.prompt_key) is not None:
                 require_keys(location, record, [self.prompt_key], hint)
-                example["prompt"] = record[self.prompt_key]
-        if self.answer_key is not None:
-            require_keys(location, record, [self.answer_key], hint)
-            example["answer"] = record[self.answer_key]
+                example["prompt"] = expect_text_or_messages(location, self.prompt_key, record[self.prompt_key],
+                                                            "prompt_key")
+        answer = self.answer_of(location, record, self.answer_key)
+        if answer is not None:
+            example["answer"] = answer
         return example
 
     def encode_one(self, example: Dict[str, Any]) -> Dict[str, Any]:
