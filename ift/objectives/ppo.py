@@ -74,10 +74,14 @@ class PPO(RolloutObjective):
             separate critic model: a preset name, hub id / folder, or config dict with
             ``model_type`` (it must share the policy's tokenizer).
         reward_timeout_s: give up on a reward call after this many seconds: every response of that
-            batch scores 0, a warning is issued and ``train/reward_timeouts`` (cumulative, over all
-            processes, checkpointed) counts it. The hung call keeps running in a background thread
-            (Python cannot stop it): rewards that run code should time-limit it themselves in a
-            subprocess (:mod:`ift.rewards.code`). None: wait for ever.
+            batch scores 0, a warning names the reward and ``train/reward_timeouts`` (cumulative, over
+            all processes, checkpointed) counts it. The call is then stopped (a Python loop at once;
+            one stuck in native code, e.g. a long sleep, when that returns: the warning says so).
+            Default 300 s: well above a slow but working reward (a reward-model forward on a batch
+            on CPU takes tens of seconds; the code config's 128 responses that all run into their
+            5 s sandbox limit on 4 workers take 160 s), and short enough that a hung reward costs
+            minutes per batch, not the run. Rewards that run code should time-limit it themselves
+            in a subprocess (:mod:`ift.rewards.code`). None: wait for ever.
         seed: base seed of the sampling streams; None uses the ``seed_everything`` seed
             (``PL_GLOBAL_SEED``), else 0.
     """
@@ -108,7 +112,7 @@ class PPO(RolloutObjective):
         whiten_advantages: bool = True,
         early_stop_kl: Optional[float] = None,
         critic: Optional[Union[str, Dict[str, Any]]] = None,
-        reward_timeout_s: Optional[float] = None,
+        reward_timeout_s: Optional[float] = 300.0,
         seed: Optional[int] = None,
     ):
         if kl_estimator not in Fn.KL_ESTIMATORS:

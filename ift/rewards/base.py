@@ -11,19 +11,23 @@ reward that raises becomes a clear error (a bug in the reward); a nan/inf score,
 whole batch whose reward did not return within the time limit, becomes a counted,
 warned-about 0 and training goes on.
 
-A hung reward cannot be stopped from Python: the thread that runs it keeps running in
-the background (a daemon thread, so it does not keep the process alive) and holds
-whatever it holds. Rewards that execute code or call services should put their own time
-limit inside, e.g. run the code in a subprocess with a timeout
-(:mod:`ift.rewards.code`); ``timeout_s`` is the safety net behind that.
+With a time limit the reward runs in a daemon thread (:mod:`ift.rewards.stoppable_call`);
+a call that overruns it is stopped, a busy ``while True: pass`` included, so it neither
+holds the GIL for the rest of the run nor keeps the process from exiting. Only a call
+stuck inside native code (a long sleep, a blocking read, a C extension) cannot be stopped
+until that native call returns; the warning says so and counts such calls. Rewards that
+execute code or call services should still put their own time limit inside, e.g. run the
+code in a subprocess with a timeout (:mod:`ift.rewards.code`); ``timeout_s`` is the safety
+net behind that.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from ift.rewards.stoppable_call import STOP_GRACE_S, DeadlinePassed, call_with_deadline
 
 RewardFn = Callable[[List[str], List[str], List[Dict[str, Any]]], Sequence[float]]
 
@@ -66,16 +70,30 @@ def reward_name(reward: Any) -> str:
     return getattr(reward, "__qualname__", reward.__name__)
 
 
-def _first_example_label(prompts: Sequence[str], examples: Sequence[Dict[str, Any]]) -> str:
-    index = "0 of the batch"
-    if examples and isinstance(examples[0], dict):
+def _example_label(prompts: Sequence[str], examples: Sequence[Dict[str, Any]], i: int = 0) -> str:
+    """Where item ``i`` of a batch came from: its index, its example's id if any, its prompt."""
+    index = f"{i} of the batch"
+    if i < len(examples) and isinstance(examples[i], dict):
         for key in ("index", "idx", "id"):
-            if key in examples[0]:
-                index = f"0 of the batch (example {key}={examples[0][key]!r})"
+            if key in examples[i]:
+                index = f"{i} of the batch (example {key}={examples[i][key]!r})"
                 break
-    prompt = prompts[0] if prompts else ""
+    prompt = prompts[i] if i < len(prompts) else ""
     shown = prompt if len(prompt) <= 200 else prompt[:200] + "..."
-    return f"first example: index {index}, prompt {shown!r}"
+    return f"index {index}, prompt {shown!r}"
+
+
+def _first_example_label(prompts: Sequence[str], examples: Sequence[Dict[str, Any]]) -> str:
+    return f"first example: {_example_label(prompts, examples, 0)}"
+
+
+#: How to give a slow reward more time, in the words of the command line and the config.
+RAISE_LIMIT_HINT = (
+    "If the reward is only slow (e.g. a reward-model forward on a large batch on CPU), raise "
+    "the limit: --model.objective.init_args.reward_timeout_s=600 (in a config: reward_timeout_s "
+    "in the PPO objective's init_args; null waits for ever). If it hangs, give it its own time "
+    "limit (run code in a subprocess with a timeout, as ift.rewards.code does)."
+)
 
 
 class RewardTimeoutError(TimeoutError):
@@ -97,28 +115,21 @@ class RewardScores(NamedTuple):
     timed_out: bool
 
 
-def _call_with_timeout(reward: Any, args: tuple, timeout_s: float, name: str, where: str) -> Any:
-    outcome: Dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = reward(*args)
-        except BaseException as exc:  # re-raised in the caller's thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"reward-{name}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise RewardTimeoutError(
-            f"Reward {name} did not return within {timeout_s:g} s for a batch of {len(args[0])} "
-            f"responses ({where}). It keeps running in a background thread (Python cannot stop a "
-            "thread). Make the reward faster (e.g. run code in a subprocess with its own timeout, "
-            "as ift.rewards.code does) or raise reward_timeout_s."
+def _timeout_message(name: str, timeout_s: float, n: int, where: str, late: DeadlinePassed, outcome: str) -> str:
+    """What happened (did the call stop?), what it cost (``outcome``) and how to fix it."""
+    said = f"Reward {name} did not return within {timeout_s:g} s for a batch of {n} responses ({where})"
+    if late.stopped:
+        said += "; the call was stopped."
+    else:
+        said += (
+            f", and it could NOT be stopped within {STOP_GRACE_S:g} s: it is inside native code "
+            "(a long sleep, a blocking read or lock wait, a C extension) that Python cannot interrupt, "
+            "or it catches BaseException and carries on. "
+            "It keeps running in a background daemon thread (it does not keep the process from exiting) "
+            f"and stops as soon as that native call returns; {late.still_running} reward call(s) that "
+            "could not be stopped are still running in this process."
         )
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
+    return f"{said} {outcome}{RAISE_LIMIT_HINT}"
 
 
 def score_safely(
@@ -134,10 +145,14 @@ def score_safely(
     Args:
         reward: any ``(prompts, responses, examples) -> B floats`` callable.
         prompts, responses, examples: ``B`` each.
-        timeout_s: if set, run the reward in a thread and give up after this many seconds.
+        timeout_s: if set, run the reward in a daemon thread and give up after this many
+            seconds; the call is then stopped (:func:`~ift.rewards.stoppable_call.call_with_deadline`:
+            Python code stops at once, a call stuck in native code when that returns).
+            None: call it directly and wait for it.
         on_timeout: ``"zero"`` (default): a batch that timed out scores 0 for every item,
             with a :class:`RewardTimeoutWarning`; ``"raise"``: raise :class:`RewardTimeoutError`.
-            Either way the hung call keeps running in its background thread.
+            Either message names the reward, says whether the call could be stopped and
+            how to raise the limit.
 
     Returns:
         :class:`RewardScores` ``(scores, n_nan, timed_out)``: ``B`` Python floats, with
@@ -146,7 +161,7 @@ def score_safely(
 
     Raises:
         ValueError: inputs of different lengths, or a result of the wrong length.
-        TypeError: a result that is not a sequence of numbers.
+        TypeError: a result that is not an ordered sequence of numbers.
         RuntimeError: the reward raised (chained to the original exception); the message
             names the reward and the batch's first example. A reward that raises is a bug
             in the reward, not a transient fault: it is never scored 0.
@@ -165,30 +180,35 @@ def score_safely(
     where = _first_example_label(prompts, examples)
     try:
         raw = _call_reward(reward, args, timeout_s, name, where)
-    except RewardTimeoutError as timeout:
+    except DeadlinePassed as late:
+        assert timeout_s is not None  # only a timed call has a deadline
         if on_timeout == "raise":
-            raise
-        warnings.warn(f"{timeout} Every response of this batch was scored 0.", RewardTimeoutWarning, stacklevel=2)
+            raise RewardTimeoutError(_timeout_message(name, timeout_s, n, where, late, "")) from None
+        message = _timeout_message(name, timeout_s, n, where, late, "Every response of this batch was scored 0. ")
+        warnings.warn(message, RewardTimeoutWarning, stacklevel=2)
         return RewardScores([0.0] * n, 0, True)
-    scores, n_nan = _finite_scores(_score_list(raw, name, n), name)
-    if n_nan:
+    scores, non_finite = _finite_scores(_score_list(raw, name, n, where), name, prompts, examples)
+    if non_finite:
+        shown = ", ".join(str(i) for i in non_finite[:5]) + (", ..." if len(non_finite) > 5 else "")
         warnings.warn(
-            f"Reward {name} returned {n_nan} non-finite score(s) (nan/inf) in a batch of {n}; "
-            f"they were replaced by 0 ({where})",
+            f"Reward {name} returned {len(non_finite)} non-finite score(s) (nan/inf) in a batch of {n}, "
+            f"at position(s) {shown}; they were replaced by 0 (first of them: "
+            f"{_example_label(prompts, examples, non_finite[0])}). Make the reward return a finite "
+            "float for every response (e.g. its lowest score for one it cannot judge).",
             RuntimeWarning,
             stacklevel=2,
         )
-    return RewardScores(scores, n_nan, False)
+    return RewardScores(scores, len(non_finite), False)
 
 
 def _call_reward(reward: Any, args: tuple, timeout_s: Optional[float], name: str, where: str) -> Any:
-    """The reward's raw result; a timeout passes through, any other exception becomes a
-    RuntimeError that names the reward and the batch's first example."""
+    """The reward's raw result; a timeout (:class:`DeadlinePassed`) passes through, any other
+    exception becomes a RuntimeError that names the reward and the batch's first example."""
     try:
         if timeout_s is None:
             return reward(*args)
-        return _call_with_timeout(reward, args, timeout_s, name, where)
-    except RewardTimeoutError:
+        return call_with_deadline(reward, args, timeout_s, thread_name=f"reward-{name}")
+    except DeadlinePassed:
         raise
     except Exception as exc:
         raise RuntimeError(
@@ -199,34 +219,56 @@ def _call_reward(reward: Any, args: tuple, timeout_s: Optional[float], name: str
         ) from exc
 
 
-def _score_list(raw: Any, name: str, n: int) -> Sequence[Any]:
+_RETURN_HINT = "one float per response, in the order of the responses (a list, tuple, 1-D tensor or array)"
+
+
+def _score_list(raw: Any, name: str, n: int, where: str) -> Sequence[Any]:
     """``raw`` as a sequence of ``n`` items (tensors and arrays flattened to a list)."""
+    shape = ""
     if hasattr(raw, "tolist") and not isinstance(raw, (list, tuple)):  # torch / numpy
+        if hasattr(raw, "shape"):
+            shape = f" (a {type(raw).__name__} of shape {tuple(raw.shape)})"
         raw = raw.reshape(-1).tolist() if hasattr(raw, "reshape") else raw.tolist()
-    if isinstance(raw, (str, bytes)) or not hasattr(raw, "__len__"):
-        raise TypeError(f"Reward {name} must return a list of {n} floats, got {type(raw).__name__}")
+    if raw is None:
+        raise TypeError(f"Reward {name} returned None for a batch of {n} responses; does its __call__ "
+                        f"lack a return statement? It must return {_RETURN_HINT}")
+    if isinstance(raw, (dict, set, frozenset)) or (hasattr(raw, "keys") and hasattr(raw, "values")):
+        # A mapping or a set has a length but no order that matches the responses'.
+        raise TypeError(f"Reward {name} returned a {type(raw).__name__}, which has no order; it must return "
+                        f"{_RETURN_HINT}")
+    if isinstance(raw, (str, bytes)) or not hasattr(raw, "__len__") or not hasattr(raw, "__getitem__"):
+        raise TypeError(f"Reward {name} must return a list of {n} floats, got {type(raw).__name__}; "
+                        f"return {_RETURN_HINT}")
     if len(raw) != n:
         raise ValueError(
-            f"Reward {name} returned {len(raw)} scores for a batch of {n} responses; it must "
-            "return exactly one float per response, in order"
+            f"Reward {name} returned {len(raw)} scores{shape} for a batch of {n} responses ({where}); "
+            f"it must return exactly {_RETURN_HINT}"
         )
     return raw
 
 
-def _finite_scores(raw: Sequence[Any], name: str) -> Tuple[List[float], int]:
-    """``(scores, n_nan)``: every item as a float, nan/inf replaced by 0, and how many were."""
+def _finite_scores(raw: Sequence[Any], name: str, prompts: Sequence[str],
+                   examples: Sequence[Dict[str, Any]]) -> Tuple[List[float], List[int]]:
+    """``(scores, non_finite)``: every item as a float, nan/inf replaced by 0, and their positions."""
     scores: List[float] = []
-    n_nan = 0
+    non_finite: List[int] = []
     for i, value in enumerate(raw):
-        try:
-            score = float(value)
-        except (TypeError, ValueError) as exc:
+        problem = None
+        if isinstance(value, (str, bytes)):  # float("0.5") would pass: text is a bug in the reward
+            problem = "text, not a number"
+        else:
+            try:
+                score = float(value)
+            except (TypeError, ValueError) as exc:
+                problem = f"not a number ({exc})"
+        if problem is not None:
             raise TypeError(
-                f"Reward {name} returned {value!r} (a {type(value).__name__}) at position {i}; "
-                "every score must be a number"
-            ) from exc
+                f"Reward {name} returned {value!r} (a {type(value).__name__}) at position {i} "
+                f"({_example_label(prompts, examples, i)}): {problem}; every score must be one "
+                "int or float (or a one-element tensor)"
+            )
         if not math.isfinite(score):
-            n_nan += 1
+            non_finite.append(i)
             score = 0.0
         scores.append(score)
-    return scores, n_nan
+    return scores, non_finite
