@@ -3,21 +3,41 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 from typing import List, Optional
 
 import pytorch_lightning as pl
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 import ift.objectives  # noqa: F401  (registers objective classes for short class_path names)
+from ift.callbacks.resume_settings import OptimizerSettingsOnResume
+from ift.callbacks.line_progress import add_progress_every_argument, line_progress_unless_terminal
 from ift.callbacks.save_config import SaveRunConfig
+from ift.cli_outputs import check_output_folders
+from ift.cli_resume import (checkpoint_model_config, config_differences, optimizer_keys, read_checkpoint,
+                            refusal_message, resolve_ckpt_path, ResumeError)
 import ift.data  # noqa: F401  (registers data module classes for short class_path names)
 import ift.tasks.frozen_lake  # noqa: F401  (registers the Frozen Lake classes for short class_path names)
 import ift.tasks.arithmetic  # noqa: F401  (registers ArithmeticDataModule for short class_path names)
 import ift.tasks.code  # noqa: F401  (registers CodeTaskDataModule for short class_path names)
 from ift.modules import FineTuneModule
+from ift.quiet import print_verbose_help, quiet_third_party_output, take_verbose_flag
 
-EXTRA_COMMANDS = {"frozen-lake": "ift.tasks.frozen_lake.command:main", "code-pass-rate": "ift.tasks.code.command:main"}
+EXTRA_COMMANDS = {"frozen-lake": "ift.tasks.frozen_lake.command:main", "code-pass-rate": "ift.tasks.code.command:main",
+                  "predict": "ift.predict.command:main"}
+
+
+class IFTArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, remembering its error messages so that ``ift`` adds hints
+    only to the errors they are about."""
+
+    errors: List[str] = []
+
+    def error(self, message: str, ex: Optional[Exception] = None):
+        IFTArgumentParser.errors.append(str(message))
+        return super().error(message, ex)
 
 
 class IFTCLI(LightningCLI):
@@ -26,7 +46,66 @@ class IFTCLI(LightningCLI):
     There is deliberately no default data class: jsonargparse carries the init_args of a
     default class over to the class the user names (a chat data module would silently
     inherit the arithmetic task's ``max_length``).
+
+    ``fit`` differs from LightningCLI's (see :mod:`ift.cli_resume` and :mod:`ift.cli_outputs`):
+    before the first step every output folder is checked to be writable; with ``--ckpt_path``
+    the config is kept rather than overwritten by the checkpoint's hyper-parameters (settings
+    that may change on resume are honoured and printed, the others refused with a list of
+    differences), ``last`` is the newest checkpoint of an earlier run, and a cut-short file
+    is named as such.
     """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("parser_class", IFTArgumentParser)
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        add_progress_every_argument(parser)
+
+    def _instantiate_trainer(self, config, callbacks):
+        # Plain progress lines instead of Lightning's bar when stderr is not a terminal.
+        every = self._get(self.config, "progress_every")
+        return super()._instantiate_trainer(config, callbacks + line_progress_unless_terminal(config, callbacks, every))
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        IFTArgumentParser.errors.clear()  # parsed: a later SystemExit (Ctrl-C, a training error) is not a parse error
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would lay the checkpoint's hyper-parameters over the user's config here,
+        # silently; for fit, before_fit compares them instead. validate/test keep Lightning's way
+        # (evaluating a checkpoint with the model it was trained as).
+        if self.config.get("subcommand") == "fit":
+            return
+        super()._parse_ckpt_path()
+
+    def before_fit(self) -> None:
+        check_output_folders(self.trainer)
+        config = self.config_init[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path:
+            config["ckpt_path"] = self._prepare_resume(str(ckpt_path))
+
+    def _prepare_resume(self, ckpt_path: str) -> str:
+        """The checkpoint file to resume from, after checking it and the config against it."""
+        path = resolve_ckpt_path(self.trainer, ckpt_path)
+        if path != ckpt_path:
+            print(f"ift: --ckpt_path {ckpt_path}: resuming from {path}", file=sys.stderr)
+        checkpoint = read_checkpoint(path)
+        if checkpoint is None:
+            return path
+        self._dump_config()
+        current = self.config_dump.get("model") or {}
+        refused, honoured = config_differences(checkpoint_model_config(checkpoint), current)
+        del checkpoint
+        if refused:
+            raise ResumeError(refusal_message(path, refused))
+        for key, old, new in honoured:
+            print(f"ift: resuming with {key} = {new!r} (the checkpoint's run had {old!r})", file=sys.stderr)
+        keys = optimizer_keys(honoured)
+        if keys:
+            self.trainer.callbacks.append(OptimizerSettingsOnResume(keys))
+        return path
 
 
 def unknown_objective_hint(args: List[str]) -> Optional[str]:
@@ -55,20 +134,27 @@ def main(args: Optional[List[str]] = None):
         return getattr(module, function)(args[1:])
     if args[:1] in (["-h"], ["--help"]):
         # LightningCLI's help lists fit/validate/test only; name the extra commands too.
-        print("ift: also `ift frozen-lake --help` (the Frozen Lake comparison of every objective) and\n"
-              "`ift code-pass-rate --help` (held-out pass rate of a checkpoint on the built-in code task)\n")
+        print("ift: also `ift frozen-lake --help` (the Frozen Lake comparison of every objective),\n"
+              "`ift code-pass-rate --help` (held-out pass rate of a checkpoint on the built-in code task) and\n"
+              "`ift predict --help` (responses of a checkpoint or export to a file of prompts, scored on answers)\n")
+    print_verbose_help(args)
+    args, verbose = take_verbose_flag(args)  # ours, not LightningCLI's: taken out before it parses
+    if from_console and verbose:
+        sys.argv[1:] = args
+    IFTArgumentParser.errors.clear()
     hint = unknown_objective_hint(args)
     if hint:
         raise SystemExit(f"ift: error: {hint}")
     try:
-        cli = IFTCLI(
-            FineTuneModule,
-            pl.LightningDataModule,
-            subclass_mode_data=True,
-            args=None if from_console else args,  # LightningCLI reads sys.argv itself
-            # Each run saves its resolved config in its own versioned folder (and in W&B).
-            save_config_callback=SaveRunConfig,
-        )
+        with quiet_third_party_output(enabled=not verbose):
+            cli = IFTCLI(
+                FineTuneModule,
+                pl.LightningDataModule,
+                subclass_mode_data=True,
+                args=None if from_console else args,  # LightningCLI reads sys.argv itself
+                # Each run saves its resolved config in its own versioned folder (and in W&B).
+                save_config_callback=SaveRunConfig,
+            )
     except SystemExit as exit_error:
         _explain_objective_error(exit_error)
         raise
@@ -77,11 +163,34 @@ def main(args: Optional[List[str]] = None):
 
 
 def _explain_objective_error(exit_error: SystemExit) -> None:
-    """jsonargparse already printed its error; add the list of objectives when relevant."""
-    if exit_error.code not in (0, None):
-        from ift.objectives import available_objectives
+    """jsonargparse already printed its error; when it is about the objective, add the list of
+    objectives, or the arguments the named objective accepts. Nothing after Ctrl-C, a
+    training error or any other parse error."""
+    if exit_error.code in (0, None) or not IFTArgumentParser.errors:
+        return
+    message = IFTArgumentParser.errors[-1]
+    if "model.objective" not in message and "objective" not in message.split("\n", 1)[0]:
+        return
+    for class_path, option in re.findall(r"class_path '([^']+)':\s*Option '([^']+)' is not accepted", message):
+        accepted = _accepted_arguments(class_path)
+        if accepted is not None:
+            print(f"ift: {class_path.split('.')[-1]} does not accept {option!r}; its arguments "
+                  f"(model.objective.init_args.*): {', '.join(accepted)}", file=sys.stderr)
+            return
+    from ift.objectives import available_objectives
 
-        print(f"ift: valid objectives (model.objective.class_path): {', '.join(available_objectives())}", file=sys.stderr)
+    print(f"ift: valid objectives (model.objective.class_path): {', '.join(available_objectives())}", file=sys.stderr)
+
+
+def _accepted_arguments(class_path: str) -> Optional[List[str]]:
+    """The ``__init__`` argument names of the class at ``class_path`` (None if it cannot be imported)."""
+    from ift.cli_resume import resolve_class
+
+    cls = resolve_class(class_path)
+    if not inspect.isclass(cls):
+        return None
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 if __name__ == "__main__":  # pragma: no cover

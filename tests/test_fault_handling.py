@@ -493,15 +493,35 @@ def test_interrupt_checkpoint_goes_next_to_model_checkpoint_and_a_users_own_is_k
     assert not (tmp_path / "off" / "interrupted.ckpt").exists()
 
 
-def test_other_exceptions_write_no_interrupt_checkpoint(tmp_path):
+def test_other_exceptions_write_a_checkpoint_named_in_the_error_unless_turned_off(tmp_path):
     class Boom(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            raise ValueError("boom")
+            if trainer.global_step == 2:
+                raise ValueError("boom")
 
-    with pytest.raises(ValueError, match="boom"):
+    with pytest.raises(ValueError, match="boom") as raised:
         trainer(tmp_path, [Boom()], max_steps=3).fit(module_with(SFT()), data())
-    assert not (tmp_path / "interrupted.ckpt").exists()
+    path = tmp_path / "interrupted.ckpt"
+    assert torch.load(path, weights_only=False)["global_step"] == 2
+    assert f"resume with --ckpt_path {path}" in "\n".join(raised.value.__notes__)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handler was removed
+
+    off = InterruptCheckpoint(dirpath=str(tmp_path / "off"), save_on_error=False)
+    with pytest.raises(ValueError, match="boom"):
+        trainer(tmp_path, [Boom(), off], max_steps=3).fit(module_with(SFT()), data())
+    assert not (tmp_path / "off").exists()
+
+
+def test_an_error_before_any_finished_batch_leaves_an_earlier_checkpoint_alone(tmp_path):
+    class FailAtStart(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            raise ValueError("bad setting")
+
+    earlier = tmp_path / "interrupted.ckpt"
+    earlier.write_bytes(b"an earlier run's checkpoint")
+    with pytest.raises(ValueError, match="bad setting"):
+        trainer(tmp_path, [FailAtStart()], max_steps=3).fit(module_with(SFT()), data())
+    assert earlier.read_bytes() == b"an earlier run's checkpoint"
 
 
 # ---------------------------------------------------------------------------- atomic checkpoints

@@ -1,4 +1,4 @@
-"""Ctrl-C during a fit writes a checkpoint that ``trainer.fit(ckpt_path=...)`` resumes from.
+"""Ctrl-C (or an error) during a fit writes a checkpoint that ``trainer.fit(ckpt_path=...)`` resumes from.
 
 What Lightning 2.6 does by itself on Ctrl-C: it catches the ``KeyboardInterrupt`` raised
 wherever the main thread was (possibly halfway through ``optimizer.step()``), calls every
@@ -20,7 +20,16 @@ saves on any exception, under its metric-formatted name.
   not at the same place, so nothing is written);
 * on a ``KeyboardInterrupt`` raised some other way (in a callback, in a thread-less
   notebook cell) and on Lightning's ``SIGTERMException`` (SIGTERM, at a step boundary on
-  every rank), writes the checkpoint in ``on_exception``. Other exceptions write nothing.
+  every rank), writes the checkpoint in ``on_exception``;
+* on any other exception during training (a reward that raises, a data error mid-epoch,
+  too many nan steps), also writes it (``save_on_error``), so that nothing trained since
+  the last save is lost, and adds ``saved to X; resume with --ckpt_path X`` to the
+  exception's notes (printed under its traceback). The loop counters in it are those of
+  the last *finished* step: the step that raised is run again on resume. Nothing is
+  written for an error before the first finished training batch of this fit (setup,
+  loading a checkpoint, sanity validation, the first batch): there is nothing new to keep, and an earlier
+  ``interrupted.ckpt`` in the same folder is left as it is. Under multi-process training
+  the other ranks are not at the same place, so nothing is written (a warning says so).
 
 ``<dir>`` is the ``dirpath`` given, else the folder of the Trainer's ``ModelCheckpoint``,
 else ``trainer.default_root_dir``. The file is written with
@@ -63,15 +72,20 @@ class InterruptCheckpoint(Callback):
         dirpath: folder of the checkpoint; None: the Trainer's ``ModelCheckpoint`` folder,
             else ``trainer.default_root_dir``.
         filename: checkpoint file name, without ``.ckpt``.
+        save_on_error: also write the checkpoint when training stops on any other exception
+            (single process only).
     """
 
     FILE_EXTENSION = ".ckpt"
 
-    def __init__(self, dirpath: Optional[str] = None, filename: str = "interrupted"):
+    def __init__(self, dirpath: Optional[str] = None, filename: str = "interrupted", save_on_error: bool = True):
         if not filename:
             raise ValueError("InterruptCheckpoint: filename cannot be empty")
         self.dirpath = dirpath
         self.filename = filename
+        self.save_on_error = save_on_error
+        # Whether this fit finished a training batch (before that, an error leaves nothing new to save).
+        self._training_started = False
         #: Path of the last checkpoint this callback wrote (None before any).
         self.last_path: Optional[str] = None
         self._saved_step: Optional[int] = None
@@ -92,6 +106,9 @@ class InterruptCheckpoint(Callback):
         return os.path.join(directory, self.filename + self.FILE_EXTENSION)
 
     # ------------------------------------------------------------------ SIGINT
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self._training_started = False  # one instance may serve several fits
+
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._requested = False
         self._saved_step = None
@@ -140,6 +157,7 @@ class InterruptCheckpoint(Callback):
     def on_train_batch_end(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        self._training_started = True
         requested = self._requested
         if trainer.world_size > 1:
             from ift.core.distributed import any_process
@@ -159,20 +177,36 @@ class InterruptCheckpoint(Callback):
     # ------------------------------------------------------------------ exceptions
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
         self._restore_handler()
-        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
-            return
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return
         if self._saved_step is not None and self._saved_step == trainer.global_step:
             return  # written at the step boundary just before stopping
-        if isinstance(exception, KeyboardInterrupt) and trainer.world_size > 1:
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        if not interrupted and not (self.save_on_error and self._training_started):
+            return
+        if trainer.world_size > 1 and not isinstance(exception, SIGTERMException):
             rank_zero_warn(
                 "InterruptCheckpoint: a second Ctrl-C under multi-process training stops at once, without a "
                 "checkpoint (the processes are not at the same place). Press Ctrl-C once and wait for the step to end."
+                if interrupted else
+                f"InterruptCheckpoint: {type(exception).__name__} under multi-process training: no checkpoint written "
+                "(the other processes are not at the same place); resume from the last saved checkpoint."
             )
             return
-        why = "SIGTERM" if isinstance(exception, SIGTERMException) else "KeyboardInterrupt"
-        self._save(trainer, why)
+        if interrupted:
+            self._save(trainer, "SIGTERM" if isinstance(exception, SIGTERMException) else "KeyboardInterrupt")
+            return
+        try:
+            path = self._save(trainer, f"{type(exception).__name__} during training")
+        except Exception as save_error:  # never hide the exception that stopped training
+            log.error("InterruptCheckpoint: could not write a checkpoint after %s: %s",
+                      type(exception).__name__, save_error)
+            return
+        if hasattr(exception, "add_note"):  # Python >= 3.11: printed under the traceback
+            exception.add_note(
+                f"ift: the training so far (global step {trainer.global_step}) was saved to {path}; "
+                f"resume with --ckpt_path {path} (or trainer.fit(..., ckpt_path={path!r}))"
+            )
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._restore_handler()

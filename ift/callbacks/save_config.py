@@ -36,7 +36,19 @@ class SaveRunConfig(SaveConfigCallback):
     With a ``WandbLogger`` the resolved config is also put in the W&B run config, flattened
     to the CLI names (``model.objective.init_args.lam``) that sweeps use, and written as
     ``lightning_config.yaml`` among the W&B run's files (uploaded with the run).
+
+    Every checkpoint also carries the run's resolved ``model`` config (under
+    :data:`ift.cli_resume.RUN_CONFIG_KEY`), the optimizer and tokenizer included, so that
+    ``ift fit --ckpt_path`` can tell which settings a resumed run changes.
     """
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: Dict[str, Any]) -> None:
+        from ift.cli_resume import RUN_CONFIG_KEY
+
+        if getattr(self, "_model_config", None) is None:
+            resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False)) or {}
+            self._model_config = resolved.get("model") or {}
+        checkpoint[RUN_CONFIG_KEY] = {"model": self._model_config}
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.already_saved:
