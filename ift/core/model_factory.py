@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from ift.core.model_source import check_pretrained_source
 from ift.core.tokenizer import build_char_tokenizer
 
 CHAR_TOKENIZER = "char"
@@ -71,6 +72,7 @@ def build_tokenizer(tokenizer: Optional[Union[str, PreTrainedTokenizerBase]], mo
         result = build_char_tokenizer()
     else:
         source = tokenizer if tokenizer is not None else model
+        check_pretrained_source(source, MODEL_PRESETS, "tokenizer" if tokenizer is not None else "model")
         result = AutoTokenizer.from_pretrained(source)
     if result.pad_token_id is None:
         result.pad_token = result.eos_token
@@ -103,6 +105,7 @@ def build_policy(model: ModelSpec, tokenizer: PreTrainedTokenizerBase, torch_dty
         return policy.to(dtype) if dtype is not None else policy
     if not isinstance(model, str):
         raise TypeError(f"model must be a preset name, hub id, folder, config dict or nn.Module, got {type(model)}")
+    check_pretrained_source(model, MODEL_PRESETS)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     try:
         return AutoModelForCausalLM.from_pretrained(model, **kwargs)

@@ -8,6 +8,7 @@ import contextlib
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 import pytorch_lightning as pl
+from torchmetrics import MeanMetric
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
@@ -20,6 +21,7 @@ from ift.core.model_factory import build_policy, build_tokenizer
 from ift.callbacks.atomic_checkpoint import AtomicCheckpoints
 from ift.callbacks.data_report import SkippedExamplesReport
 from ift.callbacks.interrupt import InterruptCheckpoint
+from ift.callbacks.step_count import LogGlobalStep
 from ift.core.batch import batch_rows
 from ift.core.lora import is_peft_model
 from ift.modules.nonfinite import NonFiniteGuard, zero_loss
@@ -80,7 +82,15 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
             about; after this many skipped steps in a row training stops with
             :class:`~ift.modules.nonfinite.NonFiniteLossError`. 0 or None never stops.
         checkpoint_on_interrupt: on Ctrl-C, finish the current step and write a resumable
-            ``interrupted.ckpt`` (:class:`~ift.callbacks.InterruptCheckpoint`).
+            ``interrupted.ckpt`` (:class:`~ift.callbacks.InterruptCheckpoint`); also on any
+            other exception during training.
+
+    The step count: ``global_step`` (and so ``max_steps``, checkpoint names, and the
+    ``step`` of ``metrics.csv`` and the other loggers) counts optimizer updates of the
+    policy. With automatic optimization that is one per batch (per accumulation window);
+    under manual optimization (PPO) it is every mini-batch update, ``ppo_epochs`` x
+    mini-batches per training batch, and the progress bar shows it as ``step=`` beside its
+    batch counter (see :mod:`ift.callbacks.step_count`).
     """
 
     def __init__(
@@ -125,6 +135,9 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
         self._skip_pending: Optional[tuple] = None  # (what, value) of a non-finite step in progress
         self.eval_accuracy = eval_accuracy
         self.eval_max_new_tokens = eval_max_new_tokens
+        # val/accuracy and test/accuracy: the share over every prompt of the epoch and of every
+        # process (torchmetrics sums hits and counts, then syncs), not a mean of batch means.
+        self.accuracy_metrics = torch.nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         try:  # AnswerMatchReward checks the trigger: a bad one is refused now, not at the first validation
             self._answer_rule = AnswerMatchReward(trigger=eval_answer_trigger)
         except (TypeError, ValueError) as error:
@@ -269,12 +282,13 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
 
     def configure_callbacks(self):
         """Callbacks every fit gets: the once-per-epoch report of skipped examples, atomic
-        checkpoint writes, and (``checkpoint_on_interrupt``) a resumable checkpoint on Ctrl-C.
+        checkpoint writes, the logs' step count (:class:`~ift.callbacks.step_count.LogGlobalStep`)
+        and (``checkpoint_on_interrupt``) a resumable checkpoint on Ctrl-C or an error.
 
         Lightning replaces a Trainer callback by a module callback of the same type, so an
         ``InterruptCheckpoint`` the Trainer already has (its own folder) is kept, not replaced.
         """
-        callbacks = [SkippedExamplesReport(), AtomicCheckpoints()]
+        callbacks = [SkippedExamplesReport(), AtomicCheckpoints(), LogGlobalStep()]
         present = self.trainer.callbacks if self._trainer is not None else []
         if self.hparams.get("checkpoint_on_interrupt", True) and not any(
             isinstance(callback, InterruptCheckpoint) for callback in present
@@ -337,14 +351,21 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
             metrics["nll"] = response_nll(self.policy, batch)[0]
             if loss is None:
                 loss = metrics["nll"]
-        if self.eval_accuracy and "answer" in batch and "prompt_input_ids" in batch:
-            metrics["accuracy"] = self.answer_accuracy(batch)
         self.log_metrics(stage, loss, metrics, batch)
+        if self.eval_accuracy and "answer" in batch and "prompt_input_ids" in batch:
+            accuracy = self.accuracy_metrics[stage]
+            accuracy.update(self.answer_hits(batch))
+            self.log(f"{stage}/accuracy", accuracy, prog_bar=True, on_step=False, on_epoch=True)
+
+    def answer_accuracy(self, batch: Dict[str, Any]) -> torch.Tensor:
+        """Share of prompts whose greedy answer matches ``batch['answer']`` (see :meth:`answer_hits`)."""
+        hits = self.answer_hits(batch)
+        return hits.mean() if hits.numel() else torch.tensor(0.0)
 
     @torch.no_grad()
-    def answer_accuracy(self, batch: Dict[str, Any]) -> torch.Tensor:
-        """Share of prompts whose greedy answer matches ``batch['answer']`` (numeric, 1e-2),
-        the answer read by ``eval_answer_trigger``'s rule."""
+    def answer_hits(self, batch: Dict[str, Any]) -> torch.Tensor:
+        """1.0 for each prompt whose greedy answer matches ``batch['answer']`` (numeric, 1e-2),
+        the answer read by ``eval_answer_trigger``'s rule, else 0.0."""
         responses, _ = generate_responses(
             self.policy,
             batch["prompt_input_ids"],
@@ -355,7 +376,7 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
         )
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
         hits = [answers_match(self._answer_rule.extract(text), gold) for text, gold in zip(texts, batch["answer"])]
-        return torch.tensor(sum(hits) / max(len(hits), 1), dtype=torch.float32)
+        return torch.tensor([float(hit) for hit in hits], dtype=torch.float32, device=responses.device)
 
     def log_metrics(self, stage: str, loss: Optional[torch.Tensor], metrics: Dict[str, Any], batch: Dict[str, Any]) -> None:
         """Log ``{stage}/loss`` and every metric; keys that carry a ``/`` are logged as given."""
