@@ -131,7 +131,9 @@ def main(args: Optional[List[str]] = None):
     if args and args[0] in EXTRA_COMMANDS:
         module_name, function = EXTRA_COMMANDS[args[0]].split(":")
         module = __import__(module_name, fromlist=[function])
-        return getattr(module, function)(args[1:])
+        result = getattr(module, function)(args[1:])
+        # The console script does sys.exit(main()): a returned dict would exit with status 1.
+        return None if from_console else result
     if args[:1] in (["-h"], ["--help"]):
         # LightningCLI's help lists fit/validate/test only; name the extra commands too.
         print("ift: also `ift frozen-lake --help` (the Frozen Lake comparison of every objective),\n"

@@ -4,6 +4,7 @@ objective names fail with the list of valid ones."""
 
 from pathlib import Path
 
+import sys
 import pytest
 import yaml
 
@@ -113,3 +114,17 @@ def test_help_lists_the_subcommands(capsys):
     out = capsys.readouterr().out
     for word in ("fit", "validate", "test"):
         assert word in out
+
+
+def test_an_extra_command_run_from_the_console_exits_with_status_0(monkeypatch):
+    import types
+
+    import ift.cli as cli
+
+    fake = types.ModuleType("fake_extra_command")
+    fake.main = lambda argv: {"result": 1.0}  # what ift frozen-lake and code-pass-rate return
+    monkeypatch.setitem(sys.modules, "fake_extra_command", fake)
+    monkeypatch.setitem(cli.EXTRA_COMMANDS, "fake", "fake_extra_command:main")
+    monkeypatch.setattr(sys, "argv", ["ift", "fake"])
+    assert cli.main() is None  # sys.exit(None) is status 0
+    assert cli.main(["fake"]) == {"result": 1.0}  # called from Python: the result
