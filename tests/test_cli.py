@@ -2,9 +2,9 @@
 ``--print_config`` shows the objective's class_path, short names resolve, and unknown
 objective names fail with the list of valid ones."""
 
+import sys
 from pathlib import Path
 
-import sys
 import pytest
 import yaml
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -114,10 +114,12 @@ def test_rollout_progress_api(capsys):
                 seen["new"] = out.shape[1] - batch["prompt_input_ids"].shape[1]
                 seen["n"] = bar.n
 
-    trainer = quiet_trainer(max_steps=1, callbacks=[PeekAtRollout(), RolloutProgress(enabled=True)], limit_val_batches=0)
+    # The rollout is shown in the postfix of Lightning's training bar (tqdm writes to stdout).
+    trainer = quiet_trainer(max_steps=1, callbacks=[PeekAtRollout(), RolloutProgress(enabled=True), TQDMProgressBar()],
+                            limit_val_batches=0, enable_progress_bar=True)
     trainer.fit(module, datamodule=small_data())
     assert seen["bar"] is RolloutBar and seen["n"] == 2 and seen["tokens"] == seen["new"]
-    assert "rollout" in capsys.readouterr().err
+    assert "rollout=" in capsys.readouterr().out
     hidden = quiet_trainer(max_steps=1, callbacks=[RolloutProgress(enabled=False)], limit_val_batches=0)
     hidden.fit(FineTuneModule(model="tiny-gpt2"), datamodule=small_data())
     assert type(rollout_progress(hidden.lightning_module, total=1)) is not RolloutBar
