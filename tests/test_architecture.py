@@ -26,7 +26,7 @@ LAYERS: List[Set[str]] = [
     {"ift.modules"},
     {"ift.tasks", "ift.tasks.arithmetic", "ift.tasks.code", "ift.tasks.frozen_lake"},
     {"ift.experiments"},
-    {"ift.cli"},
+    {"ift.cli", "ift.predict"},
 ]
 UNITS = sorted(set().union(*LAYERS))
 

@@ -23,7 +23,7 @@ from ift.callbacks.rollout_progress import RolloutBar
 from ift.cli import main
 from ift.modules.nonfinite import NonFiniteLossWarning
 from ift.objectives import PPO
-from ift.quiet import take_verbose_flag
+from ift.cli.quiet import take_verbose_flag
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI.s args parameter")
 

@@ -27,6 +27,10 @@ def flatten(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return flat
 
 
+#: Where :class:`SaveRunConfig` keeps the run's ``model`` config in a checkpoint.
+RUN_CONFIG_KEY = "ift_run_config"
+
+
 class SaveRunConfig(SaveConfigCallback):
     """Like Lightning's ``SaveConfigCallback``, but the config goes to
     :func:`~ift.callbacks.paths.run_dir` (a folder of this run only, also with W&B or no
@@ -38,13 +42,11 @@ class SaveRunConfig(SaveConfigCallback):
     ``lightning_config.yaml`` among the W&B run's files (uploaded with the run).
 
     Every checkpoint also carries the run's resolved ``model`` config (under
-    :data:`ift.cli_resume.RUN_CONFIG_KEY`), the optimizer and tokenizer included, so that
+    :data:`RUN_CONFIG_KEY`), the optimizer and tokenizer included, so that
     ``ift fit --ckpt_path`` can tell which settings a resumed run changes.
     """
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: Dict[str, Any]) -> None:
-        from ift.cli_resume import RUN_CONFIG_KEY
-
         if getattr(self, "_model_config", None) is None:
             resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False)) or {}
             self._model_config = resolved.get("model") or {}

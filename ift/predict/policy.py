@@ -121,7 +121,7 @@ def _from_checkpoint(path: str, tokenizer: Optional[str]) -> LoadedPolicy:
 def _recorded_model_config(path: str) -> Dict[str, Any]:
     """The ``model`` config ``ift fit`` recorded in the checkpoint ({} when it recorded none),
     after checking that the file is a whole Lightning checkpoint."""
-    from ift.cli_resume import RUN_CONFIG_KEY
+    from ift.callbacks.save_config import RUN_CONFIG_KEY
 
     try:
         checkpoint = _load_weights_only(path)

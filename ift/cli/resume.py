@@ -36,8 +36,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-#: Where :class:`~ift.callbacks.SaveRunConfig` keeps the run's ``model`` config in a checkpoint.
-RUN_CONFIG_KEY = "ift_run_config"
+from ift.callbacks.save_config import RUN_CONFIG_KEY
 
 #: Module arguments that fix what the weights are: they cannot change on resume.
 FIXED_KEYS = ("model", "tokenizer", "torch_dtype", "lora", "output_tokens", "output_eos")

@@ -99,7 +99,7 @@ def _transformers_logging():
 
 VERBOSE_HELP = ("ift: --verbose (fit, validate, test) shows the third-party notices hidden by default "
                 "(Lightning tips and device banners, deprecation notices, transformers' advice); "
-                "see ift/quiet.py for the list\n")
+                "see ift/cli/quiet.py for the list\n")
 
 
 def print_verbose_help(args: List[str]) -> None:

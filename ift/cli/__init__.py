@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import re
 import sys
+import time
 from typing import List, Optional
 
 import pytorch_lightning as pl
@@ -15,15 +16,16 @@ import ift.objectives  # noqa: F401  (registers objective classes for short clas
 from ift.callbacks.resume_settings import OptimizerSettingsOnResume
 from ift.callbacks.line_progress import add_progress_every_argument, line_progress_unless_terminal
 from ift.callbacks.save_config import SaveRunConfig
-from ift.cli_outputs import check_output_folders
-from ift.cli_resume import (checkpoint_model_config, config_differences, optimizer_keys, read_checkpoint,
+from ift.cli.outputs import check_output_folders
+from ift.cli.resume import (checkpoint_model_config, config_differences, optimizer_keys, read_checkpoint,
                             refusal_message, resolve_ckpt_path, ResumeError)
 import ift.data  # noqa: F401  (registers data module classes for short class_path names)
 import ift.tasks.frozen_lake  # noqa: F401  (registers the Frozen Lake classes for short class_path names)
 import ift.tasks.arithmetic  # noqa: F401  (registers ArithmeticDataModule for short class_path names)
 import ift.tasks.code  # noqa: F401  (registers CodeTaskDataModule for short class_path names)
 from ift.modules import FineTuneModule
-from ift.quiet import print_verbose_help, quiet_third_party_output, take_verbose_flag
+from ift.cli.summary import known_run_folder, summarize_run
+from ift.cli.quiet import print_verbose_help, quiet_third_party_output, take_verbose_flag
 
 EXTRA_COMMANDS = {"frozen-lake": "ift.tasks.frozen_lake.command:main", "code-pass-rate": "ift.tasks.code.command:main",
                   "predict": "ift.predict.command:main"}
@@ -47,7 +49,7 @@ class IFTCLI(LightningCLI):
     default class over to the class the user names (a chat data module would silently
     inherit the arithmetic task's ``max_length``).
 
-    ``fit`` differs from LightningCLI's (see :mod:`ift.cli_resume` and :mod:`ift.cli_outputs`):
+    ``fit`` differs from LightningCLI's (see :mod:`ift.cli.resume` and :mod:`ift.cli.outputs`):
     before the first step every output folder is checked to be writable; with ``--ckpt_path``
     the config is kept rather than overwritten by the checkpoint's hyper-parameters (settings
     that may change on resume are honoured and printed, the others refused with a list of
@@ -80,11 +82,37 @@ class IFTCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def before_fit(self) -> None:
+        self._started = time.perf_counter()
+        self._resumed_step: Optional[int] = None
         check_output_folders(self.trainer)
         config = self.config_init[self.subcommand]
         ckpt_path = config.get("ckpt_path")
         if ckpt_path:
             config["ckpt_path"] = self._prepare_resume(str(ckpt_path))
+
+    def before_validate(self) -> None:
+        self._started = time.perf_counter()
+
+    def before_test(self) -> None:
+        self._started = time.perf_counter()
+
+    def after_fit(self) -> None:
+        self._print_summary()
+
+    def after_validate(self) -> None:
+        self._print_summary()
+
+    def after_test(self) -> None:
+        self._print_summary()
+
+    def _print_summary(self) -> None:
+        """The end-of-run lines: final metrics and every file this run wrote (rank zero)."""
+        if not self.trainer.is_global_zero:
+            return
+        seconds = time.perf_counter() - getattr(self, "_started", time.perf_counter())
+        text = summarize_run(self.trainer, self.subcommand, seconds, known_run_folder(self.trainer),
+                             getattr(self, "_resumed_step", None))
+        print(text, file=sys.stderr)
 
     def _prepare_resume(self, ckpt_path: str) -> str:
         """The checkpoint file to resume from, after checking it and the config against it."""
@@ -94,6 +122,7 @@ class IFTCLI(LightningCLI):
         checkpoint = read_checkpoint(path)
         if checkpoint is None:
             return path
+        self._resumed_step = int(checkpoint.get("global_step", 0))
         self._dump_config()
         current = self.config_dump.get("model") or {}
         refused, honoured = config_differences(checkpoint_model_config(checkpoint), current)
@@ -186,7 +215,7 @@ def _explain_objective_error(exit_error: SystemExit) -> None:
 
 def _accepted_arguments(class_path: str) -> Optional[List[str]]:
     """The ``__init__`` argument names of the class at ``class_path`` (None if it cannot be imported)."""
-    from ift.cli_resume import resolve_class
+    from ift.cli.resume import resolve_class
 
     cls = resolve_class(class_path)
     if not inspect.isclass(cls):
