@@ -223,6 +223,3 @@ def _accepted_arguments(class_path: str) -> Optional[List[str]]:
     parameters = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
