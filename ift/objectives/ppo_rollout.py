@@ -17,6 +17,7 @@ from ift.core.forward import policy_outputs
 from ift.core.generation import generate_responses
 from ift.objectives import functional as Fn
 from ift.objectives.contract import StepContext
+from ift.objectives.explained_variance import rollout_explained_variance
 from ift.objectives.rollout import Rollout
 from ift.objectives.value_functions import ValueFunction
 
@@ -200,7 +201,8 @@ def rollout_metrics(rollout: Rollout, reward_timeouts: int, timings: Dict[str, f
         "reward_timeouts": torch.tensor(float(reward_timeouts)),
     }
     metrics.update({f"time/{name}": torch.tensor(seconds) for name, seconds in timings.items()})
-    variance = Fn.explained_variance(rollout.values, rollout.returns, rollout.response_mask)
+    # Over every process's tokens (a torchmetrics metric that gathers them), not rank 0's.
+    variance = rollout_explained_variance(rollout.values, rollout.returns, rollout.response_mask)
     if torch.isfinite(variance):
         metrics["explained_variance"] = variance
     return metrics
