@@ -16,6 +16,7 @@ from ift.data.encoding import SkipExample, encode_example
 from ift.data.fields import expect_answer, expect_text
 from ift.data.fit_checks import RESPONSES, check_context, check_objective_fit, context_limit, objective_needs
 from ift.data.sampler import EpochSeededSampler, ResumableDataLoader
+from ift.data.skip_tally import SkipTally
 from ift.data.records import DataFormatError, DataMismatchError, Record, file_format, read_records, require_keys
 
 log = logging.getLogger(__name__)
@@ -156,21 +157,19 @@ class ExamplesDataModule(pl.LightningDataModule):
         return encode_example(self.tokenizer, example, self.max_length, self.use_chat_template)
 
     def encode(self, split: str, records: List[Record]) -> EncodedDataset:
-        items, locations, skipped, first_skipped = [], [], Counter(), []
+        items, locations, tally = [], [], SkipTally()
         for location, example in records:
             try:
                 item = self.encode_one(example)
             except SkipExample as reason:
-                skipped[str(reason)] += 1
-                if len(first_skipped) < 5:
-                    first_skipped.append((location, str(reason)))
+                tally.add(location, reason)
                 continue
             if items:
                 check_same_fields(split, (locations[0], items[0]), (location, item))
             items.append(item)
             locations.append(location)
-        self.skipped[split] = skipped
-        self.skipped_examples[split] = first_skipped
+        skipped = self.skipped[split] = tally.counts
+        self.skipped_examples[split] = tally.first
         if skipped:
             log.warning("%s %s split: skipped %d of %d examples: %s", type(self).__name__, split,
                         sum(skipped.values()), len(records), dict(skipped))

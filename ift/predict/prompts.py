@@ -30,6 +30,7 @@ from ift.data.chat import ChatDataModule
 from ift.data.datamodule import PromptResponseDataModule, SourceDataModule
 from ift.data.encoding import SkipExample
 from ift.data.records import DataFormatError, read_records, require_keys
+from ift.data.skip_tally import SkipTally
 from ift.rewards.answer import answers_match
 
 log = logging.getLogger(__name__)
@@ -129,16 +130,14 @@ class PromptReader:
         if not records:
             raise DataFormatError(f"{self.source}: no records; it should hold one prompt per record, e.g. "
                                   f'{{"{self.prompt_key}": "12+7=", "answer": "19"}}')
-        items, skipped, first_skipped, cut = [], Counter(), [], 0
+        items, tally, cut = [], SkipTally(), 0
         for location, record in records:
             reader = self.reader_for(location, record)
             example = reader.normalise(location, record)
             try:
                 features = reader.encode_one(example)
             except SkipExample as reason:
-                skipped[str(reason)] += 1
-                if len(first_skipped) < 5:
-                    first_skipped.append((location, str(reason)))
+                tally.add(location, reason)
                 continue
             except DataFormatError:
                 raise
@@ -151,6 +150,7 @@ class PromptReader:
             if answer is not None:
                 check_gold(location, answer, self.answer_key)
             items.append(PromptItem(location, features["prompt"], ids, answer, features.get("response")))
+        skipped, first_skipped = tally.counts, tally.first
         if skipped:
             log.warning("ift predict: skipped %d of %d records of %s: %s (first: %s)", sum(skipped.values()),
                         len(records), self.source, dict(skipped), first_skipped[0][0])
