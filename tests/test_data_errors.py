@@ -226,6 +226,21 @@ def test_sft_with_the_preference_data_module_says_sft_trains_on_responses(tmp_pa
     assert "model.objective.class_path: DPO or ORPO" in message
 
 
+def test_a_custom_objective_is_held_to_what_it_declares_it_trains_on(tmp_path):
+    """The check reads the objective's ``trains_on``, not its class name: an objective of
+    the user's own, not derived from DPO, that declares preference pairs is refused SFT data."""
+    from ift.core.constants import TRAINS_ON_PAIRS
+    from ift.objectives.sft import SFT as _Base
+
+    class MyPairwiseLoss(_Base):
+        trains_on = TRAINS_ON_PAIRS
+
+    path = write_lines(tmp_path / "sft.jsonl", [GOOD] * 4)
+    with pytest.raises(DataMismatchError) as info:
+        fit(PromptResponseDataModule(train_data=path, batch_size=2), MyPairwiseLoss())
+    assert "the objective MyPairwiseLoss trains on preference pairs" in str(info.value)
+
+
 def test_dpo_on_prompt_response_data_says_it_needs_preference_pairs(tmp_path):
     path = write_lines(tmp_path / "sft.jsonl", [GOOD] * 4)
     with pytest.raises(DataMismatchError) as info:

@@ -6,22 +6,19 @@ Both would otherwise fail steps later with a bare ``KeyError: 'input_ids'`` or a
 :class:`~ift.data.records.DataMismatchError`, naming the data source, the objective or the
 model's limit, and the fix.
 
-What an objective reads is known by its class (and, for the recipes, by their parts). The
-data layer may not import the objectives (tests/test_architecture.py), so the classes are
-matched by name along the objective's MRO: a subclass of ``SFT`` needs what ``SFT`` needs.
-An objective matched by none is not checked.
+What an objective reads is its class attribute ``trains_on`` (one of the ``TRAINS_ON_*``
+values of :mod:`ift.core.constants`; a subclass inherits it, and a recipe needs what its
+parts need). An objective that declares none is not checked.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ift.core.constants import TRAINS_ON_PAIRS, TRAINS_ON_PROMPTS, TRAINS_ON_RESPONSES
 from ift.data.records import DataMismatchError
 
-RESPONSES, PAIRS, PROMPTS = "prompts with responses", "preference pairs", "prompts alone"
-#: What each objective class trains on (by class name, see the module docstring).
-NEEDS_BY_CLASS = {"SFT": RESPONSES, "IFT": RESPONSES, "_PreferenceObjective": PAIRS, "DPO": PAIRS, "ORPO": PAIRS,
-                  "RolloutObjective": PROMPTS, "PPO": PROMPTS}
+RESPONSES, PAIRS, PROMPTS = TRAINS_ON_RESPONSES, TRAINS_ON_PAIRS, TRAINS_ON_PROMPTS
 #: The encoded fields that carry each kind of data.
 FIELDS = {RESPONSES: ("input_ids", "labels"), PAIRS: ("chosen_input_ids", "rejected_input_ids"), PROMPTS: ("prompt_ids",)}
 #: The encoded sequences the model reads (their length must fit its positions).
@@ -42,10 +39,8 @@ def objective_needs(objective: Any) -> List[Tuple[str, str]]:
     parts = getattr(objective, "stages", None) or getattr(objective, "objectives", None)
     if isinstance(parts, (list, tuple)):
         return [need for part in parts for need in objective_needs(getattr(part, "objective", part))]
-    for cls in type(objective).__mro__:
-        if cls.__name__ in NEEDS_BY_CLASS:
-            return [(type(objective).__name__, NEEDS_BY_CLASS[cls.__name__])]
-    return []
+    need = getattr(objective, "trains_on", None)
+    return [(type(objective).__name__, need)] if need in FIELDS else []
 
 
 def data_gives(item: Dict[str, Any]) -> List[str]:

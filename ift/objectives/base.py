@@ -30,6 +30,10 @@ class Objective:
     #: What this objective needs from the module (see :class:`Capabilities`); recipes
     #: compute theirs from their parts.
     capabilities: Capabilities = Capabilities()
+    #: What the objective trains on, one of ``ift.core.constants.TRAINS_ON_*`` (prompts with
+    #: responses, preference pairs, prompts alone): the data module stops before the first
+    #: step when its data gives something else. None: not checked (recipes: their parts).
+    trains_on: Optional[str] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # The module's hyper-parameters hold the objective, so checkpoints contain it.

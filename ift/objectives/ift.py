@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from ift.core.constants import TRAINS_ON_RESPONSES
 from ift.objectives import functional as Fn
 from ift.objectives.base import Metrics, Objective
 from ift.core.forward import accepts_true_input_ids, policy_logits
@@ -39,6 +40,8 @@ class IFT(Objective):
         prediction: how pass 1 picks the predicted token: ``greedy`` (argmax) or ``sample``.
         temperature: sampling temperature when ``prediction="sample"``.
     """
+
+    trains_on = TRAINS_ON_RESPONSES
 
     def __init__(
         self,

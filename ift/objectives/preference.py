@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from ift.core.constants import TRAINS_ON_PAIRS
 from ift.objectives import functional as Fn
 from ift.objectives.base import Objective
 from ift.objectives.contract import StepContext, StepResult
@@ -53,6 +54,8 @@ def pair_logprobs(policy: torch.nn.Module, batch: Dict[str, Any], average: bool)
 class _PreferenceObjective(Objective):
     """What DPO and ORPO share: a held-out loss only on batches that carry both sides,
     computed as in training."""
+
+    trains_on = TRAINS_ON_PAIRS
 
     def validation_loss(self, context: StepContext, batch: Dict[str, Any]) -> Optional[StepResult]:
         if not all(key in batch for key in ("chosen_input_ids", "rejected_input_ids")):

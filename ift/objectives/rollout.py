@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from ift.core.constants import TRAINS_ON_PROMPTS
 from ift.objectives.base import Objective
 from ift.objectives.contract import Capabilities, StepContext, StepResult
 
@@ -97,6 +98,8 @@ class RolloutObjective(Objective):
     optimizer steps from them. A :class:`~ift.objectives.Mix` recognises this base and uses
     one rollout and one ``loss_on_rollout`` per batch instead, in its single step.
     """
+
+    trains_on = TRAINS_ON_PROMPTS
 
     capabilities = Capabilities(manual_optimization=True)
     #: A base to build on, not an objective to train with (left out of the list of objectives).

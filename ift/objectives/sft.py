@@ -6,6 +6,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from ift.core.constants import TRAINS_ON_RESPONSES
 from ift.objectives import functional as Fn
 from ift.objectives.base import Metrics, Objective
 from ift.core.forward import policy_logits
@@ -34,6 +35,8 @@ class SFT(Objective):
         token_mean: average over all response tokens of the batch instead of the default
             per-sequence token mean followed by a mean over sequences.
     """
+
+    trains_on = TRAINS_ON_RESPONSES
 
     def __init__(self, token_mean: bool = False):
         self.token_mean = token_mean
