@@ -1,7 +1,9 @@
-"""SFT vs IFT on held-out addition, over seeds, at several training budgets.
+"""SFT vs IFT (and SFT -> PPO) on held-out addition, over seeds, at several training budgets.
 
-    python benchmarks/arithmetic_learning.py                    # 5 seeds, 770 and 1100 steps
+    python benchmarks/arithmetic_learning.py                    # tiny GPT-2, 5 seeds, 770 and 1100 steps
     python benchmarks/arithmetic_learning.py --seeds 3 --steps 400,800 --out runs/arith.json
+    python benchmarks/arithmetic_learning.py --model smollm2-135m-instruct --chat --seeds 3 \
+        --steps 100 --batch-size 16 --lr 1e-4 --objectives SFT,IFT,SFT->PPO --warmup-steps 60
 
 Every (objective, seed) is one run of ``ift.experiments.arithmetic_learning.learn`` in a
 worker process with one CPU thread, so the numbers do not depend on ``--workers``. Prints
@@ -19,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ift.core.hardware import describe_hardware  # noqa: E402
-from ift.experiments.arithmetic_learning import OBJECTIVES, LearningSettings, run  # noqa: E402
+from ift.experiments.arithmetic_learning import ALL_OBJECTIVES, OBJECTIVES, LearningSettings, run  # noqa: E402
 from ift.core.stats import mean_std  # noqa: E402
 
 
@@ -29,24 +31,41 @@ def main() -> None:
     parser.add_argument("--steps", default="770,1100", help="comma-separated optimizer-step budgets to measure at")
     parser.add_argument("--lr", type=float, default=LearningSettings.lr, help="AdamW learning rate")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (one thread each)")
+    parser.add_argument("--model", default=LearningSettings.model, help="model spec: a preset, folder or .gguf file")
+    parser.add_argument("--chat", action="store_true", help="problems in the tokenizer's chat template")
+    parser.add_argument("--lora-r", type=int, default=0, help="LoRA rank (0: train every weight)")
+    parser.add_argument("--batch-size", type=int, default=LearningSettings.batch_size, help="training batch")
+    parser.add_argument("--num-train", type=int, default=LearningSettings.num_train, help="training problems")
+    parser.add_argument("--num-val", type=int, default=LearningSettings.num_val, help="held-out problems")
+    parser.add_argument("--max-new-tokens", type=int, default=LearningSettings.eval_max_new_tokens,
+                        help="tokens generated to read an answer (and PPO's response length)")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES), help=f"comma-separated, of {ALL_OBJECTIVES}")
+    parser.add_argument("--warmup-steps", type=int, default=0, help="SFT batches before PPO in SFT->PPO")
     parser.add_argument("--out", default=None, help="write every run's numbers to this JSON file")
     args = parser.parse_args()
-    settings = LearningSettings(eval_steps=tuple(int(s) for s in args.steps.split(",")), lr=args.lr)
+    settings = LearningSettings(
+        eval_steps=tuple(int(s) for s in args.steps.split(",")), lr=args.lr, model=args.model,
+        use_chat_template=args.chat, batch_size=args.batch_size, num_train=args.num_train, num_val=args.num_val,
+        eval_max_new_tokens=args.max_new_tokens, warmup_steps=args.warmup_steps, eval_batch_size=min(args.num_val, 64),
+        lora={"r": args.lora_r, "alpha": 2 * args.lora_r} if args.lora_r else None,
+    )
+    objectives = args.objectives.split(",")
     start = time.perf_counter()
-    runs = run(settings, list(range(args.seeds)), OBJECTIVES, args.workers)
+    runs = run(settings, list(range(args.seeds)), objectives, args.workers)
     elapsed = time.perf_counter() - start
 
     columns = ["untrained"] + [f"{step} steps" for step in settings.eval_steps]
-    print(f"\nheld-out accuracy, mean ± std over seeds 0-{args.seeds - 1}; {describe_hardware()}, "
+    print(f"\n{settings.model}: held-out accuracy, mean ± std over seeds 0-{args.seeds - 1}; {describe_hardware()}, "
           f"{args.workers} workers, {elapsed:.0f} s")
     print(f"{'objective':<10}" + "".join(f"{c:>18}" for c in columns))
-    for name in OBJECTIVES:
+    for name in objectives:
         mine = [r for r in runs if r["objective"] == name]
         cells = [mean_std([r["before"] for r in mine])] + [mean_std([r["after"][s] for r in mine]) for s in settings.eval_steps]
         print(f"{name:<10}" + "".join(f"{m:>11.3f} ± {s:.3f}" for m, s in cells))
     print("\nper seed:")
     for r in runs:
-        print(f"  {r['objective']:<4} seed {r['seed']}: " + ", ".join(f"{s}: {a:.3f}" for s, a in r["after"].items()))
+        print(f"  {r['objective']:<8} seed {r['seed']}: untrained {r['before']:.3f}, "
+              + ", ".join(f"{s}: {a:.3f}" for s, a in r["after"].items()) + f" ({r['seconds']:.0f} s)")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"settings": vars(settings) | {"eval_steps": list(settings.eval_steps)},

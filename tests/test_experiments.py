@@ -83,6 +83,8 @@ def test_hardware_line_names_cpu_torch_and_kernels():
 @pytest.mark.parametrize("script, args", [
     ("reft_arms.py", ["--seeds", "2", "--warmup-steps", "3", "--ppo-iterations", "1", "--workers", "2"]),
     ("arithmetic_learning.py", ["--seeds", "2", "--steps", "2,4", "--workers", "1"]),
+    ("arithmetic_learning.py", ["--seeds", "2", "--steps", "2,6", "--workers", "1", "--objectives", "SFT->PPO",
+                                "--warmup-steps", "2", "--num-train", "64", "--num-val", "16"]),
 ])
 def test_benchmark_scripts_print_mean_and_std_over_seeds(script, args, tmp_path):
     out = tmp_path / "runs.json"
@@ -91,6 +93,16 @@ def test_benchmark_scripts_print_mean_and_std_over_seeds(script, args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "±" in done.stdout and "seeds 0-1" in done.stdout and "CPU kernels" in done.stdout
     assert out.exists()
+
+
+def test_sft_then_ppo_arm_needs_a_warmup_inside_the_budget():
+    from ift.experiments.arithmetic_learning import LearningSettings, make_objective
+
+    with pytest.raises(ValueError, match="warmup_steps"):
+        make_objective("SFT->PPO", LearningSettings(eval_steps=(10,), warmup_steps=0))
+    recipe = make_objective("SFT->PPO", LearningSettings(eval_steps=(10,), warmup_steps=4))
+    assert [type(stage.objective).__name__ for stage in recipe.stages] == ["SFT", "PPO"]
+    assert recipe.stages[0].steps == 4
 
 
 def test_code_task_arms_score_in_the_sandbox():

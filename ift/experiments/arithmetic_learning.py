@@ -1,15 +1,17 @@
-"""Do SFT and IFT learn held-out addition? Several seeds, accuracy at several budgets.
+"""Do SFT, IFT and SFT -> PPO learn held-out addition? Several seeds, accuracy at several budgets.
 
-A tiny GPT-2 (2 layers, 64 dims, character tokenizer) learns two-operand addition with
-operands in ``[0, max_operand]`` from ``num_train`` problems and is scored by greedy exact
-match on ``num_val`` problems it never saw. Accuracy is measured before training and after
-each budget in ``eval_steps``, in one run per (objective, seed).
+A model (by default a tiny GPT-2: 2 layers, 64 dims, character tokenizer; or a real
+pretrained one such as ``smollm2-135m-instruct`` in its chat template) learns two-operand
+addition with operands in ``[0, max_operand]`` from ``num_train`` problems and is scored by
+greedy exact match on ``num_val`` problems it never saw. Accuracy is measured before
+training and after each budget in ``eval_steps``, in one run per (objective, seed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Sequence, Tuple
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -18,6 +20,9 @@ from ift.core.workers import map_in_processes
 
 #: The objectives compared, by name.
 OBJECTIVES = ("SFT", "IFT")
+#: Every objective :func:`make_objective` builds: SFT->PPO is ReFT's recipe (SFT for
+#: ``warmup_steps`` batches, then PPO on the answer's exact match until the last budget).
+ALL_OBJECTIVES = ("SFT", "IFT", "SFT->PPO")
 
 
 @dataclasses.dataclass
@@ -34,6 +39,16 @@ class LearningSettings:
             is the length of the run.
         lam: IFT's lambda.
         gamma: IFT's gamma.
+        model: the model spec of FineTuneModule (a preset, folder, hub id or ``.gguf`` file).
+        tokenizer: FineTuneModule's tokenizer (None: the model's own, or the character one).
+        use_chat_template: render problems in the tokenizer's chat template (instruct models).
+        lora: LoRA settings of FineTuneModule (None: train every weight).
+        max_length: longest encoded sequence (prompt + response) in tokens.
+        eval_max_new_tokens: tokens generated to read an answer.
+        eval_batch_size: held-out prompts generated together.
+        warmup_steps: SFT batches before PPO in the SFT->PPO arm.
+        ppo_lr: the PPO stage's learning rate (below SFT's, as in ReFT).
+        samples_per_prompt: PPO responses sampled per prompt.
     """
 
     max_operand: int = 29
@@ -44,17 +59,37 @@ class LearningSettings:
     eval_steps: Tuple[int, ...] = (770, 1100)
     lam: float = 0.2
     gamma: float = 0.95
+    model: str = "tiny-gpt2"
+    tokenizer: Optional[str] = None
+    use_chat_template: bool = False
+    lora: Optional[Dict[str, Any]] = None
+    max_length: int = 64
+    eval_max_new_tokens: int = 4
+    eval_batch_size: Optional[int] = None
+    warmup_steps: int = 0
+    ppo_lr: float = 1e-4
+    samples_per_prompt: int = 4
 
 
 def make_objective(name: str, settings: LearningSettings):
-    """SFT, or IFT with the settings' lambda and gamma."""
-    from ift.objectives import IFT, SFT
+    """SFT, IFT with the settings' lambda and gamma, or SFT -> PPO (see :data:`ALL_OBJECTIVES`)."""
+    from ift.objectives import IFT, PPO, SFT, Sequential, Stage
+    from ift.rewards import AnswerMatchReward
 
     if name == "SFT":
         return SFT()
     if name == "IFT":
         return IFT(lam=settings.lam, gamma=settings.gamma)
-    raise ValueError(f"arithmetic learning: unknown objective {name!r}; choose one of {OBJECTIVES}")
+    if name == "SFT->PPO":
+        if not 0 < settings.warmup_steps < max(settings.eval_steps):
+            raise ValueError(f"SFT->PPO needs 0 < warmup_steps < the last budget ({max(settings.eval_steps)}), "
+                             f"got warmup_steps={settings.warmup_steps}")
+        ppo = PPO(reward=AnswerMatchReward(), samples_per_prompt=settings.samples_per_prompt,
+                  max_new_tokens=settings.eval_max_new_tokens, kl_coef=0.05, ppo_epochs=2,
+                  mini_batch_size=settings.batch_size * settings.samples_per_prompt)
+        return Sequential([Stage(SFT(), steps=settings.warmup_steps, name="sft-warmup"),
+                           Stage(ppo, name="ppo", lr=settings.ppo_lr)])
+    raise ValueError(f"arithmetic learning: unknown objective {name!r}; choose one of {ALL_OBJECTIVES}")
 
 
 class AccuracyAt(pl.Callback):
@@ -85,15 +120,18 @@ def learn(job: Tuple[str, int, LearningSettings]) -> Dict[str, Any]:
     from ift.modules import FineTuneModule
 
     name, seed, settings = job
+    start = time.perf_counter()
     pl.seed_everything(seed, verbose=False)
     module = FineTuneModule(
-        model="tiny-gpt2", objective=make_objective(name, settings),
+        model=settings.model, tokenizer=settings.tokenizer, objective=make_objective(name, settings),
         optimizer=lambda params: torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0),
-        eval_max_new_tokens=4,
+        eval_max_new_tokens=settings.eval_max_new_tokens, lora=settings.lora,
     )
     data = ArithmeticDataModule(num_train=settings.num_train, num_val=settings.num_val, num_test=0,
                                 max_operand=settings.max_operand, operators="+", batch_size=settings.batch_size,
-                                eval_batch_size=settings.num_val, seed=seed, tokenizer=module.tokenizer)
+                                eval_batch_size=settings.eval_batch_size or settings.num_val, seed=seed,
+                                tokenizer=module.tokenizer, max_length=settings.max_length,
+                                use_chat_template=settings.use_chat_template)
     data.setup("fit")
     module.configure_model()
     before = held_out_accuracy(module, data)
@@ -102,7 +140,8 @@ def learn(job: Tuple[str, int, LearningSettings]) -> Dict[str, Any]:
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[probe])
     trainer.fit(module, data)
-    return {"objective": name, "seed": seed, "before": before, "after": dict(probe.accuracy)}
+    return {"objective": name, "seed": seed, "before": before, "after": dict(probe.accuracy),
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 def run(settings: LearningSettings, seeds: Sequence[int], objectives: Sequence[str] = OBJECTIVES,

@@ -20,6 +20,8 @@ class ArithmeticDataModule(GeneratedTaskDataModule):
         max_operand: largest operand.
         operators: operators to draw from (``+``, ``-``, ``*``; ``*`` binds first).
         worked_solution: write the intermediate steps before ``answer: N``.
+        use_chat_template: render each problem as a user turn of the tokenizer's chat template
+            (for instruct models; the response is the assistant's answer).
         task_seed: seed of the problem generator.
         batch_size: see :class:`ExamplesDataModule` (as are the other arguments).
     """
@@ -44,12 +46,14 @@ class ArithmeticDataModule(GeneratedTaskDataModule):
         num_workers: int = 0,
         seed: int = 0,
         tokenizer: Optional[Any] = None,
+        use_chat_template: bool = False,
     ):
         super().__init__(num_train, num_val, num_test, task_seed,
                          dict(num_operands=num_operands, min_operand=min_operand, max_operand=max_operand,
                               operators=operators, worked_solution=worked_solution),
                          batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length,
-                         padding_side=padding_side, num_workers=num_workers, seed=seed, tokenizer=tokenizer)
+                         padding_side=padding_side, num_workers=num_workers, seed=seed, tokenizer=tokenizer,
+                         use_chat_template=use_chat_template)
 
     def generate(self, count: int) -> List[Dict[str, Any]]:
         return arithmetic_examples(count, self.task_seed, **self.task)
