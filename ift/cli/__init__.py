@@ -16,6 +16,7 @@ import ift.objectives  # noqa: F401  (registers objective classes for short clas
 from ift.callbacks.resume_settings import OptimizerSettingsOnResume
 from ift.callbacks.line_progress import add_progress_every_argument, line_progress_unless_terminal
 from ift.callbacks.save_config import SaveRunConfig
+from ift.cli.config_files import check_config_files
 from ift.cli.outputs import check_output_folders
 from ift.cli.resume import (checkpoint_model_config, config_differences, optimizer_keys, read_checkpoint,
                             refusal_message, resolve_ckpt_path, ResumeError)
@@ -176,6 +177,7 @@ def main(args: Optional[List[str]] = None):
     hint = unknown_objective_hint(args)
     if hint:
         raise SystemExit(f"ift: error: {hint}")
+    check_config_files(args)
     try:
         with quiet_third_party_output(enabled=not verbose):
             cli = IFTCLI(
@@ -210,6 +212,13 @@ def _explain_objective_error(exit_error: SystemExit) -> None:
             return
     from ift.objectives import available_objectives
 
+    # A known objective whose own argument is wrong (a reward of the wrong class, say): the
+    # list of objectives would point the user at the wrong key.
+    for class_path, key in re.findall(r"Problem with given class_path '([^']+)':\s*Parser key \"([^\"]+)\"", message):
+        if class_path.split(".")[-1] in available_objectives():
+            print(f"ift: the objective {class_path.split('.')[-1]} exists; the error above is in its argument "
+                  f"model.objective.init_args.{key}", file=sys.stderr)
+            return
     print(f"ift: valid objectives (model.objective.class_path): {', '.join(available_objectives())}", file=sys.stderr)
 
 

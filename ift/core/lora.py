@@ -9,7 +9,7 @@ shared with the reference model, which is the same network with its adapters dis
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping
 
 import torch
 
@@ -49,11 +49,26 @@ def wrap_with_lora(policy: torch.nn.Module, options: Mapping[str, Any]) -> torch
         options["fan_in_fan_out"] = True  # GPT-2 style Conv1D layers store weights transposed
     config = lora_config(options)
     checkpointing = _is_checkpointing(policy)
-    wrapped = peft.get_peft_model(policy, config)
+    try:
+        wrapped = peft.get_peft_model(policy, config)
+    except ValueError as error:  # peft's NoMatchingPeftModuleError is a ValueError
+        if "not found in the base model" not in str(error):
+            raise
+        raise ValueError(f"model.lora target_modules {options.get('target_modules')!r}: no such layer in "
+                         f"{type(policy).__name__}; layers LoRA can adapt here: {', '.join(adaptable_layer_names(policy))} "
+                         f"(set model.lora.target_modules to some of them)") from error
     if checkpointing:
         # Checkpointed blocks need an input that requires grad when the embeddings are frozen.
         wrapped.enable_input_require_grads()
     return wrapped
+
+
+def adaptable_layer_names(policy: torch.nn.Module) -> List[str]:
+    """The last name part of each linear (or GPT-2 Conv1D) layer, once each: what
+    ``target_modules`` may name."""
+    names = {name.rsplit(".", 1)[-1] for name, module in policy.named_modules()
+             if name and (isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D")}
+    return sorted(names)
 
 
 def _uses_conv1d(policy: torch.nn.Module) -> bool:

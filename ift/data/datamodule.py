@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -57,6 +58,15 @@ def check_same_fields(split: str, first: Tuple[str, Dict[str, Any]], other: Tupl
             )
 
 
+def check_positive(owner: str, **sizes: Optional[int]) -> None:
+    """Stop at construction, naming the config key, when a size is 0 or negative: ``max_length 0``
+    would otherwise skip every example as "too long", and ``batch_size 0`` fail in the DataLoader."""
+    for name, value in sizes.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{owner}: {name} must be a whole number >= 1, got {value!r}; "
+                             f"set data.init_args.{name} (--data.init_args.{name} N)")
+
+
 class ExamplesDataModule(pl.LightningDataModule):
     """Base data module: subclasses say where examples come from (:meth:`load_examples`).
 
@@ -87,6 +97,7 @@ class ExamplesDataModule(pl.LightningDataModule):
         tokenizer: Optional[Union[str, PreTrainedTokenizerBase]] = None,
     ):
         super().__init__()
+        check_positive(type(self).__name__, batch_size=batch_size, eval_batch_size=eval_batch_size, max_length=max_length)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_length = max_length
@@ -174,7 +185,10 @@ class ExamplesDataModule(pl.LightningDataModule):
             log.warning("%s %s split: skipped %d of %d examples: %s", type(self).__name__, split,
                         sum(skipped.values()), len(records), dict(skipped))
         if not items:
-            raise DataFormatError(f"{self.describe_source(split)}: no usable {split} example (skipped: {dict(skipped)})")
+            # The places, not only the counts: the user opens the file at the first of them.
+            first = ", ".join(f"{where} ({why})" for where, why in tally.first)
+            raise DataFormatError(f"{self.describe_source(split)}: no usable {split} example (skipped: {dict(skipped)}; "
+                                  f"first: {first})")
         return EncodedDataset(items, locations)
 
     def collator(self) -> Collator:
@@ -246,7 +260,12 @@ class SourceDataModule(ExamplesDataModule):
         source, hf_split = self.sources[split]
         if source is None:
             return None
-        records = read_records(source, hf_split, **self.dataset_kwargs)
+        try:
+            records = read_records(source, hf_split, **self.dataset_kwargs)
+        except FileNotFoundError as error:
+            # Which setting names the missing file: a typo in val_data looks like one in train_data.
+            raise FileNotFoundError(f"{split}_data {source}: no such file (relative paths start at {os.getcwd()}); "
+                                    f"fix data.init_args.{split}_data, or leave it out") from error
         if not records:
             raise DataFormatError(self.empty_source_message(split))
         if self.max_examples is not None:
@@ -338,8 +357,10 @@ class PromptResponseDataModule(SourceDataModule):
         response_key = self.keys["response"]
         if response_key is not None and response_key not in record and {"chosen", "rejected"} <= set(record):
             raise DataMismatchError(self._preference_record_message(location, record))
-        wanted = [key for name, key in self.keys.items() if key is not None and name != "answer"]
-        require_keys(location, record, wanted)
+        for name, key in self.keys.items():
+            if key is not None and name != "answer" and key not in record:
+                require_keys(location, record, [key], f"Rename the field, or set data.init_args.{name}_key to the "
+                             f"field that holds the {name}.")
         example: Dict[str, Any] = {}
         for name, key in self.keys.items():
             if key is None or name == "answer":

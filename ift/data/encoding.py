@@ -39,7 +39,9 @@ def encode_pair(
     """
     if not response or not response.strip():
         raise SkipExample("empty response")
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    check_known_tokens(tokenizer, response, response_ids)
+    response_ids = response_ids + [tokenizer.eos_token_id]
     if len(response_ids) + 1 > max_length:
         raise SkipExample("response longer than max_length")
     room = max_length - len(response_ids)
@@ -47,6 +49,17 @@ def encode_pair(
     input_ids = kept_prompt + response_ids
     labels = [IGNORE_INDEX] * len(kept_prompt) + response_ids
     return {"input_ids": input_ids, "labels": labels, "prompt_ids": kept_prompt}
+
+
+def check_known_tokens(tokenizer: PreTrainedTokenizerBase, text: str, ids: List[int]) -> None:
+    """Skip a response the tokenizer maps (in part) to its unknown token: the model would be
+    trained to write ``<unk>`` where the text has characters its vocabulary lacks (the
+    character tokenizer and non-byte-level ones do this silently; byte-level BPE never does)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or unk not in ids or (tokenizer.unk_token and tokenizer.unk_token in text):
+        return
+    raise SkipExample("response has characters unknown to the tokenizer (they would be trained as its unk token; "
+                      "use a tokenizer that covers them, e.g. model.tokenizer char:CHARS)")
 
 
 def encode_example(

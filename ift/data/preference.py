@@ -104,6 +104,9 @@ class PreferenceDataModule(SourceDataModule):
 
     def encode_one(self, example: Dict[str, Any]) -> Dict[str, Any]:
         prompt, chosen, rejected = example.get("prompt"), example["chosen"], example["rejected"]
+        if chosen == rejected:
+            # The pair prefers nothing: DPO's loss is log 2 with no gradient, ORPO's odds term is constant.
+            raise SkipExample("chosen and rejected are the same")
         if all(isinstance(value, str) for value in (prompt, chosen, rejected)):
             features = encode_example(
                 self.tokenizer, {"prompt": prompt, "chosen": chosen, "rejected": rejected},

@@ -86,6 +86,31 @@ def read_records(source: str, split: Optional[str] = None, **load_kwargs: Any) -
     return _read_hf_dataset(source, split or "train", **load_kwargs)
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object names one key twice (``json`` would keep the last value silently)."""
+
+
+def _no_duplicate_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: the object, unless a key appears twice."""
+    record: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise _DuplicateKey(key)
+        record[key] = value
+    return record
+
+
+def _duplicate_key_message(where: str, key: str) -> str:
+    return (f"{where}: the key {key!r} appears twice in one object; JSON readers keep only the last value, so the "
+            f"first would be lost without a word. Keep one {key!r} per record (merge or rename the other)")
+
+
+def _json_error(error: json.JSONDecodeError) -> str:
+    """``json``'s message without its own trailing position words ("... at"), then the column."""
+    message = error.msg[:-3] if error.msg.endswith(" at") else error.msg
+    return f"{message} at column {error.colno}"
+
+
 def _require_file(path: str) -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file {path} does not exist")
@@ -132,10 +157,12 @@ def read_jsonl(path: str) -> List[Record]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+            except _DuplicateKey as duplicate:
+                raise DataFormatError(_duplicate_key_message(f"{path}:{number}", duplicate.args[0])) from None
             except json.JSONDecodeError as error:
                 raise DataFormatError(
-                    f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno}); "
+                    f"{path}:{number}: not valid JSON ({_json_error(error)}); "
                     f"each line must be one JSON object, e.g. {{\"prompt\": \"...\", \"response\": \"...\"}}"
                 ) from None
             if not isinstance(record, dict):
@@ -147,7 +174,9 @@ def read_jsonl(path: str) -> List[Record]:
 def _read_json(path: str) -> List[Record]:
     text = _read_text(path)
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as duplicate:
+        raise DataFormatError(_duplicate_key_message(path, duplicate.args[0])) from None
     except json.JSONDecodeError as error:
         raise DataFormatError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
     if isinstance(data, dict) and "data" in data:
