@@ -425,8 +425,8 @@ def probes() -> List[Probe]:
     def directory(folder: Path) -> List[str]:
         (folder / "data").mkdir()
         return ift(*FIT, *prompt_response("data"))
-    add(Probe("train_data_is_a_folder", "train_data names an empty folder", directory, refuses("data")))
-    add(fit_probe("no_train_data", "no --data.train_data at all", [], refuses("train_data"),
+    add(Probe("train_data_is_a_folder", "train_data names an empty folder", directory, refuses("train_data data", "folder")))
+    add(fit_probe("no_train_data", "no --data.train_data at all", [], refuses("train_data", "required"),
                   fit=FIT[:0] + FIT))  # prompt_response() always names it; replaced below
     found[-1].prepare = lambda folder: (write_jsonl(folder / "train.jsonl", GOOD), ift(
         *FIT, "--data", "ift.data.PromptResponseDataModule"))[1]
@@ -436,21 +436,21 @@ def probes() -> List[Probe]:
     found[-1].prepare = lambda folder: (os.makedirs(folder / "my data"), write_jsonl(folder / "my data" / "t 1.jsonl", GOOD),
                                         ift(*FIT[:-4], "--trainer.default_root_dir", "my runs", *FIT[-2:],
                                             *prompt_response("my data/t 1.jsonl")))[2]
-    add(fit_probe("max_length_zero", "--data.max_length 0", ["--data.max_length", "0"], refuses("max_length")))
-    add(fit_probe("max_length_negative", "--data.max_length -5", ["--data.max_length", "-5"], refuses("max_length")))
-    add(fit_probe("batch_size_zero", "--data.batch_size 0", ["--data.batch_size", "0"], refuses("batch_size")))
+    add(fit_probe("max_length_zero", "--data.max_length 0", ["--data.max_length", "0"], refuses("max_length", ">= 1")))
+    add(fit_probe("max_length_negative", "--data.max_length -5", ["--data.max_length", "-5"], refuses("max_length", ">= 1")))
+    add(fit_probe("batch_size_zero", "--data.batch_size 0", ["--data.batch_size", "0"], refuses("batch_size", ">= 1")))
     add(fit_probe("max_length_tiny", "--data.max_length 2: no example fits", ["--data.max_length", "2"],
                   refuses("max_length")))
 
     # --- config and command line --------------------------------------------------
     add(fit_probe("lr_negative", "a negative learning rate", ["--model.optimizer", "torch.optim.AdamW",
-                                                               "--model.optimizer.init_args.lr", "-0.1"], refuses("lr", "-0.1")))
+                                                               "--model.optimizer.init_args.lr", "-0.1"], refuses("learning rate", "-0.1")))
     add(fit_probe("lr_string", "a learning rate that is a word", ["--model.optimizer", "torch.optim.AdamW",
                                                                    "--model.optimizer.init_args.lr", "fast"], refuses("lr", "fast")))
     add(fit_probe("optimizer_typo", "an optimizer class path with a typo", ["--model.optimizer", "torch.optim.Adamw"],
                   refuses("Adamw")))
-    add(fit_probe("option_typo", "an option name with a typo (--model.objectiv)", ["--model.objectiv", "SFT"],
-                  refuses("objectiv")))
+    add(fit_probe("option_typo", "an option name with a typo (--model.objetive)", ["--model.objetive", "SFT"],
+                  refuses("model.objetive")))
     add(fit_probe("config_file_missing", "--config naming a file that does not exist", ["--config", "sft.yml"],
                   refuses("sft.yml")))
 

@@ -263,6 +263,10 @@ class SourceDataModule(ExamplesDataModule):
         try:
             records = read_records(source, hf_split, **self.dataset_kwargs)
         except FileNotFoundError as error:
+            if os.path.isdir(source):  # datasets' EmptyDatasetError is a FileNotFoundError too
+                raise FileNotFoundError(f"{split}_data {source}: a folder that datasets.load_dataset finds no data file "
+                                        f"in ({error}); set data.init_args.{split}_data to a .jsonl/.json/.csv/.parquet "
+                                        f"file or a folder of them") from error
             # Which setting names the missing file: a typo in val_data looks like one in train_data.
             raise FileNotFoundError(f"{split}_data {source}: no such file (relative paths start at {os.getcwd()}); "
                                     f"fix data.init_args.{split}_data, or leave it out") from error
