@@ -1,7 +1,9 @@
 """Turn the ``model`` / ``tokenizer`` arguments of FineTuneModule into real objects.
 
-``model`` may be a preset name (``tiny-gpt2``, ``tiny-llama``, ``gpt2-100m``), a hub id
-or local folder (``AutoModelForCausalLM.from_pretrained``), a dict holding a
+``model`` may be a preset name (``tiny-gpt2``, ``tiny-llama``, ``gpt2-100m``: built
+locally with random weights), a hub id or local folder (``AutoModelForCausalLM.from_pretrained``),
+a GGUF model (a ``.gguf`` path, ``{folder: ..., gguf_file: ...}`` or a pretrained preset
+such as ``smollm2-135m-instruct``: :mod:`ift.core.gguf_source`), a dict holding a
 ``model_type`` plus config fields (built locally with random weights), or a ready
 ``nn.Module``.
 """
@@ -15,6 +17,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from ift.core.gguf_source import PRETRAINED_PRESETS, gguf_source, is_gguf_spec, load_gguf_policy, load_gguf_tokenizer
 from ift.core.model_source import check_pretrained_source
 from ift.core.tokenizer import build_char_tokenizer
 
@@ -45,8 +48,15 @@ MODEL_PRESETS: Dict[str, Dict[str, Any]] = {
 ModelSpec = Union[str, Dict[str, Any], torch.nn.Module]
 
 
+def preset_names() -> list:
+    """Every preset name: the untrained configs, then the pretrained (GGUF) ones."""
+    return [*MODEL_PRESETS, *PRETRAINED_PRESETS]
+
+
 def is_local_config(model: ModelSpec) -> bool:
     """True when the model is built from a config here rather than loaded from weights."""
+    if is_gguf_spec(model):
+        return False
     return isinstance(model, dict) or (isinstance(model, str) and model in MODEL_PRESETS)
 
 
@@ -55,11 +65,17 @@ def build_tokenizer(tokenizer: Optional[Union[str, PreTrainedTokenizerBase]], mo
 
     ``"char"`` is the built-in character tokenizer; ``"char:CHARS"`` the same over exactly
     the characters ``CHARS`` (plus pad/eos/bos/unk), e.g. ``"char:SFHG/:LDRU0123456789"``.
-    ``None`` means: the model's own tokenizer when ``model`` is a hub id or folder,
-    else the built-in character tokenizer. A tokenizer without a pad token pads with EOS.
+    A GGUF model (a ``.gguf`` path, ``{folder, gguf_file}`` or a pretrained preset) names
+    the tokenizer stored in that file, chat template included.
+    ``None`` means: the model's own tokenizer when ``model`` is a hub id, folder or GGUF
+    model, else the built-in character tokenizer. A tokenizer without a pad token pads with EOS.
     """
+    gguf = gguf_source(tokenizer, "tokenizer") if tokenizer is not None else (
+        gguf_source(model) if isinstance(model, (str, dict)) else None)
     if isinstance(tokenizer, PreTrainedTokenizerBase):
         result = tokenizer
+    elif gguf is not None:
+        result = load_gguf_tokenizer(gguf)
     elif isinstance(tokenizer, str) and tokenizer.startswith(CHAR_TOKENIZER + ":"):
         # "char:ABC..." = the character tokenizer over exactly these characters (e.g. Frozen Lake's).
         characters = tokenizer[len(CHAR_TOKENIZER) + 1:]
@@ -72,7 +88,7 @@ def build_tokenizer(tokenizer: Optional[Union[str, PreTrainedTokenizerBase]], mo
         result = build_char_tokenizer()
     else:
         source = tokenizer if tokenizer is not None else model
-        check_pretrained_source(source, MODEL_PRESETS, "tokenizer" if tokenizer is not None else "model")
+        check_pretrained_source(source, preset_names(), "tokenizer" if tokenizer is not None else "model")
         result = AutoTokenizer.from_pretrained(source)
     if result.pad_token_id is None:
         result.pad_token = result.eos_token
@@ -84,12 +100,16 @@ def build_policy(model: ModelSpec, tokenizer: PreTrainedTokenizerBase, torch_dty
     if isinstance(model, torch.nn.Module):
         return model
     dtype = getattr(torch, torch_dtype) if torch_dtype else None
+    gguf = gguf_source(model)
+    if gguf is not None:
+        return load_gguf_policy(gguf, dtype)
     if is_local_config(model):
         fields = copy.deepcopy(MODEL_PRESETS[model] if isinstance(model, str) else dict(model))
         if "model_type" not in fields:
             raise ValueError(
                 f"model config {model!r} needs a 'model_type' (e.g. 'gpt2' or 'llama') "
-                f"or use a preset: {sorted(MODEL_PRESETS)}"
+                f"or use a preset: {sorted(MODEL_PRESETS)}; a GGUF file is given as "
+                f"{{folder: ..., gguf_file: ...}}"
             )
         model_type = fields.pop("model_type")
         fields.setdefault("vocab_size", len(tokenizer))
@@ -105,7 +125,7 @@ def build_policy(model: ModelSpec, tokenizer: PreTrainedTokenizerBase, torch_dty
         return policy.to(dtype) if dtype is not None else policy
     if not isinstance(model, str):
         raise TypeError(f"model must be a preset name, hub id, folder, config dict or nn.Module, got {type(model)}")
-    check_pretrained_source(model, MODEL_PRESETS)
+    check_pretrained_source(model, preset_names())
     kwargs = {"dtype": dtype} if dtype is not None else {}
     try:
         return AutoModelForCausalLM.from_pretrained(model, **kwargs)
@@ -113,6 +133,6 @@ def build_policy(model: ModelSpec, tokenizer: PreTrainedTokenizerBase, torch_dty
         where = "folder" if os.path.isdir(model) else "hub id"
         raise OSError(
             f"could not load model {model!r} as a {where}: {error}. Use a preset "
-            f"({', '.join(MODEL_PRESETS)}), a config dict with 'model_type', or a folder "
+            f"({', '.join(preset_names())}), a config dict with 'model_type', a .gguf file, or a folder "
             f"written by save_pretrained."
         ) from error

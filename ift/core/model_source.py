@@ -35,8 +35,8 @@ def check_pretrained_source(name: str, presets: Iterable[str], what: str = "mode
     if looks_like_a_path(name):
         raise FileNotFoundError(
             f"{what} {name!r}: no folder {os.path.abspath(os.path.expanduser(name))!r} exists (and it is not a "
-            f"preset: {listed}). Give a folder written by save_pretrained (e.g. an ift export), a hub id "
-            f"such as 'owner/name', or a preset."
+            f"preset: {listed}). Give a folder written by save_pretrained (e.g. an ift export), a .gguf file, "
+            f"a hub id such as 'owner/name', or a preset."
         )
     close = difflib.get_close_matches(name, presets, n=1, cutoff=0.75)
     if close:
