@@ -126,3 +126,9 @@ def test_a_reward_of_the_wrong_class_points_at_the_reward_not_at_the_objective_l
     err = capsys.readouterr().err
     assert "the objective PPO exists; the error above is in its argument model.objective.init_args.reward" in err
     assert "valid objectives" not in err
+
+
+def test_an_empty_folder_as_train_data_is_named_a_folder_not_a_missing_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"train_data .*data: a folder that datasets\.load_dataset finds no data file"):
+        prepared(PromptResponseDataModule(train_data=str(tmp_path / "data")))
