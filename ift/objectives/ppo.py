@@ -46,8 +46,9 @@ class PPO(RolloutObjective):
 
     Args:
         reward: scores responses, ``(prompts, responses, examples) -> list[float]``; chosen in
-            YAML by ``class_path`` (default ``AnswerMatchReward``: ReFT's 1 / 0.1 / 0). In Python
-            any callable with that signature works.
+            YAML by ``class_path``, which must name a subclass of ``ift.rewards.Reward`` (default
+            ``AnswerMatchReward``: ReFT's 1 / 0.1 / 0). In Python any callable with that signature
+            works.
         kl_coef: KL penalty coefficient beta in the per-token reward (ReFT: 0.05; 0.01 for code);
             the starting value when ``adaptive_kl``.
         kl_estimator: per-token KL estimate in the reward: ``k1`` (log-ratio), ``k2`` or ``k3``.
