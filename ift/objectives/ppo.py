@@ -68,6 +68,11 @@ class PPO(RolloutObjective):
         temperature: sampling temperature; log-probs are taken at the same temperature.
         top_p: nucleus sampling mass (1.0: off).
         use_cache: sample with the KV cache (False only for benchmarks).
+        share_prompts: in the log-prob, value and update passes, run each distinct prompt of
+            the rows once and reuse its KV cache for every sample of it
+            (:mod:`ift.core.shared_prompts`): the same logits up to rounding, fewer tokens
+            through the model when ``samples_per_prompt > 1``. Models that keep no KV cache
+            (and gradient checkpointing) get the plain pass.
         whiten_advantages: normalise advantages to mean 0, variance 1 over valid tokens.
         early_stop_kl: stop the PPO epochs of an iteration once a mini-batch's approx-KL
             (between the rollout policy and the updated one) exceeds this; None: never.
@@ -110,6 +115,7 @@ class PPO(RolloutObjective):
         temperature: float = 1.0,
         top_p: float = 1.0,
         use_cache: bool = True,
+        share_prompts: bool = True,
         whiten_advantages: bool = True,
         early_stop_kl: Optional[float] = None,
         critic: Optional[Union[str, Dict[str, Any]]] = None,
@@ -155,6 +161,7 @@ class PPO(RolloutObjective):
         self.temperature = temperature
         self.top_p = top_p
         self.use_cache = use_cache
+        self.share_prompts = share_prompts
         self.whiten_advantages = whiten_advantages
         self.early_stop_kl = early_stop_kl
         self.critic = critic
@@ -252,7 +259,7 @@ class PPO(RolloutObjective):
         """
         rollout = steps.trim_right(rollout)
         logits, values = self.value_function(context).logits_and_values(
-            context.policy, rollout.input_ids, rollout.attention_mask, rollout.prompt_length
+            context.policy, rollout.input_ids, rollout.attention_mask, rollout.prompt_length, self.share_prompts
         )
         mask = rollout.response_mask
         logprobs = steps.sampled_logprobs(logits, rollout.response_ids, self.temperature)
@@ -300,7 +307,8 @@ class PPO(RolloutObjective):
             bar.set_postfix(score=round(float(scores.sum()) / max(count, 1), 3))
         input_ids, attention_mask = steps.sequences(prompts, samples)
         old_logprobs, ref_logprobs, values = steps.logprobs_and_values(
-            context, self.value_function(context), input_ids, attention_mask, samples, self.temperature
+            context, self.value_function(context), input_ids, attention_mask, samples, self.temperature,
+            self.share_prompts,
         )
         kl_coef = float(self.kl_controller.value)
         kl = torch.where(samples.mask, Fn.kl_penalty(old_logprobs, ref_logprobs, self.kl_estimator), 0.0)

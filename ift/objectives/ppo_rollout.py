@@ -13,8 +13,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from ift.core.distributed import all_reduce_sum_fn
-from ift.core.forward import policy_outputs
 from ift.core.generation import generate_responses
+from ift.core.shared_prompts import response_outputs
 from ift.objectives import functional as Fn
 from ift.objectives.contract import StepContext
 from ift.objectives.explained_variance import rollout_explained_variance
@@ -146,16 +146,19 @@ def sequences(prompts: Prompts, samples: Samples) -> Tuple[torch.Tensor, torch.T
 
 
 def logprobs_and_values(context: StepContext, value_function: ValueFunction, input_ids: torch.Tensor,
-                        attention_mask: torch.Tensor, samples: Samples,
-                        temperature: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(old_logprobs, ref_logprobs, values)`` of the sampled tokens, ``B x R`` each, no gradient."""
+                        attention_mask: torch.Tensor, samples: Samples, temperature: float,
+                        share_prompts: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(old_logprobs, ref_logprobs, values)`` of the sampled tokens, ``B x R`` each, no gradient
+    (``share_prompts``: each distinct prompt runs once, :mod:`ift.core.shared_prompts`)."""
     length = input_ids.shape[1] - samples.ids.shape[1]
     with torch.no_grad():
-        logits, values = value_function.logits_and_values(context.policy, input_ids, attention_mask, length)
+        logits, values = value_function.logits_and_values(context.policy, input_ids, attention_mask, length,
+                                                          share_prompts)
         old_logprobs = sampled_logprobs(logits, samples.ids, temperature)
         del logits
         with context.reference_model() as reference:
-            ref_logits = policy_outputs(reference, input_ids, attention_mask).logits[:, length - 1:-1]
+            ref_logits = response_outputs(reference, input_ids, attention_mask, length,
+                                          share_prompts=share_prompts).logits
             ref_logprobs = sampled_logprobs(ref_logits, samples.ids, temperature)
             del ref_logits
     return old_logprobs, ref_logprobs, torch.where(samples.mask, values.float(), 0.0)

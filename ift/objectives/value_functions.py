@@ -19,7 +19,7 @@ from typing import Tuple
 
 import torch
 
-from ift.core.forward import policy_outputs
+from ift.core.shared_prompts import response_outputs
 
 
 def hidden_size_of(model: torch.nn.Module) -> int:
@@ -70,10 +70,10 @@ class ValueHead(ValueFunction):
         """``B x T x H`` hidden states (any dtype) -> ``B x T`` float32 values."""
         return self.linear(hidden.float()).squeeze(-1)
 
-    def logits_and_values(self, policy, input_ids, attention_mask, prompt_length):
-        outputs = policy_outputs(policy, input_ids, attention_mask, output_hidden_states=True)
-        response = slice(prompt_length - 1, -1)
-        return outputs.logits[:, response], self(outputs.hidden_states[-1][:, response])
+    def logits_and_values(self, policy, input_ids, attention_mask, prompt_length, share_prompts=False):
+        outputs = response_outputs(policy, input_ids, attention_mask, prompt_length, output_hidden_states=True,
+                                   share_prompts=share_prompts)
+        return outputs.logits, self(outputs.hidden)
 
 
 class CriticModel(ValueFunction):
@@ -88,12 +88,14 @@ class CriticModel(ValueFunction):
         self.backbone = backbone
         self.head = ValueHead(hidden_size_of(backbone))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """``B x T`` float32 values of every prefix (position ``t`` sees tokens ``0..t``)."""
-        outputs = policy_outputs(self.backbone, input_ids, attention_mask, output_hidden_states=True)
-        return self.head(outputs.hidden_states[-1])
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
+                share_prompts: bool = False) -> torch.Tensor:
+        """``B x R`` float32 values of the response states (position ``t`` sees the prompt
+        and response tokens before response token ``t``)."""
+        outputs = response_outputs(self.backbone, input_ids, attention_mask, prompt_length,
+                                   output_hidden_states=True, share_prompts=share_prompts)
+        return self.head(outputs.hidden)
 
-    def logits_and_values(self, policy, input_ids, attention_mask, prompt_length):
-        response = slice(prompt_length - 1, -1)
-        logits = policy_outputs(policy, input_ids, attention_mask).logits[:, response]
-        return logits, self(input_ids, attention_mask)[:, response]
+    def logits_and_values(self, policy, input_ids, attention_mask, prompt_length, share_prompts=False):
+        logits = response_outputs(policy, input_ids, attention_mask, prompt_length, share_prompts=share_prompts).logits
+        return logits, self(input_ids, attention_mask, prompt_length, share_prompts)
