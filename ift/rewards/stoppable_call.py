@@ -68,11 +68,31 @@ def still_running_calls() -> int:
 
 
 def _raise_in_thread(ident: Optional[int], exc_type: Optional[type]) -> bool:
-    """Make ``exc_type`` pending in thread ``ident`` (None clears a pending one); whether it took."""
+    """Make ``exc_type`` pending in thread ``ident`` (None clears a pending one); whether it took.
+
+    A stop is not sent while any thread is being started (False is returned; the caller sends
+    again later): on CPython <= 3.11 a thread being started carries, until it first runs, the
+    id of the thread starting it, so a stop aimed at a reward that starts a thread could land
+    on that new thread, end it before ``Thread.start()`` in the reward returns, and leave the
+    reward waiting there for ever (CPython gh-140746), unstoppable. Holding threading's own
+    lock keeps a start from beginning between the check and the send."""
     set_async_exc = getattr(getattr(ctypes, "pythonapi", None), "PyThreadState_SetAsyncExc", None)
     if set_async_exc is None or ident is None:  # not CPython, or a thread that never started
         return False
-    exc = ctypes.py_object(exc_type) if exc_type is not None else None
+    if exc_type is None:  # clearing one's own pending stop never harms another thread
+        return set_async_exc(ctypes.c_ulong(ident), None) == 1
+    starting = getattr(threading, "_limbo", None)
+    lock = getattr(threading, "_active_limbo_lock", None)
+    if starting is None or lock is None:  # a threading without these: send unguarded
+        return _send(set_async_exc, ident, exc_type)
+    with lock:
+        if starting:
+            return False
+        return _send(set_async_exc, ident, exc_type)
+
+
+def _send(set_async_exc: Any, ident: int, exc_type: type) -> bool:
+    exc = ctypes.py_object(exc_type)
     changed = set_async_exc(ctypes.c_ulong(ident), exc)
     if changed > 1:  # more than one thread state with this id: the C API says to undo it
         set_async_exc(ctypes.c_ulong(ident), None)
