@@ -9,6 +9,7 @@ shared with the reference model, which is the same network with its adapters dis
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any, Dict, List, Mapping
 
 import torch
@@ -85,11 +86,11 @@ def _is_checkpointing(policy: torch.nn.Module) -> bool:
 
 
 def is_peft_model(policy: torch.nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - depends on the install
-        return False
-    return isinstance(policy, PeftModel)
+    """Whether ``policy`` is a peft ``PeftModel``. A PeftModel exists only once peft has been
+    imported, so peft (slow to import) is not imported to answer no."""
+    peft = sys.modules.get("peft")
+    model_class = getattr(peft, "PeftModel", None) if peft is not None else None
+    return model_class is not None and isinstance(policy, model_class)
 
 
 def _is_vanilla_lora(base: torch.nn.Module) -> bool:
