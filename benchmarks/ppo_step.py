@@ -13,6 +13,11 @@ and values — and ``time/update``, every optimizer step of the iteration); the 
 the median over ``--iterations`` iterations after ``--warmup`` ones, and samples (sampled
 responses) per second of a whole iteration.
 
+**Shared prompts.** The same iterations with ``PPO(share_prompts=False)``: every sample's
+prompt runs through the model again, in the no-grad passes and in every update. The
+table gives both times of those passes (``time/logprobs`` + ``time/update``) and their
+ratio; the samples are the same (the sampling streams do not depend on the setting).
+
 **Generation with vs without the KV cache.** The same model and the same left-padded
 prompts (``--gen-batch`` random prompts of 8 to ``--prompt-len`` tokens), greedy so both
 runs do exactly the same work and return the same tokens (checked), up to
@@ -68,10 +73,10 @@ class PhaseTimes(pl.Callback):
         self.rows.append(row)
 
 
-def ppo_iteration(model: str, args: argparse.Namespace) -> Dict[str, float]:
+def ppo_iteration(model: str, args: argparse.Namespace, share_prompts: bool = True) -> Dict[str, float]:
     pl.seed_everything(0, verbose=False)
     objective = PPO(samples_per_prompt=args.samples, max_new_tokens=args.max_new_tokens, ppo_epochs=2,
-                    mini_batch_size=args.mini_batch, use_cache=True)
+                    mini_batch_size=args.mini_batch, use_cache=True, share_prompts=share_prompts)
     module = FineTuneModule(model=model, objective=objective, eval_accuracy=False,
                             optimizer=lambda params: torch.optim.AdamW(params, lr=1e-4))
     data = ArithmeticDataModule(num_train=args.batch * (args.iterations + args.warmup), num_val=8, num_test=8,
@@ -166,11 +171,21 @@ def main(argv=None) -> None:
           f"{args.iterations})\n")
     print("| model | rollouts | generation s | scoring s | logprobs s | update s | iteration s | samples/s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    shared = {}
     for model in models:
-        r = ppo_iteration(model, args)
+        r = shared[model] = ppo_iteration(model, args)
         print(f"| {model} | {r['rollout']:.0f} | {r['time/generation']:.3f} | {r['time/scoring']:.4f} | "
               f"{r['time/logprobs']:.3f} | {r['time/update']:.3f} | {r['iteration']:.3f} | {r['samples/s']:.0f} |",
               flush=True)
+
+    print(f"\n# Shared prompts: log-prob and update passes with share_prompts on vs off (same iterations)\n")
+    print("| model | shared s | plain s | shared / plain |")
+    print("|---|---:|---:|---:|")
+    for model in models:
+        plain = ppo_iteration(model, args, share_prompts=False)
+        on = shared[model]["time/logprobs"] + shared[model]["time/update"]
+        off = plain["time/logprobs"] + plain["time/update"]
+        print(f"| {model} | {on:.3f} | {off:.3f} | {on / off:.2f} |", flush=True)
 
     print(f"\n# Generation with vs without the KV cache ({device}; {args.gen_batch} left-padded prompts of "
           f"8-{args.prompt_len} tokens, greedy, <= {args.gen_tokens} new tokens; median of {args.repeats})\n")
