@@ -284,7 +284,9 @@ def test_code_pass_rate_on_humaneval_with_a_tiny_preset(tmp_path, capsys):
     out = tmp_path / "samples.jsonl"
     result = main(["code-pass-rate", "--benchmark", "humaneval", "--model", "tiny-gpt2", "--limit", "3",
                    "--max-new-tokens", "16", "--out", str(out), "--timeout", str(TIMEOUT_S)])
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    printed = capsys.readouterr()
+    assert json.loads(printed.out.strip().splitlines()[-1]) == result
+    assert re.search(r"generated 3/3 completions \(\d+ s\)", printed.err)  # progress goes to stderr
     assert result["problems"] == 3 and result["completions"] == 3 and result["decoding"] == "greedy"
     assert result["pass@1"] == 0.0 and result["passed"] == result["solved"] == 0
     assert sum(result["outcomes"].values()) == 3 and result["out"] == str(out)

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import textwrap
+import time
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -139,6 +140,18 @@ def _builtin(args: argparse.Namespace) -> Dict[str, float]:
     return pass_rate(module, data, args.split or "val", max_new_tokens=max_new_tokens)
 
 
+def _progress_printer():
+    """Prints ``generated n/N completions`` on stderr after each batch: a full HumanEval run
+    of a real model takes tens of minutes on a CPU, and stdout keeps only the JSON."""
+    start = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        print(f"ift code-pass-rate: generated {done}/{total} completions ({time.monotonic() - start:.0f} s)",
+              file=sys.stderr, flush=True)
+
+    return report
+
+
 def _humaneval(args: argparse.Namespace) -> Dict[str, Any]:
     from ift.tasks.code.humaneval import HumanEvalSandbox, load_humaneval
     from ift.tasks.code.humaneval_run import HumanEvalSettings, run_humaneval
@@ -158,7 +171,8 @@ def _humaneval(args: argparse.Namespace) -> Dict[str, Any]:
     try:
         module = _load_module(args, map_location="cpu")  # generation moves it to --device
         module.eval()
-        report = run_humaneval(module.policy, module.tokenizer, problems, settings, sandbox, out)
+        report = run_humaneval(module.policy, module.tokenizer, problems, settings, sandbox, out,
+                               progress=_progress_printer())
     except BaseException:
         if out is not None:
             kept = out.abort()

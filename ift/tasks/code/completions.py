@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from types import SimpleNamespace
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -116,11 +116,13 @@ def _decode_continuation(tokenizer: PreTrainedTokenizerBase, prompt_ids: List[in
 @torch.no_grad()
 def generate_texts(policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *,
                    chat: bool = False, samples: int = 1, temperature: float = 0.0, max_new_tokens: int = 256,
-                   batch_size: int = 8, device: str = "cpu") -> Generated:
+                   batch_size: int = 8, device: str = "cpu",
+                   progress: Optional[Callable[[int, int], None]] = None) -> Generated:
     """``samples`` texts per prompt: greedy when ``temperature`` is 0, else sampled at it.
 
     With ``chat`` each prompt is sent as :func:`chat_request` in a user turn of the
     tokenizer's chat template. The caller seeds ``torch`` for reproducible samples.
+    ``progress(done, total)`` is called after each batch (texts generated, texts asked for).
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, so no completion could end; give one with --tokenizer")
@@ -153,6 +155,8 @@ def generate_texts(policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
             unfinished += not finished
             new = response[:response.index(eos)] if finished else response
             texts[index].append(_decode_continuation(tokenizer, encoded[index], new))
+        if progress is not None:
+            progress(min(start + batch_size, len(rows)), len(rows))
     return Generated(texts=texts, cut=cut, unfinished=unfinished)
 
 

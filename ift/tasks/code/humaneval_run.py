@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -70,7 +70,8 @@ def completions_of(problem: Mapping[str, str], texts: Sequence[str], settings: H
 
 def run_humaneval(policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Mapping[str, str]],
                   settings: HumanEvalSettings, sandbox: Optional[HumanEvalSandbox] = None,
-                  out: Optional[SampleFile] = None) -> Dict[str, Any]:
+                  out: Optional[SampleFile] = None,
+                  progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
     """Generate ``settings.samples`` completions per problem, check each, return the report.
 
     The report: ``benchmark``, ``problems``, ``samples``, ``temperature``, ``decoding``,
@@ -78,6 +79,7 @@ def run_humaneval(policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, p
     (problems with at least one pass), ``outcomes`` (completions per :class:`Verdict`
     outcome), ``prompts_cut``, ``unfinished`` and ``out`` (the sample file, or None).
     ``out`` must be open; it is committed here (or left partial when this raises).
+    ``progress(done, total)`` follows the generation, batch by batch.
     """
     ks = settings.ks()
     sandbox = sandbox or HumanEvalSandbox()
@@ -89,7 +91,7 @@ def run_humaneval(policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, p
         generated = generate_texts(policy, tokenizer, [problem["prompt"] for problem in problems], chat=settings.chat,
                                    samples=settings.samples, temperature=settings.temperature,
                                    max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                                   device=settings.device)
+                                   device=settings.device, progress=progress)
     except ValueError as error:
         raise HumanEvalError(str(error)) from None
     finally:
