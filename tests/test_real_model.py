@@ -15,6 +15,7 @@ kept short because the slow tests run twice in CI.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -121,6 +122,22 @@ def test_an_export_reloads_to_identical_logits_and_the_same_tokenizer(module, tm
     assert chat_ids(reloaded.tokenizer, question) == chat_ids(module.tokenizer, question)
     assert reloaded.tokenizer.eos_token_id == module.tokenizer.eos_token_id
 
+
+
+def test_ift_predict_takes_the_gguf_file_itself_as_the_policy(module):
+    from ift.core.gguf_source import gguf_source
+    from ift.predict.policy import load_policy
+
+    source = gguf_source(PRESET)
+    loaded = load_policy(os.path.join(source.folder, source.file))  # a file, yet not a checkpoint
+    assert loaded.kind == "gguf" and type(loaded.policy).__name__ == "LlamaForCausalLM"
+    question = "What is 2+3?"
+    assert chat_ids(loaded.tokenizer, question) == chat_ids(module.tokenizer, question)
+    batch = real_batch(module.tokenizer)
+    loaded.policy.eval()
+    with torch.no_grad():
+        assert torch.equal(policy_logits(loaded.policy, batch["input_ids"], batch["attention_mask"]),
+                           policy_logits(module.policy, batch["input_ids"], batch["attention_mask"]))
 
 #: Problems whose prompts are short: the real model's chat completions, generated in one batch.
 PROBLEMS = ("HumanEval/2", "HumanEval/23", "HumanEval/45", "HumanEval/53")

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ift.core.gguf_source import is_gguf_spec
 from ift.core.model_factory import MODEL_PRESETS, build_policy, build_tokenizer
 
 #: Suffixes of files that are certainly meant as a checkpoint or weights, not a hub id.
@@ -42,7 +43,8 @@ class LoadedPolicy:
         policy: the causal LM (``generate`` works on it).
         tokenizer: its tokenizer (a pad token is always set).
         source: what the user named (checkpoint path, folder, preset or hub id).
-        kind: ``checkpoint``, ``folder``, ``preset`` or ``hub``.
+        kind: ``checkpoint``, ``folder``, ``gguf`` (a ``.gguf`` file or a pretrained preset such as
+            ``smollm2-135m-instruct``), ``preset`` or ``hub``.
         answer_trigger: the checkpoint's ``eval_answer_trigger`` (None elsewhere), the rule
             ``val/accuracy`` read answers with during training.
     """
@@ -66,6 +68,10 @@ def load_policy(source: str, tokenizer: Optional[str] = None) -> LoadedPolicy:
     if not source:
         raise PredictError("--policy is empty; give an `ift fit` checkpoint, an export folder, a preset or a hub id")
     path = os.path.expanduser(source)
+    if is_gguf_spec(source):  # a .gguf file or a pretrained preset: a model, its tokenizer inside
+        spec = path if source.lower().endswith(".gguf") else source
+        tok = build_tokenizer(tokenizer, spec)
+        return LoadedPolicy(build_policy(spec, tok), tok, source, "gguf")
     if os.path.isfile(path):
         return _from_checkpoint(path, tokenizer)
     if os.path.isdir(path):
