@@ -13,6 +13,7 @@ parts need). An objective that declares none is not checked.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ift.core.constants import TRAINS_ON_PAIRS, TRAINS_ON_PROMPTS, TRAINS_ON_RESPONSES
@@ -78,6 +79,21 @@ def context_limit(module: Any) -> Optional[Tuple[int, str]]:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value, name
     return None
+
+
+def prompt_room(policy: Any, max_new_tokens: int, option: str = "max_new_tokens",
+                error: type = ValueError) -> Optional[int]:
+    """The most prompt tokens that leave room for ``max_new_tokens`` generated ones in the
+    positions ``policy`` reads (None when its config does not say); ``error`` (naming the
+    command-line ``option``) when ``max_new_tokens`` leaves no room at all."""
+    limit = context_limit(SimpleNamespace(policy=policy))
+    if limit is None:
+        return None
+    positions, field = limit
+    if max_new_tokens >= positions:
+        raise error(f"{option} {max_new_tokens} leaves no room for a prompt: the model reads {positions} positions "
+                    f"({field}); give a smaller {option}")
+    return positions - max_new_tokens
 
 
 def check_context(max_length: int, splits: Dict[str, Tuple[Sequence[Dict[str, Any]], Sequence[str]]],

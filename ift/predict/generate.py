@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ift.core.generation import generate_responses
+from ift.data import fit_checks
 from ift.data.collate import lengths_mask, pad_sequences
 from ift.predict.output import PredictionOutput
 from ift.predict.policy import LoadedPolicy, PredictError
@@ -111,18 +112,7 @@ def score_response(text: str, answer: str, rule: AnswerMatchReward) -> Tuple[Opt
 def prompt_room(policy: torch.nn.Module, max_new_tokens: int) -> Optional[int]:
     """The most prompt tokens that leave room for ``max_new_tokens`` in the model's positions
     (None when the model does not say how many it has)."""
-    from types import SimpleNamespace
-
-    from ift.data.fit_checks import context_limit
-
-    limit = context_limit(SimpleNamespace(policy=policy))
-    if limit is None:
-        return None
-    positions, field = limit
-    if max_new_tokens >= positions:
-        raise PredictError(f"--max_new_tokens {max_new_tokens} leaves no room for a prompt: the model reads "
-                           f"{positions} positions ({field}); give a smaller --max_new_tokens")
-    return positions - max_new_tokens
+    return fit_checks.prompt_room(policy, max_new_tokens, option="--max_new_tokens", error=PredictError)
 
 
 def _rows(items: Sequence[PromptItem], samples: int, batch_size: int) -> Iterator[List[Tuple[PromptItem, int]]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from types import SimpleNamespace
 from typing import Callable, List, Optional, Sequence
 
 import torch
@@ -26,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from ift.core.generation import generate_responses
 from ift.data.collate import lengths_mask, pad_sequences
 from ift.data.encoding import encode_prompt, render_prompt
-from ift.data.fit_checks import context_limit
+from ift.data import fit_checks
 from ift.rewards.code import extract_code
 
 #: Where a code-prefix completion ends: a line that opens a new top-level block, comment
@@ -89,14 +88,7 @@ class Generated:
 
 def prompt_room(policy: torch.nn.Module, max_new_tokens: int) -> Optional[int]:
     """The most prompt tokens that leave ``max_new_tokens`` positions (None: no limit known)."""
-    limit = context_limit(SimpleNamespace(policy=policy))
-    if limit is None:
-        return None
-    positions, field = limit
-    if max_new_tokens >= positions:
-        raise ValueError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt: the model reads "
-                         f"{positions} positions ({field}); give a smaller --max-new-tokens")
-    return positions - max_new_tokens
+    return fit_checks.prompt_room(policy, max_new_tokens, option="--max-new-tokens")
 
 
 def _decode_continuation(tokenizer: PreTrainedTokenizerBase, prompt_ids: List[int], new_ids: List[int]) -> str:
