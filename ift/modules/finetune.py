@@ -41,7 +41,9 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
     """Fine-tune a causal language model with any :class:`~ift.objectives.Objective`.
 
     Args:
-        model: a preset (``tiny-gpt2``, ``tiny-llama``, ``small-gpt2``, ``gpt2-100m``), a hub id
+        model: a preset (untrained: ``tiny-gpt2``, ``tiny-llama``, ``small-gpt2``, ``gpt2-100m``;
+            pretrained: ``smollm2-135m-instruct``), a GGUF file (``path/model.gguf`` or a dict
+            ``{folder, gguf_file}``; tokenizer and chat template from the same file), a hub id
             or folder for ``AutoModelForCausalLM.from_pretrained``, a dict with ``model_type``
             and config fields (built locally), or a ready ``nn.Module``.
         objective: what to learn from: ``SFT`` (default), ``IFT``, ``PPO``, ``DPO``, ``ORPO``,
