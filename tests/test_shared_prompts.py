@@ -95,6 +95,22 @@ def test_the_prompt_pass_runs_once_per_distinct_prompt():
     assert batch_sizes == [torch.Size([3, 7, 32]), torch.Size([12, 4, 32])]
 
 
+def test_gradient_checkpointing_gets_the_plain_pass_without_a_wasted_prompt_pass():
+    model = gpt2()
+    model.gradient_checkpointing_enable()
+    model.train()
+    input_ids, attention_mask, prompt_length = grouped_rows(samples=4)
+    calls = []
+    hook = model.transformer.wte.register_forward_hook(lambda module, args, output: calls.append(output.shape))
+    try:
+        shared = response_outputs(model, input_ids, attention_mask, prompt_length).logits
+    finally:
+        hook.remove()
+    assert calls == [torch.Size([12, 7 + 5, 32])]  # one plain pass over every row
+    plain, _ = plain_response_outputs(model, input_ids, attention_mask, prompt_length)
+    assert torch.equal(shared, plain)
+
+
 def test_distinct_prompts_tells_apart_the_same_ids_with_other_padding():
     ids = torch.tensor([[0, 5, 6, 9], [0, 5, 6, 9], [0, 5, 6, 8], [7, 7, 7, 7]])
     mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]])

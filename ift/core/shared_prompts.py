@@ -55,7 +55,11 @@ def response_outputs(policy: torch.nn.Module, input_ids: torch.Tensor, attention
     cache, one plain pass over every row (:func:`ift.core.forward.policy_outputs`).
     """
     response = slice(prompt_length - 1, -1)
-    shared = distinct_prompts(input_ids, attention_mask, prompt_length) if share_prompts and prompt_length > 0 else None
+    # Gradient checkpointing turns the cache off in training: the prompt pass would be wasted.
+    cache_off = policy.training and bool(getattr(policy, "is_gradient_checkpointing", False))
+    shared = None
+    if share_prompts and prompt_length > 0 and not cache_off:
+        shared = distinct_prompts(input_ids, attention_mask, prompt_length)
     if shared is not None:
         outputs = _shared_prompt_pass(policy, input_ids, attention_mask, prompt_length, output_hidden_states, *shared)
         if outputs is not None:
