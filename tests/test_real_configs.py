@@ -111,3 +111,64 @@ def test_warmup_cosine_schedule_learns_its_length_from_the_trainer():
     fixed = WarmupCosineLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), total_steps=10)
     fixed.set_total_steps(1000)
     assert fixed.total_steps == 10  # an explicit length wins
+
+
+# ---------------------------------------------------------------------------- the same configs on SmolLM2 (slow)
+CHAT_LOCAL = ROOT / "configs" / "chat" / "smollm2_local.yaml"
+MATH_LOCAL = ROOT / "configs" / "math" / "smollm2_local.yaml"
+
+
+def local_data_files(overlay: Path, tmp_path: Path) -> str:
+    """The overlay's ``dataset_kwargs`` with its data files (relative to the repository root,
+    where the overlay says to run it) made absolute: the tests run in a temporary folder."""
+    kwargs = yaml.safe_load(overlay.read_text())["data"]["init_args"]["dataset_kwargs"]
+    files = {split: str(ROOT / path) for split, path in kwargs["data_files"].items()}
+    assert all(Path(path).is_file() for path in files.values()), files
+    return json.dumps({**kwargs, "data_files": files, "cache_dir": str(tmp_path / "hf")})
+
+
+def smollm2_available() -> bool:
+    from ift.core.gguf_source import PRETRAINED_PRESETS
+    import importlib.util
+
+    return (importlib.util.find_spec("gguf") is not None
+            and importlib.util.find_spec(PRETRAINED_PRESETS["smollm2-135m-instruct"].package) is not None)
+
+
+needs_smollm2 = pytest.mark.skipif(not smollm2_available(), reason="SmolLM2's file and the gguf reader: make install")
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_ift_ultrachat_config_runs_on_smollm2_with_local_data_of_the_same_format(tmp_path):
+    cli = main(["fit", "--config", str(ULTRACHAT), "--config", str(CHAT_LOCAL), "--trainer.enable_progress_bar", "false",
+                "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+                "--trainer.default_root_dir", str(tmp_path / "run"),
+                "--data.init_args.dataset_kwargs", local_data_files(CHAT_LOCAL, tmp_path)])
+    trainer, module = cli.trainer, cli.model
+    assert trainer.state.finished and trainer.global_step == 2
+    assert type(module.policy).__name__ == "LlamaForCausalLM" and module.policy.config.num_hidden_layers == 30
+    assert type(module.objective).__name__ == "IFT" and (module.objective.lam, module.objective.gamma) == (0.2, 0.95)
+    assert module.policy.is_activation_checkpointing  # the shipped setting, on the real model
+    assert "<|im_start|>assistant" in module.tokenizer.chat_template
+    assert torch.isfinite(trainer.callback_metrics["train/loss"]) and torch.isfinite(trainer.callback_metrics["val/loss"])
+    exports = list((tmp_path / "run").glob("**/export/final"))
+    assert len(exports) == 1 and (exports[0] / "config.json").is_file()
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_reft_gsm8k_config_runs_sft_then_ppo_on_smollm2_with_local_data_of_the_same_format(tmp_path):
+    cli = main(["fit", "--config", str(GSM8K), "--config", str(MATH_LOCAL), "--trainer.enable_progress_bar", "false",
+                "--trainer.default_root_dir", str(tmp_path / "run"),
+                "--data.init_args.dataset_kwargs", local_data_files(MATH_LOCAL, tmp_path)])
+    trainer, module = cli.trainer, cli.model
+    assert trainer.state.finished and trainer.current_epoch == 2
+    recipe = module.objective
+    assert type(recipe).__name__ == "Sequential" and type(recipe.current).__name__ == "PPO"
+    assert recipe.current.vf_coef == 5.0 and recipe.current.kl_coef == 0.05
+    assert type(module.policy).__name__ == "LlamaForCausalLM"
+    for key in ("train/score", "train/kl", "val/accuracy"):
+        assert torch.isfinite(trainer.callback_metrics[key]), key
+    export_dirs = sorted(p.name for p in Path(tmp_path / "run").glob("**/export/*"))
+    assert export_dirs == ["final", "switch-1-before-ppo"]

@@ -56,7 +56,7 @@ def response_outputs(policy: torch.nn.Module, input_ids: torch.Tensor, attention
     """
     response = slice(prompt_length - 1, -1)
     # Gradient checkpointing turns the cache off in training: the prompt pass would be wasted.
-    cache_off = policy.training and bool(getattr(policy, "is_gradient_checkpointing", False))
+    cache_off = policy.training and _checkpointing(policy)
     shared = None
     if share_prompts and prompt_length > 0 and not cache_off:
         shared = distinct_prompts(input_ids, attention_mask, prompt_length)
@@ -67,6 +67,16 @@ def response_outputs(policy: torch.nn.Module, input_ids: torch.Tensor, attention
     outputs = policy_outputs(policy, input_ids, attention_mask, output_hidden_states=output_hidden_states)
     hidden = outputs.hidden_states[-1][:, response] if output_hidden_states else None
     return ResponseOutputs(outputs.logits[:, response], hidden)
+
+
+def _checkpointing(policy: torch.nn.Module) -> bool:
+    """Whether ``policy`` recomputes activations in its backward pass (transformers 5 names it
+    ``is_activation_checkpointing``, earlier releases ``is_gradient_checkpointing``)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        value = getattr(policy, name, None)
+        if value is not None:
+            return bool(value)
+    return False
 
 
 def _shared_prompt_pass(policy, input_ids, attention_mask, prompt_length, output_hidden_states,
