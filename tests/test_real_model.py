@@ -32,6 +32,7 @@ from ift.data.collate import Collator  # noqa: E402
 from ift.data.encoding import encode_example  # noqa: E402
 from ift.modules import FineTuneModule  # noqa: E402
 from ift.objectives import IFT, SFT  # noqa: E402
+from test_ift_objective import loss_and_grads  # noqa: E402
 from ift.tasks.code.completions import generate_texts  # noqa: E402
 from ift.tasks.code.humaneval import HumanEvalSandbox, load_humaneval  # noqa: E402
 from ift.tasks.code.humaneval_run import HumanEvalSettings, completions_of  # noqa: E402
@@ -86,19 +87,10 @@ def real_batch(tokenizer):
     return {key: batch[key] for key in ("input_ids", "attention_mask", "labels")}
 
 
-def loss_and_grads(objective, policy, batch):
-    policy.zero_grad(set_to_none=True)
-    loss, _ = objective.loss(policy, batch)
-    loss.backward()
-    grads = {name: p.grad.detach().clone() for name, p in policy.named_parameters() if p.grad is not None}
-    policy.zero_grad(set_to_none=True)
-    return loss.detach(), grads
-
-
 def test_ift_with_lambda_and_gamma_zero_is_sft_on_the_real_model(module):
     policy, batch = module.policy, real_batch(module.tokenizer)
-    sft_loss, sft_grads = loss_and_grads(SFT(), policy, batch)
-    ift_loss, ift_grads = loss_and_grads(IFT(lam=0.0, gamma=0.0), policy, batch)
+    sft_loss, sft_grads, _ = loss_and_grads(SFT(), policy, batch)
+    ift_loss, ift_grads, _ = loss_and_grads(IFT(lam=0.0, gamma=0.0), policy, batch)
     assert torch.isfinite(sft_loss) and 0 < sft_loss.item() < 10  # a trained model: far below log(49152) = 10.8
     assert ift_loss.item() == pytest.approx(sft_loss.item(), abs=1e-6)
     assert sft_grads.keys() == ift_grads.keys() == {name for name, _ in policy.named_parameters()}
