@@ -40,6 +40,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=LearningSettings.eval_max_new_tokens,
                         help="tokens generated to read an answer (and PPO's response length)")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES), help=f"comma-separated, of {ALL_OBJECTIVES}")
+    parser.add_argument("--max-operand", type=int, default=LearningSettings.max_operand,
+                        help="operands are drawn from [0, MAX_OPERAND]")
+    parser.add_argument("--ppo-lr", type=float, default=LearningSettings.ppo_lr, help="the PPO stage's learning rate")
     parser.add_argument("--warmup-steps", type=int, default=0, help="SFT batches before PPO in SFT->PPO")
     parser.add_argument("--out", default=None, help="write every run's numbers to this JSON file")
     args = parser.parse_args()
@@ -47,6 +50,7 @@ def main() -> None:
         eval_steps=tuple(int(s) for s in args.steps.split(",")), lr=args.lr, model=args.model,
         use_chat_template=args.chat, batch_size=args.batch_size, num_train=args.num_train, num_val=args.num_val,
         eval_max_new_tokens=args.max_new_tokens, warmup_steps=args.warmup_steps, eval_batch_size=min(args.num_val, 64),
+        max_operand=args.max_operand, ppo_lr=args.ppo_lr,
         lora={"r": args.lora_r, "alpha": 2 * args.lora_r} if args.lora_r else None,
     )
     objectives = args.objectives.split(",")

@@ -138,34 +138,8 @@ def generation_cache(model: str, args: argparse.Namespace) -> Dict[str, float]:
     }
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny-gpt2 only, fewer iterations and repeats")
-    parser.add_argument("--models", default=None, help="comma-separated presets (default tiny-gpt2,small-gpt2)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's choice)")
-    parser.add_argument("--batch", type=int, default=32, help="prompts per PPO iteration")
-    parser.add_argument("--samples", type=int, default=4, help="samples per prompt")
-    parser.add_argument("--mini-batch", type=int, default=64, help="rollouts per optimizer step")
-    parser.add_argument("--max-new-tokens", type=int, default=8, help="longest PPO response")
-    parser.add_argument("--iterations", type=int, default=10, help="timed PPO iterations")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed PPO iterations first")
-    parser.add_argument("--gen-batch", type=int, default=32, help="prompts of the KV-cache comparison")
-    parser.add_argument("--prompt-len", type=int, default=64, help="longest prompt of the KV-cache comparison")
-    parser.add_argument("--gen-tokens", type=int, default=64, help="new tokens of the KV-cache comparison")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each generation mode")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.iterations, args.warmup, args.repeats = 4, 1, 2
-        args.gen_tokens, args.prompt_len = 32, 32
-    models = (args.models or ("tiny-gpt2" if args.quick else "tiny-gpt2,small-gpt2")).split(",")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
+def ppo_tables(models, args: argparse.Namespace, device: str) -> None:
+    """The PPO iteration table and the shared-prompt on/off table."""
     print(f"# PPO iteration ({device}; {args.batch} prompts x {args.samples} samples, "
           f"<= {args.max_new_tokens} new tokens, 2 PPO epochs, mini-batches of {args.mini_batch}; median of "
           f"{args.iterations})\n")
@@ -187,14 +161,49 @@ def main(argv=None) -> None:
         off = plain["time/logprobs"] + plain["time/update"]
         print(f"| {model} | {on:.3f} | {off:.3f} | {on / off:.2f} |", flush=True)
 
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny-gpt2 only, fewer iterations and repeats")
+    parser.add_argument("--models", default=None, help="comma-separated presets (default tiny-gpt2,small-gpt2)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's choice)")
+    parser.add_argument("--batch", type=int, default=32, help="prompts per PPO iteration")
+    parser.add_argument("--samples", type=int, default=4, help="samples per prompt")
+    parser.add_argument("--mini-batch", type=int, default=64, help="rollouts per optimizer step")
+    parser.add_argument("--max-new-tokens", type=int, default=8, help="longest PPO response")
+    parser.add_argument("--iterations", type=int, default=10, help="timed PPO iterations")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed PPO iterations first")
+    parser.add_argument("--gen-batch", type=int, default=32, help="prompts of the KV-cache comparison")
+    parser.add_argument("--prompt-len", type=int, default=64, help="longest prompt of the KV-cache comparison")
+    parser.add_argument("--gen-tokens", type=int, default=64, help="new tokens of the KV-cache comparison")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each generation mode")
+    parser.add_argument("--generation-only", action="store_true",
+                        help="only the KV-cache generation comparison (skip the PPO iterations)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.iterations, args.warmup, args.repeats = 4, 1, 2
+        args.gen_tokens, args.prompt_len = 32, 32
+    models = (args.models or ("tiny-gpt2" if args.quick else "tiny-gpt2,small-gpt2")).split(",")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
+    if not args.generation_only:
+        ppo_tables(models, args, device)
+
     print(f"\n# Generation with vs without the KV cache ({device}; {args.gen_batch} left-padded prompts of "
           f"8-{args.prompt_len} tokens, greedy, <= {args.gen_tokens} new tokens; median of {args.repeats})\n")
-    print("| model | tokens generated | with cache s | without cache s | speed-up | same tokens |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("| model | tokens generated | with cache s | without cache s | with cache tokens/s | "
+          "without cache tokens/s | speed-up | same tokens |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for model in models:
         g = generation_cache(model, args)
-        print(f"| {model} | {g['tokens']} | {g['with']:.3f} | {g['without']:.3f} | "
-              f"{g['without'] / g['with']:.2f}x | {'yes' if g['same'] else 'NO'} |", flush=True)
+        print(f"| {model} | {g['tokens']} | {g['with']:.3f} | {g['without']:.3f} | {g['tokens'] / g['with']:.0f} | "
+              f"{g['tokens'] / g['without']:.0f} | {g['without'] / g['with']:.2f}x | {'yes' if g['same'] else 'NO'} |", flush=True)
 
 
 if __name__ == "__main__":
