@@ -1,5 +1,5 @@
-"""The ``ift`` command: LightningCLI for ``fit|validate|test`` plus ``ift frozen-lake`` and
-``ift code-pass-rate``."""
+"""The ``ift`` command: LightningCLI for ``fit|validate|test`` plus ``ift frozen-lake``,
+``ift code-pass-rate``, ``ift code-pairs`` and ``ift predict``."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from ift.cli.summary import known_run_folder, summarize_run
 from ift.cli.quiet import print_verbose_help, quiet_third_party_output, take_verbose_flag
 
 EXTRA_COMMANDS = {"frozen-lake": "ift.tasks.frozen_lake.command:main", "code-pass-rate": "ift.tasks.code.command:main",
-                  "predict": "ift.predict.command:main"}
+                  "code-pairs": "ift.tasks.code.pairs_command:main", "predict": "ift.predict.command:main"}
 
 
 class IFTArgumentParser(LightningArgumentParser):
@@ -167,7 +167,9 @@ def main(args: Optional[List[str]] = None):
     if args[:1] in (["-h"], ["--help"]):
         # LightningCLI's help lists fit/validate/test only; name the extra commands too.
         print("ift: also `ift frozen-lake --help` (the Frozen Lake comparison of every objective),\n"
-              "`ift code-pass-rate --help` (held-out pass rate of a checkpoint on the built-in code task) and\n"
+              "`ift code-pass-rate --help` (held-out pass rate of a checkpoint on the built-in code task),\n"
+              "`ift code-pairs --help` (preference pairs of the code task: passing vs failing programs, judged by\n"
+              "the sandbox) and\n"
               "`ift predict --help` (responses of a checkpoint or export to a file of prompts, scored on answers)\n")
     print_verbose_help(args)
     args, verbose = take_verbose_flag(args)  # ours, not LightningCLI's: taken out before it parses
