@@ -9,6 +9,7 @@ from ift.callbacks.data_report import SkippedExamplesReport
 from ift.callbacks.export import ExportPretrained, export_pretrained
 from ift.callbacks.image_logger import LogImage, log_image_file
 from ift.callbacks.paths import run_dir
+from ift.callbacks.reward_export import export_reward_model, reward_model_from_policy
 from ift.callbacks.rollout_progress import RolloutProgress, rollout_progress
 from ift.callbacks.sample_logger import SampleLogger
 from ift.callbacks.save_config import SaveRunConfig
@@ -21,6 +22,8 @@ __all__ = [
     "SaveRunConfig",
     "SkippedExamplesReport",
     "export_pretrained",
+    "export_reward_model",
+    "reward_model_from_policy",
     "log_image_file",
     "rollout_progress",
     "run_dir",

@@ -1,4 +1,5 @@
-"""Export the policy and tokenizer as a Hugging Face folder (``save_pretrained``)."""
+"""Export the policy and tokenizer as a Hugging Face folder (``save_pretrained``); a reward
+model as a sequence-classification folder (:mod:`ift.callbacks.reward_export`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ from ift.callbacks.paths import run_dir
 
 
 def export_pretrained(
-    module: pl.LightningModule, path: str, merge_lora: bool = True, state_dict: Optional[Dict[str, Any]] = None
+    module: pl.LightningModule, path: str, merge_lora: bool = True, state_dict: Optional[Dict[str, Any]] = None,
+    reward_model: Optional[bool] = None,
 ) -> str:
     """Write ``module.policy`` and ``module.tokenizer`` to ``path`` with ``save_pretrained``.
+
+    A module holding a reward head (trained with :class:`~ift.objectives.RewardModeling`) is
+    written as an ``AutoModelForSequenceClassification`` reward model instead
+    (:func:`~ift.callbacks.reward_export.export_reward_model`); ``reward_model`` True insists
+    on that, False writes the causal LM whatever the module holds, None (default) decides by
+    the head.
 
     A LoRA policy is written merged (a plain model for ``AutoModelForCausalLM``) when
     ``merge_lora``, else as adapters only (``adapter_config.json`` +
@@ -25,8 +33,11 @@ def export_pretrained(
     ``state_dict``: the policy's full weights when the module itself holds only shards
     (FSDP; see :func:`gather_policy_state`).
     """
+    from ift.callbacks.reward_export import export_reward_model, reward_head_of
     from ift.core.lora import is_peft_model, save_merged
 
+    if reward_model or (reward_model is None and reward_head_of(module) is not None):
+        return export_reward_model(module, path, state_dict=state_dict)
     policy = module.policy
     if not hasattr(policy, "save_pretrained"):
         raise TypeError(f"cannot export a {type(policy).__name__}: the policy has no save_pretrained (not a Hugging Face model)")
@@ -71,6 +82,8 @@ class ExportPretrained(Callback):
     the switches, ``name`` is the stage being entered, so ``switch-1-before-stage1-ppo``
     holds the SFT warm-up policy of ReFT). Reload with
     ``AutoModelForCausalLM.from_pretrained(folder)`` and ``AutoTokenizer.from_pretrained(folder)``.
+    A module trained with :class:`~ift.objectives.RewardModeling` is exported as a reward model
+    (``AutoModelForSequenceClassification``, one label), for :class:`~ift.rewards.RewardModelScore`.
 
     Args:
         dirpath: folder of the exports; None: ``export/`` in the run's own folder
@@ -78,6 +91,8 @@ class ExportPretrained(Callback):
         merge_lora: with LoRA, export the merged model (True) or the adapters only (False).
         at_fit_end: export when fit ends.
         at_stage_switch: export at every recipe stage switch.
+        reward_model: export an ``AutoModelForSequenceClassification`` reward model (True), the
+            causal LM (False), or decide by whether the module holds a reward head (None).
     """
 
     def __init__(
@@ -86,8 +101,10 @@ class ExportPretrained(Callback):
         merge_lora: bool = True,
         at_fit_end: bool = True,
         at_stage_switch: bool = True,
+        reward_model: Optional[bool] = None,
     ):
         self.dirpath = dirpath
+        self.reward_model = reward_model
         self.merge_lora = merge_lora
         self.at_fit_end = at_fit_end
         self.at_stage_switch = at_stage_switch
@@ -112,7 +129,8 @@ class ExportPretrained(Callback):
         state = gather_policy_state(trainer)  # every rank takes part under FSDP
         if trainer.is_global_zero:
             with torch.no_grad():
-                export_pretrained(pl_module, path, merge_lora=self.merge_lora, state_dict=state)
+                export_pretrained(pl_module, path, merge_lora=self.merge_lora, state_dict=state,
+                                  reward_model=self.reward_model)
         trainer.strategy.barrier("ExportPretrained")
         self.exports.append(path)
         return path

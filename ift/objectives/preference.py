@@ -1,4 +1,4 @@
-"""The forward pass shared by the preference objectives (DPO, ORPO).
+"""The forward pass shared by the preference objectives (DPO, ORPO, RewardModeling).
 
 A preference batch holds ``chosen_input_ids/attention_mask/labels`` and
 ``rejected_input_ids/attention_mask/labels`` (see :class:`~ift.data.PreferenceDataModule`
@@ -38,13 +38,20 @@ def _pad_right(x: torch.Tensor, length: int, value: int) -> torch.Tensor:
     return F.pad(x, (0, length - x.shape[1]), value=value)
 
 
-def pair_logprobs(policy: torch.nn.Module, batch: Dict[str, Any], average: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(chosen, rejected)`` sequence log-probs (``B`` each, float32) of ``policy`` on a
-    preference batch: summed over response tokens, or their per-token mean if ``average``."""
+def stacked_pair(batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, labels)`` of both sides, ``2B x T``: the chosen rows
+    first, then the rejected ones, right-padded (masked, unsupervised) to a common length."""
     length = max(batch["chosen_input_ids"].shape[1], batch["rejected_input_ids"].shape[1])
     ids = torch.cat([_pad_right(batch[f"{side}_input_ids"], length, 0) for side in ("chosen", "rejected")])
     mask = torch.cat([_pad_right(batch[f"{side}_attention_mask"], length, 0) for side in ("chosen", "rejected")])
     labels = torch.cat([_pad_right(batch[f"{side}_labels"], length, Fn.IGNORE_INDEX) for side in ("chosen", "rejected")])
+    return ids, mask, labels
+
+
+def pair_logprobs(policy: torch.nn.Module, batch: Dict[str, Any], average: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(chosen, rejected)`` sequence log-probs (``B`` each, float32) of ``policy`` on a
+    preference batch: summed over response tokens, or their per-token mean if ``average``."""
+    ids, mask, labels = stacked_pair(batch)
     logits = policy_logits(policy, ids, mask)
     logps = Fn.sequence_logprobs(logits, labels, average=average)
     pairs = batch["chosen_input_ids"].shape[0]

@@ -17,7 +17,9 @@ The maths is split by concern; this package re-exports all of it, so objectives 
 * :mod:`~ift.objectives.functional.masked_stats`: masked mean, variance and whitening;
 * :mod:`~ift.objectives.functional.ppo_losses`: KL estimators, per-token rewards, GAE,
   EOS masks, clipped policy/value losses, explained variance;
-* :mod:`~ift.objectives.functional.preference_losses`: DPO and ORPO.
+* :mod:`~ift.objectives.functional.preference_losses`: DPO and ORPO;
+* :mod:`~ift.objectives.functional.reward_losses`: reward models (last-token pick,
+  Bradley–Terry loss).
 """
 
 from ift.core.constants import IGNORE_INDEX
@@ -51,6 +53,12 @@ from ift.objectives.functional.preference_losses import (
     log_odds,
     orpo_loss,
     sequence_logprobs,
+)
+from ift.objectives.functional.reward_losses import (
+    bradley_terry_loss,
+    drop_trailing_token,
+    gather_last_token,
+    last_token_index,
 )
 from ift.objectives.functional.token_losses import (
     batch_mean_of_rows,
@@ -104,4 +112,9 @@ __all__ = [
     "log1mexp",
     "log_odds",
     "orpo_loss",
+    # reward models
+    "last_token_index",
+    "drop_trailing_token",
+    "gather_last_token",
+    "bradley_terry_loss",
 ]
