@@ -9,12 +9,23 @@ from typing import Any, Dict, List, Optional, Tuple
 from ift.data.distinct import draw_distinct
 
 
-def evaluate_with_steps(operands: List[int], operators: List[str]) -> Tuple[int, List[str]]:
-    """Value of the expression with ``*`` before ``+``/``-``, and the worked steps."""
+def evaluate_with_steps(operands: List[int], operators: List[str],
+                        wrong_step: Optional[Tuple[int, int]] = None) -> Tuple[int, List[str]]:
+    """Value of the expression with ``*`` before ``+``/``-``, and the worked steps.
+
+    ``wrong_step=(k, offset)`` works a *wrong* solution: step ``k``'s result is off by
+    ``offset`` and every later step is worked correctly from that wrong value (used for the
+    rejected side of preference pairs)."""
     values, ops, steps = [operands[0]], [], []
+
+    def result(value: int) -> int:
+        if wrong_step is not None and len(steps) == wrong_step[0]:
+            return value + wrong_step[1]
+        return value
+
     for op, value in zip(operators, operands[1:]):
         if op == "*":
-            product = values[-1] * value
+            product = result(values[-1] * value)
             steps.append(f"{values[-1]}*{value}={product}")
             values[-1] = product
         else:
@@ -22,7 +33,7 @@ def evaluate_with_steps(operands: List[int], operators: List[str]) -> Tuple[int,
             ops.append(op)
     total = values[0]
     for op, value in zip(ops, values[1:]):
-        new_total = total + value if op == "+" else total - value
+        new_total = result(total + value if op == "+" else total - value)
         steps.append(f"{total}{op}{value}={new_total}")
         total = new_total
     return total, steps
