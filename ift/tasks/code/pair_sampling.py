@@ -2,19 +2,23 @@
 
 A source is a policy at a temperature. Two policies (a trained checkpoint and a weaker
 one), or one policy at two temperatures (a low one for the strong source, a high one for
-the weak). Policies are named as ``ift predict --policy`` names them and loaded by
-:func:`ift.predict.policy.load_policy`: an ``ift fit`` checkpoint, an export folder, a
-``.gguf`` file, a preset or a hub id. One policy named twice is loaded once.
+the weak). A policy is resolved as ``ift code-pass-rate`` resolves ``--ckpt`` and
+``--model``: a file is an ``ift fit`` checkpoint (``FineTuneModule.load_from_checkpoint``),
+anything else a model spec of :class:`ift.modules.FineTuneModule` (an export folder, a
+``.gguf`` file, a preset or a hub id). One policy named twice is loaded once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import pickle
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from ift.predict.policy import LoadedPolicy, PredictError, load_policy
+from ift.core.model_factory import MODEL_PRESETS
+from ift.modules import FineTuneModule
 from ift.tasks.code.completions import generate_texts
 from ift.tasks.code.pairs import SOURCES, Program
 
@@ -34,27 +38,60 @@ class Source:
     temperature: float
 
 
-def load_sources(sources: Sequence[Source], tokenizer: Optional[str] = None, seed: int = 0) -> Dict[str, LoadedPolicy]:
+#: Suffixes that make a name certainly a file meant as weights, not a preset or hub id.
+_FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".gguf")
+
+
+def _looks_like_path(spec: str) -> bool:
+    """True when ``spec`` is meant as a local path (a hub id is ``org/name``, a preset a word)."""
+    return (spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1 or spec in (".", "..")
+            or spec.lower().endswith(_FILE_SUFFIXES))
+
+
+def _kinds() -> str:
+    return (f"give a checkpoint written by `ift fit` (e.g. lightning_logs/version_0/checkpoints/last.ckpt), a folder "
+            f"written by ExportPretrained or save_pretrained, a .gguf file, a preset ({', '.join(MODEL_PRESETS)}) "
+            f"or a hub id")
+
+
+def load_policy(option: str, spec: str, tokenizer: Optional[str] = None) -> FineTuneModule:
+    """The module of one policy (see the module docstring); ``option`` (``--strong``)
+    names it in errors. Raises ValueError naming the fix when ``spec`` cannot be loaded."""
+    path = os.path.expanduser(spec)
+    extra = {"tokenizer": tokenizer} if tokenizer else {}
+    if os.path.isfile(path) and not path.lower().endswith(".gguf"):
+        try:
+            return FineTuneModule.load_from_checkpoint(path, map_location="cpu", **extra)
+        except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as error:
+            raise ValueError(f"{option} {spec}: cannot be loaded as a checkpoint written by `ift fit` "
+                             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); a run "
+                             f"trained with a char:CHARS tokenizer needs --tokenizer; else {_kinds()}") from None
+    if _looks_like_path(spec) and not os.path.exists(path):
+        raise ValueError(f"{option} {spec}: no such checkpoint file or folder; {_kinds()}")
+    try:
+        return FineTuneModule(model=path if os.path.exists(path) else spec, **extra)
+    except (OSError, ValueError) as error:  # not a model folder, not on the hub or offline
+        raise ValueError(f"{option} {spec}: not a checkpoint, model folder or preset here, and not loadable as a hub "
+                         f"id ({error}); {_kinds()}") from None
+
+
+def load_sources(sources: Sequence[Source], tokenizer: Optional[str] = None,
+                 seed: int = 0) -> Dict[str, FineTuneModule]:
     """The policies of ``sources``, keyed by the name the user gave, each loaded once.
 
     ``torch`` is seeded before each load, so a preset's untrained weights follow ``seed``.
-    An unknown policy stops with :class:`ift.predict.policy.PredictError` naming the
-    source's option (``--strong`` / ``--weak``) and the fix.
+    An unknown policy stops with a ValueError naming the source's option (``--strong`` /
+    ``--weak``) and the fix.
     """
-    loaded: Dict[str, LoadedPolicy] = {}
+    loaded: Dict[str, FineTuneModule] = {}
     for source in sources:
-        if source.policy in loaded:
-            continue
-        torch.manual_seed(seed)
-        try:
-            loaded[source.policy] = load_policy(source.policy, tokenizer)
-        except PredictError as error:
-            # load_policy speaks of `ift predict`'s option; name this command's.
-            raise PredictError(str(error).replace("--policy", f"--{source.name}")) from None
+        if source.policy not in loaded:
+            torch.manual_seed(seed)
+            loaded[source.policy] = load_policy(f"--{source.name}", source.policy, tokenizer)
     return loaded
 
 
-def sample_programs(sources: Sequence[Source], policies: Dict[str, LoadedPolicy], prompts: Sequence[str], *,
+def sample_programs(sources: Sequence[Source], policies: Dict[str, FineTuneModule], prompts: Sequence[str], *,
                     samples: int, max_new_tokens: int = 48, batch_size: int = 16, device: str = "cpu", seed: int = 0,
                     progress: Optional[Callable[[str, int, int], None]] = None) -> List[List[Program]]:
     """Per prompt, ``samples`` programs from each source (the sources' programs in their order).
@@ -67,11 +104,11 @@ def sample_programs(sources: Sequence[Source], policies: Dict[str, LoadedPolicy]
     for index, source in enumerate(sources):
         if source.name not in SOURCES:
             raise ValueError(f"source name must be one of {SOURCES}, got {source.name!r}")
-        loaded = policies[source.policy]
-        loaded.policy.eval()
+        module = policies[source.policy]
+        module.eval()
         torch.manual_seed(seed + index)
         report = None if progress is None else (lambda done, total, name=source.name: progress(name, done, total))
-        generated = generate_texts(loaded.policy, loaded.tokenizer, prompts, samples=samples,
+        generated = generate_texts(module.policy, module.tokenizer, prompts, samples=samples,
                                    temperature=source.temperature, max_new_tokens=max_new_tokens,
                                    batch_size=batch_size, device=device, progress=report)
         for group, texts in zip(programs, generated.texts):
@@ -79,4 +116,4 @@ def sample_programs(sources: Sequence[Source], policies: Dict[str, LoadedPolicy]
     return programs
 
 
-__all__ = ["Source", "load_sources", "sample_programs"]
+__all__ = ["Source", "load_policy", "load_sources", "sample_programs"]

@@ -24,10 +24,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ift.predict.output import PredictionOutput
-from ift.predict.policy import PredictError
 from ift.rewards.code import CodeTestsReward
 from ift.tasks.code.data import CodeTaskDataModule
+from ift.tasks.code.pair_file import PairFile
 from ift.tasks.code.pair_sampling import Source, load_sources, sample_programs
 from ift.tasks.code.pairs import DROP_REASONS, PairSummary, synthesise_pairs
 
@@ -180,7 +179,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     try:
         problems, ids = load_problems(args.task, args.split, args.num)
         reward = CodeTestsReward(timeout_s=args.timeout, max_workers=args.workers)
-        output = PredictionOutput(args.output, overwrite=args.overwrite).open()  # an unwritable folder stops here
+        output = PairFile(args.output, overwrite=args.overwrite).open()  # an unwritable folder stops here
         policies = load_sources(sources, args.tokenizer, args.seed)
         programs = sample_programs(sources, policies, [problem["prompt"] for problem in problems],
                                    samples=args.samples, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -191,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                                   reward=reward)
         output.write(result.records)
         path = output.commit()
-    except (PredictError, ValueError) as error:
+    except ValueError as error:
         if output is not None:
             output.abort()
         raise SystemExit(f"{PROG}: error: {error}") from None
