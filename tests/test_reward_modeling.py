@@ -186,7 +186,7 @@ def test_loss_matches_loop_with_padding_on_either_side(model, side, extra):
     module = reward_module(model, margin=0.3)
     batch = preference_batch(module.tokenizer, PAIRS, side, extra)
     with torch.no_grad():
-        loss, metrics = module.objective.training_step(module.step_context, batch).loss, None
+        loss = module.objective.training_step(module.step_context, batch).loss
         chosen = one_by_one_rewards(module, PAIRS, 1)
         rejected = one_by_one_rewards(module, PAIRS, 2)
     want = loop_bradley_terry(chosen, rejected, [0.3] * len(PAIRS))
@@ -373,3 +373,32 @@ def test_a_tiny_reward_model_learns_an_easy_preference():
     # Chance is 0.5 (0 before training: the zero head ties every pair). Measured: 1.0 on seeds
     # 0-4 after 10 steps already, so 0.85 leaves room for other CPU kernels.
     assert min(accuracies) >= 0.85, accuracies
+
+
+# ------------------------------------------------------------------ a fit, its checkpoint and its export
+def test_fit_checkpoints_the_head_and_exports_a_reward_model(tmp_path):
+    from factories import quiet_trainer
+    from ift.callbacks import ExportPretrained
+
+    rows = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in easy_pairs(random.Random(0), 8)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    torch.manual_seed(0)
+    module = FineTuneModule(model="tiny-gpt2", objective=RewardModeling(lm_weight=1.0))
+    export = ExportPretrained(dirpath=str(tmp_path / "export"))
+    trainer = quiet_trainer(tmp_path, callbacks=[export], max_steps=2)
+    trainer.fit(module, PreferenceDataModule(train_data=str(path), batch_size=4))
+    head = module.extras[REWARD_HEAD_KEY].linear.weight
+    assert head.abs().sum() > 0  # trained away from its zero start
+    trainer.save_checkpoint(str(tmp_path / "rm.ckpt"))
+    # CodePMP's second stage: the same trunk and head, trained on with another objective setting.
+    again = FineTuneModule.load_from_checkpoint(str(tmp_path / "rm.ckpt"), objective=RewardModeling())
+    assert torch.equal(again.extras[REWARD_HEAD_KEY].linear.weight, head)
+    assert again.objective.lm_weight == 0.0
+    scores = RewardModelScore(str(tmp_path / "export" / "final"), device="cpu")(["abc:"], ["klm."], [{}])
+    encoded, _ = encode(module.tokenizer, "abc:", "klm.")
+    ids = torch.tensor([encoded])
+    with torch.no_grad():
+        want, _ = sequence_rewards(module.policy.eval(), module.extras[REWARD_HEAD_KEY], ids, torch.ones_like(ids),
+                                   module.tokenizer.eos_token_id)
+    assert abs(scores[0] - want.item()) < 1e-4
