@@ -29,6 +29,7 @@ Records (:func:`pair_record`) hold ``prompt``, ``chosen`` and ``rejected``, the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import random
 from collections import Counter
@@ -82,7 +83,7 @@ class ScoredProgram:
         """True when every test passes: only such a program can be the chosen side."""
         return self.pass_fraction >= 1.0
 
-    @property
+    @functools.cached_property  # compared against every other program of the problem
     def code(self) -> str:
         """The code that ran: what decides whether two programs are identical."""
         return extract_code(self.program.text).strip()
@@ -171,7 +172,12 @@ def pair_programs(scored: Sequence[ScoredProgram], max_pairs: Optional[int], rng
     order = list(range(len(usable)))
     rng.shuffle(order)  # the last tie-break; a seeded shuffle, so the same seed gives the same pairs
     position = {index: rank for rank, index in enumerate(order)}
-    limit = len(usable) if max_pairs is None else min(max_pairs, len(usable))
+    if max_pairs is None or max_pairs >= len(usable):
+        # Every usable pair is kept: only their order is chosen, and the greedy loop below
+        # (quadratic in the candidates) would cost seconds a problem with many samples.
+        ranked = sorted(range(len(usable)), key=lambda index: (_preference(usable[index]), position[index]))
+        return [usable[index] for index in ranked], dropped
+    limit = max_pairs
     uses: Counter = Counter()
     kept: List[Pair] = []
     remaining = list(range(len(usable)))
