@@ -47,6 +47,7 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
             or folder for ``AutoModelForCausalLM.from_pretrained``, a dict with ``model_type``
             and config fields (built locally), or a ready ``nn.Module``.
         objective: what to learn from: ``SFT`` (default), ``IFT``, ``PPO``, ``DPO``, ``ORPO``,
+            ``RewardModeling`` (a reward model: a scalar head on the policy's trunk),
             ``Sequential`` or ``Mix``.
         tokenizer: ``char`` (built-in character tokenizer), a hub id / folder, or a tokenizer
             object; None picks the model's own tokenizer, or ``char`` for local configs.
