@@ -16,7 +16,11 @@ import torch
 
 
 def quiet_worker() -> None:
-    """One CPU thread; Lightning's per-fit banners and warnings off."""
+    """One CPU thread; Lightning's per-fit banners, warnings and transformers' progress bars
+    (one per export and load) off."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):

@@ -51,10 +51,15 @@ def arithmetic_preference_pairs(count: int, seed: int, num_operands: int = 3, mi
     problems = arithmetic_examples(count, seed, num_operands, min_operand, max_operand, operators,
                                    worked_solution=True, exclude=exclude)
     rng = random.Random(f"preference-pairs-{seed}")
-    pairs = []
-    for problem in problems:
-        operands, ops = parse_prompt(problem["prompt"])
-        wrong = (rng.randrange(len(ops)), rng.choice(ERROR_OFFSETS))
-        pairs.append({"prompt": problem["prompt"], "chosen": problem["response"],
-                      "rejected": worked_solution(operands, ops, wrong), "answer": problem["answer"]})
-    return pairs
+    return [pair_from_example(problem, rng) for problem in problems]
+
+
+def pair_from_example(example: Dict[str, Any], rng: random.Random) -> Dict[str, Any]:
+    """The pair of one worked-solution example (``prompt``, ``response``, ``answer``): its
+    response as chosen, a wrong solution (one step off, drawn from ``rng``) as rejected."""
+    operands, ops = parse_prompt(example["prompt"])
+    if not ops:
+        raise ValueError(f"arithmetic preference pairs: {example['prompt']!r} has no step to get wrong")
+    wrong = (rng.randrange(len(ops)), rng.choice(ERROR_OFFSETS))
+    return {"prompt": example["prompt"], "chosen": example["response"],
+            "rejected": worked_solution(operands, ops, wrong), "answer": example["answer"]}
