@@ -16,6 +16,15 @@ within a round, so a busy spell of a shared machine slows them alike):
   mixed embeddings) then ``backward``.
 - ``forward``: one forward pass under ``torch.no_grad()``.
 
+A second table compares two preference objectives on one batch of pairs (each side the
+batch above: chosen = its rows, rejected = the same rows with other response tokens):
+
+- ``RM step``: ``RewardModeling().loss_with_head`` (both sides through the trunk, a scalar
+  head at the last token) then ``backward``.
+- ``DPO step``: what DPO does in training: the frozen reference's log-probs of both sides
+  (a no-grad pass), then ``DPO().loss`` then ``backward``. A reward model needs no reference,
+  so RM ÷ DPO is expected near 3/4 (three forward-pass units against four).
+
 Times are wall-clock on CUDA. On CPU they are, by default, the CPU time of this process
 (``time.process_time``, ``--clock process``): on a shared machine other jobs then do not
 inflate one operation more than another; with ``--threads 1`` it equals the compute spent.
@@ -54,7 +63,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ift.core.tokenizer import build_char_tokenizer  # noqa: E402
 from ift.core.model_factory import build_policy  # noqa: E402
-from ift.objectives import IFT, SFT  # noqa: E402
+from ift.objectives import DPO, IFT, SFT, RewardModeling  # noqa: E402
+from ift.objectives.preference import pair_logprobs  # noqa: E402
+from ift.objectives.reward_modeling import RewardHead  # noqa: E402
+from ift.objectives.value_functions import hidden_size_of  # noqa: E402
 from ift.core.forward import policy_logits  # noqa: E402
 from ift.core.constants import IGNORE_INDEX  # noqa: E402
 
@@ -137,6 +149,61 @@ def forward_only(policy: torch.nn.Module, batch) -> Callable[[], None]:
             policy_logits(policy, batch["input_ids"], batch["attention_mask"])
 
     return forward
+
+
+def preference_batch(batch: Dict[str, torch.Tensor], vocab_size: int, seed: int = 1) -> Dict[str, torch.Tensor]:
+    """Pairs from ``batch``: chosen = its rows, rejected = the same prompts with other random responses."""
+    generator = torch.Generator().manual_seed(seed)
+    rejected = batch["input_ids"].clone()
+    response = batch["labels"] != IGNORE_INDEX
+    fresh = torch.randint(FIRST_TOKEN, vocab_size, rejected.shape, generator=generator).to(rejected.device)
+    rejected = torch.where(response, fresh, rejected)
+    rejected_labels = torch.where(response, rejected, batch["labels"])
+    return {"chosen_input_ids": batch["input_ids"], "chosen_attention_mask": batch["attention_mask"],
+            "chosen_labels": batch["labels"], "rejected_input_ids": rejected,
+            "rejected_attention_mask": batch["attention_mask"], "rejected_labels": rejected_labels}
+
+
+def reward_model_step(policy: torch.nn.Module, head: RewardHead, pairs) -> Callable[[], None]:
+    objective = RewardModeling()
+
+    def step() -> None:
+        policy.zero_grad(set_to_none=True)
+        head.zero_grad(set_to_none=True)
+        loss, _ = objective.loss_with_head(policy, head, pairs)
+        loss.backward()
+
+    return step
+
+
+def dpo_step(policy: torch.nn.Module, reference: torch.nn.Module, pairs) -> Callable[[], None]:
+    objective = DPO()
+
+    def step() -> None:
+        policy.zero_grad(set_to_none=True)
+        with torch.no_grad():  # DPO's training step: the frozen reference's log-probs first
+            chosen, rejected = pair_logprobs(reference, pairs, average=False)
+        loss, _ = objective.loss(policy, {**pairs, "reference_chosen_logps": chosen, "reference_rejected_logps": rejected})
+        loss.backward()
+
+    return step
+
+
+def measure_preference(model_name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    """Median RM and DPO step times on the same pairs (see the module docstring)."""
+    import copy
+
+    torch.manual_seed(0)
+    policy = build_policy(model_name, build_char_tokenizer(), args.dtype).to(device)
+    policy.train()
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    head = RewardHead(hidden_size_of(policy)).to(device)
+    torch.nn.init.normal_(head.linear.weight, std=0.02)  # a trained head's gradient reaches the trunk
+    pairs = preference_batch(make_batch(policy.config.vocab_size, args.batch, args.seq, device),
+                             policy.config.vocab_size)
+    timings = median_times({"rm": reward_model_step(policy, head, pairs), "dpo": dpo_step(policy, reference, pairs)},
+                           args.repeats, args.warmup, device, args.clock)
+    return {"model": model_name, "rm": timings["rm"], "dpo": timings["dpo"], "pairs": f"{args.batch} pairs x {args.seq}"}
 
 
 def saved_tensor_bytes(policy: torch.nn.Module, objective, batch) -> int:
@@ -268,6 +335,14 @@ def main(argv: Optional[List[str]] = None) -> str:
     print(header)
     print()
     print(table)
+    print("\nReward-model step vs DPO step on the same pairs (DPO includes its reference pass)\n")
+    print("| model | pairs | RM step ms | DPO step ms | RM ÷ DPO |")
+    print("|---|---|---|---|---|")
+    for name in args.models:
+        print(f"measuring {name} (preference) ...", file=sys.stderr, flush=True)
+        r = measure_preference(name, args, device)
+        print(f"| {name} | {r['pairs']} | {1e3 * r['rm']:.1f} | {1e3 * r['dpo']:.1f} | {r['rm'] / r['dpo']:.2f} |",
+              flush=True)
     return table
 
 
