@@ -6,7 +6,7 @@ pre-training on code preference pairs made in the sandbox (ift.experiments.codep
     python benchmarks/codepmp.py --quick              # a minute: tiny sizes, checks the pipeline
 
 Prints held-out pairwise accuracy and best-of-N accuracy, mean ± sample std over seeds, for
-each start (pre-trained on code pairs / from scratch) and fine-tuning set size, beside the
+each start (pre-trained on code pairs / the base model without it) and fine-tuning set size, beside the
 best-of-N baselines (one sample at random, the oracle), and every seed's numbers.
 """
 
@@ -51,7 +51,7 @@ def plot(result, path: str) -> None:
     FigureCanvasAgg(figure)
     for axis, metric, title in zip(figure.subplots(1, 2), ("pairwise_accuracy", "best_of_n"),
                                    ("held-out pairwise accuracy", "best-of-N accuracy")):
-        for start, style in (("pre-trained", "o-"), ("from scratch", "s--")):
+        for start, style in (("code-pretrained", "o-"), ("base", "s--")):
             sizes = sorted({r["finetune_pairs"] for r in result["rows"] if r["start"] == start and r["finetune_pairs"]})
             stats = [mean_std([r[metric] for r in result["rows"] if r["start"] == start and r["finetune_pairs"] == s])
                      for s in sizes]
@@ -87,7 +87,7 @@ def main() -> None:
     print(table(result, args.seeds))
     print("\nper seed:")
     for row in result["rows"]:
-        print(f"  seed {row['seed']} {row['start']:<12} {row['finetune_pairs']:>4} pairs: pairwise "
+        print(f"  seed {row['seed']} {row['start']:<15} {row['finetune_pairs']:>4} pairs: pairwise "
               f"{row['pairwise_accuracy']:.3f}, best-of-N {row['best_of_n']:.3f}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -6,17 +6,20 @@ The pipeline (CodePMP, arXiv 2410.02229, scaled to 0.1M-parameter character mode
 1. **Code pairs.** A code policy (``model``, SFT on the built-in code task) samples programs
    for held-out code problems at a low (strong) and a high (weak) temperature; the sandbox
    runs them and a passing program is paired with a failing one (:mod:`ift.tasks.code.pairs`).
-2. **Pre-train** a reward model on those pairs: Bradley–Terry plus the language-modelling
-   loss on the chosen program, weights 1 and 1 (CodePMP's loss).
-3. **Fine-tune** on arithmetic preference pairs (a correct worked solution vs one with a
+2. **The base model**, the analogue of CodePMP's pretrained LM: ``model`` trained with SFT on
+   the arithmetic task's worked solutions. It is also the policy of best-of-N: it samples
+   ``best_of`` worked solutions per held-out problem at ``sample_temperature``.
+3. **Pre-train** a reward model from the base on the code pairs: Bradley–Terry plus the
+   language-modelling loss on the chosen program, weights 1 and 1 (CodePMP's loss).
+4. **Fine-tune** on arithmetic preference pairs (a correct worked solution vs one with a
    false step, :mod:`ift.tasks.arithmetic.preference_pairs`), ``finetune_sizes`` pairs, from
-   the pre-trained model and, for comparison, from ``model``'s own initial weights (the same
-   seed), with the same steps; and the pre-trained model with no fine-tuning (size 0).
-4. **Measure** each reward model through its exported folder and ``RewardModelScore``:
-   pairwise accuracy on held-out pairs, and best-of-N accuracy: an arithmetic policy samples
-   ``best_of`` worked solutions per held-out problem, the reward model picks one, exact match.
+   the code-pretrained model and, for comparison, from the base itself, with the same steps
+   and seed; the code-pretrained model is also measured with no fine-tuning (size 0).
+5. **Measure** each reward model through its exported folder and ``RewardModelScore``:
+   pairwise accuracy on held-out pairs, and best-of-N accuracy: the reward model picks one of
+   the base policy's candidates per held-out problem, scored by exact match of the answer.
 
-Steps 1 and the arithmetic policy's samples are made once (seed 0); steps 2-4 run per seed.
+Steps 1-2 run once (seed 0); steps 3-5 run per seed.
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ class CodePMPSettings:
         rm_lr: AdamW learning rate of the reward models.
         policy_lr: AdamW learning rate of the two policies.
         batch_size: pairs (or examples) per optimizer step.
-        arithmetic_policy_steps: SFT steps of the arithmetic policy whose samples best-of-N picks from.
+        arithmetic_policy_steps: SFT steps of the base model (the arithmetic policy).
+        policy_batch_size: examples per SFT step of the two policies.
         best_of: candidates per problem in best-of-N.
+        sample_temperature: temperature of the best-of-N candidates.
         max_operand: operands of the arithmetic problems are drawn from ``[0, max_operand]``.
         num_operands: operands per arithmetic problem (``num_operands - 1`` worked steps).
         operators: operators of the arithmetic problems.
@@ -65,20 +70,22 @@ class CodePMPSettings:
     model: str = "tiny-gpt2"
     code_train: int = 512
     code_policy_steps: int = 500
-    pair_problems: int = 200
+    pair_problems: int = 600
     samples_per_source: int = 3
     strong_temperature: float = 0.3
     weak_temperature: float = 1.5
     max_pairs_per_problem: int = 3
-    pretrain_steps: int = 400
-    finetune_sizes: Tuple[int, ...] = (32, 128, 512)
-    finetune_steps: int = 200
+    pretrain_steps: int = 600
+    finetune_sizes: Tuple[int, ...] = (64, 256, 1024)
+    finetune_steps: int = 500
     val_pairs: int = 200
     rm_lr: float = 1e-3
     policy_lr: float = 3e-3
     batch_size: int = 16
-    arithmetic_policy_steps: int = 300
+    arithmetic_policy_steps: int = 1500
+    policy_batch_size: int = 32
     best_of: int = 8
+    sample_temperature: float = 0.7
     max_operand: int = 50
     num_operands: int = 2
     operators: str = "+-"
@@ -104,7 +111,7 @@ def code_pairs(settings: CodePMPSettings, folder: Path) -> Tuple[str, Dict[str, 
     from ift.tasks.code.pairs import synthesise_pairs
 
     data = CodeTaskDataModule(num_train=settings.code_train, num_val=settings.pair_problems, num_test=0,
-                              batch_size=settings.batch_size, seed=0)
+                              batch_size=settings.policy_batch_size, seed=0)
     policy = train_policy(data, settings, settings.code_policy_steps, seed=0)
     problems = [dict(example) for example in data.all_examples()["val"]]
     sources = [Source("strong", settings.model, settings.strong_temperature),
@@ -119,8 +126,9 @@ def code_pairs(settings: CodePMPSettings, folder: Path) -> Tuple[str, Dict[str, 
 
 
 def arithmetic_sets(settings: CodePMPSettings, folder: Path) -> Dict[str, Any]:
-    """The held-out arithmetic pairs, the best-of-N candidates (sampled once from an arithmetic
-    SFT policy, judged by exact match of the answer) and the problems fine-tuning pairs avoid."""
+    """The base model (an arithmetic SFT policy, saved in ``folder/base``), the held-out
+    arithmetic pairs, the best-of-N candidates (sampled once from the base, judged by exact
+    match of the answer) and the problems fine-tuning pairs avoid."""
     from ift.rewards import AnswerMatchReward
     from ift.tasks.arithmetic import ArithmeticDataModule
     from ift.tasks.arithmetic.preference_pairs import pair_from_example
@@ -128,19 +136,22 @@ def arithmetic_sets(settings: CodePMPSettings, folder: Path) -> Dict[str, Any]:
 
     data = ArithmeticDataModule(num_train=2000, num_val=settings.val_pairs, num_test=0, num_operands=settings.num_operands,
                                 max_operand=settings.max_operand, operators=settings.operators, worked_solution=True,
-                                batch_size=settings.batch_size, seed=0)
+                                batch_size=settings.policy_batch_size, seed=0)
     policy = train_policy(data, settings, settings.arithmetic_policy_steps, seed=0)
+    base = str(folder / "base")
+    policy.policy.save_pretrained(base)
+    policy.tokenizer.save_pretrained(base)
     held_out = [dict(example) for example in data.all_examples()["val"]]
     rng = random.Random("codepmp-held-out")
     val_pairs = [pair_from_example(example, rng) for example in held_out]
     torch.manual_seed(0)
     prompts = [example["prompt"] for example in held_out]
     candidates = generate_texts(policy.policy, policy.tokenizer, prompts, samples=settings.best_of,
-                                temperature=1.0, max_new_tokens=32, batch_size=64).texts
+                                temperature=settings.sample_temperature, max_new_tokens=32, batch_size=64).texts
     judge = AnswerMatchReward(correct=1.0, wrong=0.0, missing=0.0, trigger="answer:")
     correct = [[score == 1.0 for score in judge([prompt] * len(texts), texts, [example] * len(texts))]
                for prompt, texts, example in zip(prompts, candidates, held_out)]
-    return {"val_pairs": val_pairs, "prompts": prompts, "candidates": candidates, "correct": correct,
+    return {"base": base, "val_pairs": val_pairs, "prompts": prompts, "candidates": candidates, "correct": correct,
             "exclude": set(prompts), "val_file": write_jsonl(val_pairs, folder / "arithmetic_val_pairs.jsonl")}
 
 
@@ -150,17 +161,17 @@ def run_seed(job: Tuple[int, CodePMPSettings, str, Dict[str, Any], str]) -> List
 
     seed, settings, code_file, sets, workdir = job
     folder = Path(workdir) / f"seed{seed}"
-    rm = dict(model=settings.model, lr=settings.rm_lr, batch_size=settings.batch_size)
+    rm = dict(model=sets["base"], lr=settings.rm_lr, batch_size=settings.batch_size)
     start = time.perf_counter()
     pretrained = train_reward_model(code_file, seed=seed, steps=settings.pretrain_steps, lm_weight=1.0, **rm)
     pretrained_state = {key: value.clone() for key, value in pretrained.state_dict().items()}
-    rows = [measure(pretrained, "pre-trained", 0, seed, sets, folder)]
+    rows = [measure(pretrained, "code-pretrained", 0, seed, sets, folder)]
     train_pool = arithmetic_preference_pairs(max(settings.finetune_sizes), seed=1000 + seed,
                                              num_operands=settings.num_operands, max_operand=settings.max_operand,
                                              operators=settings.operators, exclude=sets["exclude"])
     for size in settings.finetune_sizes:
         train_file = write_jsonl(train_pool[:size], folder / f"finetune_{size}.jsonl")
-        for start_name, state in (("pre-trained", pretrained_state), ("from scratch", None)):
+        for start_name, state in (("code-pretrained", pretrained_state), ("base", None)):
             module = train_reward_model(train_file, seed=seed, steps=settings.finetune_steps, init_state=state, **rm)
             rows.append(measure(module, start_name, size, seed, sets, folder))
     for row in rows:
