@@ -68,13 +68,13 @@ class CodePMPSettings:
     """
 
     model: str = "tiny-gpt2"
-    code_train: int = 512
+    code_train: int = 440
     code_policy_steps: int = 500
-    pair_problems: int = 600
-    samples_per_source: int = 3
+    pair_problems: int = 300
+    samples_per_source: int = 4
     strong_temperature: float = 0.3
     weak_temperature: float = 1.5
-    max_pairs_per_problem: int = 3
+    max_pairs_per_problem: int = 4
     pretrain_steps: int = 600
     finetune_sizes: Tuple[int, ...] = (64, 256, 1024)
     finetune_steps: int = 500
