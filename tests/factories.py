@@ -1,5 +1,6 @@
 """Factories the tests share: a quiet CPU Trainer, the arithmetic task at tiny size, a
-FineTuneModule on ``tiny-gpt2`` and PPO settings for short rollouts.
+FineTuneModule on ``tiny-gpt2``, PPO settings for short rollouts, and the encoding and
+padding of preference pairs that the preference-objective tests build batches with.
 
 Plain functions, so that a test can pass its own arguments; a file whose settings differ
 on purpose keeps a small wrapper around them. ``conftest.py`` runs every test in its own
@@ -8,11 +9,12 @@ on purpose keeps a small wrapper around them. ``conftest.py`` runs every test in
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
 
+from ift.core.constants import IGNORE_INDEX
 from ift.modules import FineTuneModule
 from ift.tasks.arithmetic import ArithmeticDataModule
 
@@ -59,3 +61,23 @@ def tiny_module(objective: Any = None, seed: int = 0, cls: type = FineTuneModule
 def ppo_settings(**overrides: Any) -> Dict[str, Any]:
     """PPO keyword arguments for short rollouts (``PPO_SETTINGS``), ``overrides`` on top."""
     return {**PPO_SETTINGS, **overrides}
+
+
+def encode(tokenizer: Any, prompt: str, response: str) -> Tuple[List[int], List[int]]:
+    """Prompt + response + EOS, as the preference data module encodes a string pair:
+    ``(input ids, labels)`` with the prompt's labels ignored."""
+    p = tokenizer(prompt)["input_ids"]
+    r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return p + r, [IGNORE_INDEX] * len(p) + r
+
+
+def pad_rows(rows: Sequence[Sequence[int]], value: int, side: str, width: int) -> torch.Tensor:
+    """``rows`` as one ``(len(rows), width)`` long tensor, filled with ``value`` on the
+    ``side`` (``"right"`` or ``"left"``) each row leaves free."""
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if side == "right":
+            out[i, :len(row)] = torch.tensor(row)
+        else:
+            out[i, width - len(row):] = torch.tensor(row)
+    return out

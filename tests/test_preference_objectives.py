@@ -8,6 +8,7 @@ import pickle
 import pytest
 import torch
 
+from factories import encode, pad_rows
 from ift.modules import FineTuneModule, build_policy
 from ift.objectives import DPO, ORPO
 from ift.objectives import functional as Fn
@@ -190,22 +191,6 @@ def test_orpo_identical_pair_and_bf16():
 
 # ------------------------------------------------------------------ objectives on a model
 # ``tokenizer`` (the character tokenizer) is a fixture of conftest.py.
-
-
-def encode(tokenizer, prompt, response):
-    p = tokenizer(prompt)["input_ids"]
-    r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return p + r, [IGNORE] * len(p) + r
-
-
-def pad_rows(rows, value, side, width):
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        if side == "right":
-            out[i, :len(row)] = torch.tensor(row)
-        else:
-            out[i, width - len(row):] = torch.tensor(row)
-    return out
 
 
 PAIRS = [("ab=", "xyz", "q"), ("hello:", "ok", "no no no"), ("1+1=", "2", "11")]

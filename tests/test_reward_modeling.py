@@ -12,6 +12,7 @@ import random
 import pytest
 import torch
 
+from factories import encode, pad_rows
 from ift.callbacks import export_reward_model
 from ift.data import PreferenceDataModule
 from ift.modules import FineTuneModule
@@ -127,23 +128,6 @@ def test_bradley_terry_loss_bf16_inputs_computed_in_float32():
 
 # ------------------------------------------------------------------ batches of the character tokenizer
 PAIRS = [("ab=", "xyz", "q"), ("hello:", "ok", "no no no"), ("1+1=", "2", "11")]
-
-
-def encode(tokenizer, prompt, response):
-    """Prompt + response + EOS, as the preference data module encodes a string pair."""
-    p = tokenizer(prompt)["input_ids"]
-    r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return p + r, [IGNORE] * len(p) + r
-
-
-def pad_rows(rows, value, side, width):
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        if side == "right":
-            out[i, :len(row)] = torch.tensor(row)
-        else:
-            out[i, width - len(row):] = torch.tensor(row)
-    return out
 
 
 def preference_batch(tokenizer, pairs, side="right", extra=0):
