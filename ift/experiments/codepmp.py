@@ -76,10 +76,10 @@ class CodePMPSettings:
     weak_temperature: float = 1.5
     max_pairs_per_problem: int = 4
     pretrain_steps: int = 600
-    finetune_sizes: Tuple[int, ...] = (64, 256, 1024)
-    finetune_steps: int = 500
+    finetune_sizes: Tuple[int, ...] = (256, 1024, 4096)
+    finetune_steps: int = 1500
     val_pairs: int = 200
-    rm_lr: float = 1e-3
+    rm_lr: float = 3e-4
     policy_lr: float = 3e-3
     batch_size: int = 16
     arithmetic_policy_steps: int = 1500
