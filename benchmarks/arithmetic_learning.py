@@ -55,7 +55,17 @@ def main() -> None:
     )
     objectives = args.objectives.split(",")
     start = time.perf_counter()
-    runs = run(settings, list(range(args.seeds)), objectives, args.workers)
+    done = []
+
+    def save(result) -> None:
+        # Written after every run: a failure later keeps what was measured.
+        done.append(result)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps({"settings": vars(settings) | {"eval_steps": list(settings.eval_steps)},
+                                                  "runs": done}, indent=1, default=str))
+
+    runs = run(settings, list(range(args.seeds)), objectives, args.workers, on_result=save)
     elapsed = time.perf_counter() - start
 
     columns = ["untrained"] + [f"{step} steps" for step in settings.eval_steps]
@@ -70,10 +80,6 @@ def main() -> None:
     for r in runs:
         print(f"  {r['objective']:<8} seed {r['seed']}: untrained {r['before']:.3f}, "
               + ", ".join(f"{s}: {a:.3f}" for s, a in r["after"].items()) + f" ({r['seconds']:.0f} s)")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"settings": vars(settings) | {"eval_steps": list(settings.eval_steps)},
-                                              "runs": runs}, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -133,3 +133,18 @@ def test_standard_error_is_the_sample_std_over_root_n():
     assert mean_std([0.5]) == (0.5, 0.0)
     with pytest.raises(ValueError, match="at least 2 values"):
         mean_and_standard_error([0.5])
+
+
+def test_accuracy_probe_measures_a_budget_the_step_count_jumps_over(monkeypatch):
+    """PPO takes several optimizer steps per batch: a budget of 5 reached by 4 -> 6 is measured at 6."""
+    from types import SimpleNamespace
+
+    import ift.experiments.arithmetic_learning as learning
+
+    calls = []
+    monkeypatch.setattr(learning, "held_out_accuracy", lambda module, data: calls.append(1) or len(calls) / 10)
+    probe = learning.AccuracyAt((2, 5), data=None)
+    for step in (1, 2, 4, 6, 8):
+        probe.on_train_batch_end(SimpleNamespace(global_step=step), None)
+    assert probe.accuracy == {2: 0.1, 5: 0.2} and probe.measured_at == {2: 2, 5: 6}
+    assert len(calls) == 2

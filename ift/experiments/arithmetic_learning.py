@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
 
-from ift.core.workers import map_in_processes
+from ift.core.workers import imap_in_processes
 
 #: The objectives compared, by name.
 OBJECTIVES = ("SFT", "IFT")
@@ -93,16 +93,24 @@ def make_objective(name: str, settings: LearningSettings):
 
 
 class AccuracyAt(pl.Callback):
-    """Held-out greedy accuracy each time ``trainer.global_step`` reaches one of ``steps``."""
+    """Held-out greedy accuracy each time ``trainer.global_step`` reaches one of ``steps``.
+
+    A batch may take several optimizer steps (PPO: ``ppo_epochs`` x its mini-batches), so
+    ``global_step`` can jump over a budget: it is measured at the first batch end at or past
+    it (:attr:`measured_at` keeps the step it was measured at)."""
 
     def __init__(self, steps: Sequence[int], data):
         self.steps, self.data = sorted(steps), data
         self.accuracy: Dict[int, float] = {}
+        self.measured_at: Dict[int, int] = {}
 
     def on_train_batch_end(self, trainer, pl_module, *args):
         step = trainer.global_step
-        if step in self.steps and step not in self.accuracy:
-            self.accuracy[step] = held_out_accuracy(pl_module, self.data)
+        due = [budget for budget in self.steps if budget <= step and budget not in self.accuracy]
+        if due:
+            accuracy = held_out_accuracy(pl_module, self.data)
+            for budget in due:
+                self.accuracy[budget], self.measured_at[budget] = accuracy, step
 
 
 def held_out_accuracy(module, data) -> float:
@@ -140,12 +148,26 @@ def learn(job: Tuple[str, int, LearningSettings]) -> Dict[str, Any]:
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[probe])
     trainer.fit(module, data)
+    missing = [budget for budget in settings.eval_steps if budget not in probe.accuracy]
+    if missing:
+        raise RuntimeError(f"arithmetic learning: {name} seed {seed} stopped at step {trainer.global_step} before "
+                           f"the budgets {missing} were measured")
     return {"objective": name, "seed": seed, "before": before, "after": dict(probe.accuracy),
-            "seconds": round(time.perf_counter() - start, 1)}
+            "measured_at": dict(probe.measured_at), "seconds": round(time.perf_counter() - start, 1)}
 
 
 def run(settings: LearningSettings, seeds: Sequence[int], objectives: Sequence[str] = OBJECTIVES,
-        workers: int = 2) -> List[Dict[str, Any]]:
-    """:func:`learn` for every (objective, seed), over ``workers`` processes."""
-    return map_in_processes(learn, [(name, seed, settings) for name in objectives for seed in seeds], workers)
+        workers: int = 2, on_result: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
+    """:func:`learn` for every (objective, seed), over ``workers`` processes, in that order.
+
+    ``on_result(run)`` is called as each run finishes (e.g. to save it: a long experiment
+    keeps what it measured if a later run fails)."""
+    jobs = [(name, seed, settings) for name in objectives for seed in seeds]
+    results = []
+    for result in imap_in_processes(learn, jobs, workers):
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    order = {(name, seed): index for index, (name, seed, _) in enumerate(jobs)}
+    return sorted(results, key=lambda r: order[(r["objective"], r["seed"])])
 
