@@ -81,3 +81,21 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int, side: str, width: int) -
         else:
             out[i, width - len(row):] = torch.tensor(row)
     return out
+
+
+#: Prompt, chosen, rejected: pairs of unequal lengths for the character tokenizer.
+PREFERENCE_PAIRS = [("ab=", "xyz", "q"), ("hello:", "ok", "no no no"), ("1+1=", "2", "11")]
+
+
+def preference_batch(tokenizer: Any, pairs: Sequence[Tuple[str, str, str]] = PREFERENCE_PAIRS, side: str = "right",
+                     extra: int = 0) -> Dict[str, torch.Tensor]:
+    """A preference batch of ``pairs`` (prompt, chosen, rejected) as the preference data module
+    encodes it, each side padded on ``side`` to its longest row plus ``extra`` columns."""
+    batch = {}
+    for index, name in ((1, "chosen"), (2, "rejected")):
+        encoded = [encode(tokenizer, pair[0], pair[index]) for pair in pairs]
+        width = max(len(ids) for ids, _ in encoded) + extra
+        batch[f"{name}_input_ids"] = pad_rows([ids for ids, _ in encoded], tokenizer.pad_token_id, side, width)
+        batch[f"{name}_labels"] = pad_rows([labels for _, labels in encoded], IGNORE_INDEX, side, width)
+        batch[f"{name}_attention_mask"] = pad_rows([[1] * len(ids) for ids, _ in encoded], 0, side, width)
+    return batch

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from factories import encode, pad_rows
+from factories import PREFERENCE_PAIRS, encode, preference_batch
 from ift.modules import FineTuneModule, build_policy
 from ift.objectives import DPO, ORPO
 from ift.objectives import functional as Fn
@@ -193,18 +193,7 @@ def test_orpo_identical_pair_and_bf16():
 # ``tokenizer`` (the character tokenizer) is a fixture of conftest.py.
 
 
-PAIRS = [("ab=", "xyz", "q"), ("hello:", "ok", "no no no"), ("1+1=", "2", "11")]
-
-
-def preference_batch(tokenizer, side, extra=0):
-    batch = {}
-    for index, name in ((1, "chosen"), (2, "rejected")):
-        encoded = [encode(tokenizer, pair[0], pair[index]) for pair in PAIRS]
-        width = max(len(ids) for ids, _ in encoded) + extra
-        batch[f"{name}_input_ids"] = pad_rows([ids for ids, _ in encoded], tokenizer.pad_token_id, side, width)
-        batch[f"{name}_labels"] = pad_rows([labels for _, labels in encoded], IGNORE, side, width)
-        batch[f"{name}_attention_mask"] = pad_rows([[1] * len(ids) for ids, _ in encoded], 0, side, width)
-    return batch
+PAIRS = PREFERENCE_PAIRS
 
 
 def one_by_one_logprobs(policy, tokenizer, index, average):
@@ -222,7 +211,7 @@ def one_by_one_logprobs(policy, tokenizer, index, average):
 def test_pair_logprobs_padding_either_side(tokenizer, side, extra, average):
     torch.manual_seed(0)
     policy = build_policy("tiny-gpt2", tokenizer).eval()
-    batch = preference_batch(tokenizer, side, extra)
+    batch = preference_batch(tokenizer, side=side, extra=extra)
     with torch.no_grad():
         chosen, rejected = pair_logprobs(policy, batch, average)
         want_chosen = one_by_one_logprobs(policy, tokenizer, 1, average)
@@ -235,7 +224,7 @@ def test_dpo_objective_starts_at_log2_and_learns(tokenizer):
     torch.manual_seed(0)
     module = FineTuneModule(model="tiny-gpt2", objective=DPO(beta=0.1), tokenizer=tokenizer)
     module.objective.begin(module.step_context)  # what on_train_start does
-    batch = preference_batch(tokenizer, "right")
+    batch = preference_batch(tokenizer, side="right")
 
     def dpo_step():  # what the module's training step runs: the reference's log-probs, then the loss
         result = module.objective.training_step(module.step_context, batch)
@@ -264,7 +253,7 @@ def test_dpo_reference_from_batch_matches_reference_model(tokenizer):
     torch.manual_seed(0)
     module = FineTuneModule(model="tiny-gpt2", objective=DPO(beta=0.3, label_smoothing=0.1), tokenizer=tokenizer)
     module.objective.begin(module.step_context)
-    batch = preference_batch(tokenizer, "left")
+    batch = preference_batch(tokenizer, side="left")
     with torch.no_grad():
         for p in module.policy.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -281,7 +270,7 @@ def test_dpo_reference_from_batch_matches_reference_model(tokenizer):
 
 def test_dpo_without_reference_is_a_clear_error(tokenizer):
     with pytest.raises(RuntimeError, match="reference"):
-        DPO().loss(build_policy("tiny-gpt2", tokenizer), preference_batch(tokenizer, "right"))
+        DPO().loss(build_policy("tiny-gpt2", tokenizer), preference_batch(tokenizer, side="right"))
     with pytest.raises(KeyError, match="chosen_input_ids"):
         DPO().loss(build_policy("tiny-gpt2", tokenizer), {"input_ids": torch.zeros(1, 2, dtype=torch.long)})
 
@@ -319,7 +308,7 @@ def test_dpo_keeps_reference_when_resuming(tokenizer):
 def test_orpo_objective_matches_formula_and_learns(tokenizer):
     torch.manual_seed(0)
     policy = build_policy("tiny-gpt2", tokenizer)
-    batch = preference_batch(tokenizer, "left", extra=1)
+    batch = preference_batch(tokenizer, side="left", extra=1)
     objective = ORPO(beta=0.25)
     loss, metrics = objective.loss(policy, batch)
     with torch.no_grad():
@@ -344,7 +333,7 @@ def test_preference_objectives_run_in_bf16(tokenizer, objective):
     torch.manual_seed(0)
     module = FineTuneModule(model="tiny-gpt2", objective=objective, tokenizer=tokenizer, torch_dtype="bfloat16")
     module.objective.begin(module.step_context)
-    loss = module.objective.training_step(module.step_context, preference_batch(tokenizer, "right")).loss
+    loss = module.objective.training_step(module.step_context, preference_batch(tokenizer, side="right")).loss
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in module.policy.parameters() if p.grad is not None)

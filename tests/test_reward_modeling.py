@@ -12,7 +12,7 @@ import random
 import pytest
 import torch
 
-from factories import encode, pad_rows
+from factories import PREFERENCE_PAIRS, encode, pad_rows, preference_batch
 from ift.callbacks import export_reward_model
 from ift.data import PreferenceDataModule
 from ift.modules import FineTuneModule
@@ -127,18 +127,7 @@ def test_bradley_terry_loss_bf16_inputs_computed_in_float32():
 
 
 # ------------------------------------------------------------------ batches of the character tokenizer
-PAIRS = [("ab=", "xyz", "q"), ("hello:", "ok", "no no no"), ("1+1=", "2", "11")]
-
-
-def preference_batch(tokenizer, pairs, side="right", extra=0):
-    batch = {}
-    for index, name in ((1, "chosen"), (2, "rejected")):
-        encoded = [encode(tokenizer, pair[0], pair[index]) for pair in pairs]
-        width = max(len(ids) for ids, _ in encoded) + extra
-        batch[f"{name}_input_ids"] = pad_rows([ids for ids, _ in encoded], tokenizer.pad_token_id, side, width)
-        batch[f"{name}_labels"] = pad_rows([labels for _, labels in encoded], IGNORE, side, width)
-        batch[f"{name}_attention_mask"] = pad_rows([[1] * len(ids) for ids, _ in encoded], 0, side, width)
-    return batch
+PAIRS = PREFERENCE_PAIRS
 
 
 def reward_module(model="tiny-gpt2", seed=0, **objective_args):
