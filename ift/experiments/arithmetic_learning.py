@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 
 from ift.core.workers import imap_in_processes
+from ift.experiments.trainer import quiet_trainer
 
 #: The objectives compared, by name.
 OBJECTIVES = ("SFT", "IFT")
@@ -144,9 +145,7 @@ def learn(job: Tuple[str, int, LearningSettings]) -> Dict[str, Any]:
     module.configure_model()
     before = held_out_accuracy(module, data)
     probe = AccuracyAt(settings.eval_steps, data)
-    trainer = pl.Trainer(max_steps=max(settings.eval_steps), max_epochs=-1, accelerator="cpu", devices=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[probe])
+    trainer = quiet_trainer(max(settings.eval_steps), callbacks=[probe])
     trainer.fit(module, data)
     missing = [budget for budget in settings.eval_steps if budget not in probe.accuracy]
     if missing:

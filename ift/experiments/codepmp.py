@@ -35,7 +35,8 @@ import pytorch_lightning as pl
 import torch
 
 from ift.experiments.reward_model_runs import (best_of_n_accuracy, export_and_load_scorer, pairwise_accuracy,
-                                               quiet_trainer, train_reward_model, write_jsonl)
+                                               train_reward_model, write_jsonl)
+from ift.experiments.trainer import quiet_trainer
 
 
 @dataclasses.dataclass

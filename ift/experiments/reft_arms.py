@@ -36,6 +36,7 @@ import pytorch_lightning as pl
 import torch
 
 from ift.core.workers import map_in_processes
+from ift.experiments.trainer import quiet_trainer
 
 #: The arms, in table order.
 ARMS = ("sft", "sft+ppo", "sft+sft")
@@ -145,12 +146,6 @@ def held_out_accuracy(policy, tokenizer, settings: ReftSettings, data) -> float:
     return pass_rate(probe, data, "val", answer_reward(settings), settings.max_new_tokens)["pass_rate"]
 
 
-def _trainer(max_steps: int, callbacks: Sequence[Any] = ()):
-    return pl.Trainer(max_steps=max_steps, max_epochs=-1, accelerator="cpu", devices=1, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks))
-
-
 def _adamw(lr: float):
     return lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
@@ -214,7 +209,7 @@ def run_seed(settings: ReftSettings, seed: int, arms: Sequence[str] = ARMS) -> D
     tokenizer = whole.tokenizer
     snapshot = SnapshotAt(settings.warmup_steps)
     whole_steps = settings.warmup_steps + (ppo_steps if "sft" in arms else 0)
-    _trainer(whole_steps, [snapshot]).fit(whole, data_module(settings, seed, tokenizer))
+    quiet_trainer(whole_steps, [snapshot]).fit(whole, data_module(settings, seed, tokenizer))
     after_warmup_seconds = time.perf_counter() - snapshot.time
     warm_policy = copy.deepcopy(whole.policy)
     warm_policy.load_state_dict(snapshot.state)
@@ -237,7 +232,7 @@ def run_seed(settings: ReftSettings, seed: int, arms: Sequence[str] = ARMS) -> D
     rl = FineTuneModule(model=copy.deepcopy(warm_policy), tokenizer=tokenizer, objective=ppo,
                         optimizer=_adamw(settings.second_stage_lr))
     seconds = time.perf_counter()
-    rl_trainer = _trainer(ppo_steps)
+    rl_trainer = quiet_trainer(ppo_steps)
     rl_trainer.fit(rl, data_module(settings, seed, tokenizer))
     seconds = time.perf_counter() - seconds
     made = int(rl_trainer.global_step)
@@ -257,7 +252,7 @@ def run_seed(settings: ReftSettings, seed: int, arms: Sequence[str] = ARMS) -> D
     more = FineTuneModule(model=copy.deepcopy(warm_policy), tokenizer=tokenizer, objective=SFT(),
                           optimizer=_adamw(settings.second_stage_lr))
     seconds = time.perf_counter()
-    _trainer(made).fit(more, data_module(settings, seed, tokenizer))
+    quiet_trainer(made).fit(more, data_module(settings, seed, tokenizer))
     seconds = time.perf_counter() - seconds
     results["arms"]["sft+sft"] = {
         "accuracy": held_out_accuracy(more.policy, tokenizer, settings, eval_data),
@@ -289,7 +284,7 @@ def run_sequential(settings: ReftSettings, seed: int) -> Dict[str, Any]:
     ])
     module = FineTuneModule(model="tiny-gpt2", objective=recipe, optimizer=_adamw(settings.sft_lr))
     reward.tokenizer = module.tokenizer
-    trainer = _trainer(settings.warmup_steps + settings.ppo_iterations * settings.updates_per_iteration)
+    trainer = quiet_trainer(settings.warmup_steps + settings.ppo_iterations * settings.updates_per_iteration)
     trainer.fit(module, data_module(settings, seed, module.tokenizer))
     eval_data = data_module(settings, seed, module.tokenizer)
     return _finish({

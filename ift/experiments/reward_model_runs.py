@@ -14,19 +14,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import pytorch_lightning as pl
 import torch
 
+from ift.experiments.trainer import quiet_trainer
+
 
 def write_jsonl(records: Sequence[Dict[str, Any]], path: Path) -> str:
     """Write ``records`` one JSON object per line; returns the path as a string."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
     return str(path)
-
-
-def quiet_trainer(max_steps: int) -> pl.Trainer:
-    """A CPU trainer with no logger, checkpoint, progress bar or validation (the experiment measures itself)."""
-    return pl.Trainer(max_steps=max_steps, max_epochs=-1, accelerator="cpu", devices=1, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      limit_val_batches=0, num_sanity_val_steps=0)
 
 
 def train_reward_model(pairs_file: str, *, model: str, seed: int, steps: int, lr: float, batch_size: int,
