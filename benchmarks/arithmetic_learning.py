@@ -5,7 +5,7 @@
     python benchmarks/arithmetic_learning.py --model smollm2-135m-instruct --chat --seeds 3 \
         --steps 100 --batch-size 16 --lr 1e-4 --objectives SFT,IFT,SFT->PPO --warmup-steps 60
 
-Every (objective, seed) is one run of ``ift.experiments.arithmetic_learning.learn`` in a
+Every (objective, seed) is one run of ``ift.lab.arithmetic_learning.learn`` in a
 worker process with one CPU thread, so the numbers do not depend on ``--workers``. Prints
 mean ± sample std over seeds, and every seed's numbers (the spread is the evidence).
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ift.core.hardware import describe_hardware  # noqa: E402
-from ift.experiments.arithmetic_learning import ALL_OBJECTIVES, OBJECTIVES, LearningSettings, run  # noqa: E402
-from ift.core.stats import mean_std  # noqa: E402
+from ift.lab.hardware import describe_hardware  # noqa: E402
+from ift.lab.arithmetic_learning import ALL_OBJECTIVES, OBJECTIVES, LearningSettings, run  # noqa: E402
+from ift.lab.stats import mean_std  # noqa: E402
 
 
 def main() -> None:

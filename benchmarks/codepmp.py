@@ -1,5 +1,5 @@
 """CodePMP at small scale: reward models fine-tuned on arithmetic pairs, with and without
-pre-training on code preference pairs made in the sandbox (ift.experiments.codepmp).
+pre-training on code preference pairs made in the sandbox (ift.lab.codepmp).
 
     python benchmarks/codepmp.py                      # 3 seeds, sizes 32/128/512, the table and the curve
     python benchmarks/codepmp.py --seeds 5 --out runs/codepmp.json --plot runs/codepmp.png
@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ift.core.hardware import describe_hardware  # noqa: E402
-from ift.core.stats import mean_std  # noqa: E402
-from ift.core.workers import quiet_worker  # noqa: E402
-from ift.experiments.codepmp import CodePMPSettings, run  # noqa: E402
+from ift.lab.hardware import describe_hardware  # noqa: E402
+from ift.lab.stats import mean_std  # noqa: E402
+from ift.lab.workers import quiet_worker  # noqa: E402
+from ift.lab.codepmp import CodePMPSettings, run  # noqa: E402
 
 QUICK = dict(code_policy_steps=250, pair_problems=24, samples_per_source=2, pretrain_steps=20,
              finetune_sizes=(8, 32), finetune_steps=15, val_pairs=24, arithmetic_policy_steps=40, best_of=4)

@@ -96,8 +96,8 @@ def ppo(reward: Optional[str]) -> List[str]:
     args = ["--model.objective", "PPO", "--model.objective.init_args.max_new_tokens", "3",
             "--model.objective.init_args.samples_per_prompt", "2", "--model.objective.init_args.mini_batch_size", "4",
             "--model.objective.init_args.ppo_epochs", "1"]
-    if reward:
-        args += ["--model.objective.init_args.reward", f"probe_rewards.{reward}"]
+    # PPO has no default reward: None probes the answer reward.
+    args += ["--model.objective.init_args.reward", f"probe_rewards.{reward}" if reward else "ift.rewards.AnswerMatchReward"]
     return args
 
 

@@ -3,7 +3,7 @@
     python benchmarks/frozen_lake_ppo_maps.py                       # 6 maps x both policies x 3 seeds
     python benchmarks/frozen_lake_ppo_maps.py --maps lake5x5a,lake5x5b --seeds 5 --policies mlp
 
-Each run is exactly ``ift frozen-lake``'s PPO run (``ift.tasks.frozen_lake.runs.run_config``,
+Each run is exactly ``ift frozen-lake``'s PPO run (``ift.lab.frozen_lake.runs.run_config``,
 default budget and settings) on one of the named maps with an 8-10 move optimal path
 (``ift.tasks.frozen_lake.maps.PPO_MAPS``). For each map the table gives the greedy success
 over seeds, and how often a uniformly random walk of the same length reaches the goal (the
@@ -20,10 +20,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ift.core.workers import map_in_processes  # noqa: E402
+from ift.lab.workers import map_in_processes  # noqa: E402
 from ift.tasks.frozen_lake.env import FrozenLakeTask  # noqa: E402
 from ift.tasks.frozen_lake.maps import PPO_MAPS  # noqa: E402
-from ift.tasks.frozen_lake.runs import ppo_max_new_tokens  # noqa: E402
+from ift.lab.frozen_lake.runs import ppo_max_new_tokens  # noqa: E402
 
 
 def random_walk_success(task: FrozenLakeTask, episodes: int = 20000, seed: int = 0) -> float:
@@ -45,7 +45,7 @@ def run(job):
     import torch
 
     torch.set_num_threads(1)
-    from ift.tasks.frozen_lake.command import run_one
+    from ift.lab.frozen_lake.command import run_one
 
     policy, name, seed = job
     result = run_one((policy, "PPO", seed, name, None, 0))

@@ -48,6 +48,7 @@ from ift.tasks.arithmetic import ArithmeticDataModule  # noqa: E402
 from ift.modules import FineTuneModule  # noqa: E402
 from ift.core.generation import generate_responses  # noqa: E402
 from ift.objectives import PPO  # noqa: E402
+from ift.rewards import AnswerMatchReward  # noqa: E402
 
 PHASES = ("time/generation", "time/scoring", "time/logprobs", "time/update")
 
@@ -75,8 +76,8 @@ class PhaseTimes(pl.Callback):
 
 def ppo_iteration(model: str, args: argparse.Namespace, share_prompts: bool = True) -> Dict[str, float]:
     pl.seed_everything(0, verbose=False)
-    objective = PPO(samples_per_prompt=args.samples, max_new_tokens=args.max_new_tokens, ppo_epochs=2,
-                    mini_batch_size=args.mini_batch, use_cache=True, share_prompts=share_prompts)
+    objective = PPO(reward=AnswerMatchReward(), samples_per_prompt=args.samples, max_new_tokens=args.max_new_tokens,
+                    ppo_epochs=2, mini_batch_size=args.mini_batch, use_cache=True, share_prompts=share_prompts)
     module = FineTuneModule(model=model, objective=objective, eval_accuracy=False,
                             optimizer=lambda params: torch.optim.AdamW(params, lr=1e-4))
     data = ArithmeticDataModule(num_train=args.batch * (args.iterations + args.warmup), num_val=8, num_test=8,

@@ -7,7 +7,7 @@
 Arithmetic: the built-in task with worked solutions (``17+25=42 answer: 42``); the reward
 and held-out accuracy use ReFT's answer rule (a number after the trigger ``answer:``).
 Code: the built-in code task, the sandboxed test-pass reward, held-out pass rate (every
-test passes). See ``ift.experiments.reft_arms`` for the arms. Prints held-out accuracy mean ± sample std over
+test passes). See ``ift.lab.reft_arms`` for the arms. Prints held-out accuracy mean ± sample std over
 seeds, each arm's compute, the paired differences between arms, and every seed's numbers.
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ift.core.hardware import describe_hardware  # noqa: E402
-from ift.experiments.reft_arms import ARMS, CODE_SETTINGS, ReftSettings, run_seeds  # noqa: E402
-from ift.core.stats import mean_std  # noqa: E402
+from ift.lab.hardware import describe_hardware  # noqa: E402
+from ift.lab.reft_arms import ARMS, CODE_SETTINGS, ReftSettings, run_seeds  # noqa: E402
+from ift.lab.stats import mean_std  # noqa: E402
 
 
 def main() -> None:

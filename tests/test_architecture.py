@@ -21,13 +21,18 @@ PACKAGE = ROOT / "ift"
 LAYERS: List[Set[str]] = [
     {"ift.core", "ift.optim"},
     {"ift.data", "ift.rewards"},
-    {"ift.objectives"},
+    # Task definitions (generator or environment, data module, reward, metrics) and the
+    # objectives: neither imports the other.
+    {"ift.tasks", "ift.tasks.arithmetic", "ift.tasks.code", "ift.tasks.frozen_lake", "ift.objectives"},
     {"ift.callbacks"},
     {"ift.modules"},
-    {"ift.tasks", "ift.tasks.arithmetic", "ift.tasks.code", "ift.tasks.frozen_lake"},
-    {"ift.experiments"},
+    # The lab: experiments run with the library. Nothing below imports it.
+    {"ift.lab"},
+    {"ift.lab.frozen_lake", "ift.lab.code"},
     {"ift.cli", "ift.predict"},
 ]
+#: The library: every unit below the lab.
+LIBRARY = sorted(unit for layer in LAYERS[:5] for unit in layer)
 UNITS = sorted(set().union(*LAYERS))
 
 
@@ -99,11 +104,23 @@ def test_every_file_belongs_to_a_layer():
             unit_of(module_name(path))
 
 
+def _same_family(source: str, target: str) -> bool:
+    """A package may import its own subpackages (``ift.tasks`` -> ``ift.tasks.code``)."""
+    return target.startswith(source + ".")
+
+
+def test_no_library_package_imports_the_lab():
+    wrong = [f"{source} imports {target} (in {', '.join(sorted(set(files)))})"
+             for source, targets in unit_graph().items() if source in LIBRARY
+             for target, files in targets.items() if target.startswith("ift.lab")]
+    assert not wrong, "the library imports the lab:\n" + "\n".join(wrong)
+
+
 def test_imports_point_only_to_lower_layers():
     wrong = []
     for source, targets in unit_graph().items():
         for target, files in targets.items():
-            if layer_of(target) >= layer_of(source) and not (source == "ift.tasks" and target.startswith("ift.tasks.")):
+            if layer_of(target) >= layer_of(source) and not _same_family(source, target):
                 wrong.append(f"{source} imports {target} (in {', '.join(sorted(set(files)))})")
     assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
 
@@ -164,7 +181,30 @@ def test_each_subpackage_imports_alone_in_a_fresh_interpreter(package, lone_impo
 
 
 # ---------------------------------------------------------------------------- the contract
-OBJECTIVE_NAMES = {"SFT", "IFT", "PPO", "DPO", "ORPO", "Sequential", "Mix", "Stage", "RolloutObjective"}
+def objective_names() -> Set[str]:
+    """Every class the objectives package exports that the module must not name: the
+    objectives (read from the package, so a new one is covered at once), their bases and
+    the recipes' parts."""
+    import inspect
+
+    import ift.objectives as objectives
+
+    exported = {name: getattr(objectives, name) for name in dir(objectives) if not name.startswith("_")}
+    return {name for name, value in exported.items()
+            if inspect.isclass(value) and name != "Objective"  # the base: the module is typed against it
+            and (issubclass(value, objectives.Objective) or name == "Stage")}
+
+
+def test_the_objective_names_come_from_the_package():
+    names = objective_names()
+    from ift.objectives import available_objectives
+
+    import ift.objectives as objectives
+
+    defined_here = {name for name in available_objectives()
+                    if getattr(objectives, name, None) is not None}
+    assert defined_here and defined_here <= names
+    assert {"SFT", "IFT", "PPO", "DPO", "ORPO", "RewardModeling", "Sequential", "Mix", "Stage", "RolloutObjective"} <= names
 
 
 def code_names(path: Path) -> Set[str]:
@@ -191,7 +231,7 @@ def code_names(path: Path) -> Set[str]:
 
 def test_the_module_names_no_objective_class():
     for path in sorted((PACKAGE / "modules").glob("*.py")):
-        named = code_names(path) & OBJECTIVE_NAMES
+        named = code_names(path) & objective_names()
         assert not named, f"{path.relative_to(ROOT)} names objective classes {sorted(named)}: use capabilities"
 
 

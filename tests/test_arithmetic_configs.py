@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ift.experiments.arithmetic_learning import LearningSettings
+from ift.lab.arithmetic_learning import LearningSettings
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "arithmetic"
 SETTINGS = LearningSettings()

@@ -18,7 +18,7 @@ from ift.data import PreferenceDataModule
 from ift.data.records import read_records
 from ift.rewards import CodeTestsReward
 from ift.tasks.code import CodeTaskDataModule
-from ift.tasks.code.pairs import DROP_REASONS, Program, ScoredProgram, pair_programs, synthesise_pairs
+from ift.lab.code.pairs import DROP_REASONS, Program, ScoredProgram, pair_programs, synthesise_pairs
 
 # f(x) = (x+3)*2 at four inputs.
 PROBLEM = {"prompt": "# f(x): add 3, times 2\n",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ift.experiments.reward_model_runs import best_of_n_accuracy, pairwise_accuracy
+from ift.lab.reward_model_runs import best_of_n_accuracy, pairwise_accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from eco_helpers import ROOT
-from ift.core.hardware import describe_hardware
-from ift.experiments.reft_arms import CountingReward, ReftSettings, run_job, run_seed
-from ift.core.workers import map_in_processes
+from ift.lab.hardware import describe_hardware
+from ift.lab.reft_arms import CountingReward, ReftSettings, run_job, run_seed
+from ift.lab.workers import map_in_processes
 from ift.rewards import AnswerMatchReward
 
 TINY = ReftSettings(num_train=128, num_val=16, batch_size=32, mini_batch_size=32, samples_per_prompt=2,
@@ -96,7 +96,7 @@ def test_benchmark_scripts_print_mean_and_std_over_seeds(script, args, tmp_path)
 
 
 def test_sft_then_ppo_arm_needs_a_warmup_inside_the_budget():
-    from ift.experiments.arithmetic_learning import LearningSettings, make_objective
+    from ift.lab.arithmetic_learning import LearningSettings, make_objective
 
     with pytest.raises(ValueError, match="warmup_steps"):
         make_objective("SFT->PPO", LearningSettings(eval_steps=(10,), warmup_steps=0))
@@ -106,7 +106,7 @@ def test_sft_then_ppo_arm_needs_a_warmup_inside_the_budget():
 
 
 def test_code_task_arms_score_in_the_sandbox():
-    from ift.experiments.reft_arms import CODE_SETTINGS
+    from ift.lab.reft_arms import CODE_SETTINGS
 
     tiny = dataclasses.replace(CODE_SETTINGS, num_train=64, num_val=8, warmup_steps=2, ppo_iterations=1,
                                max_new_tokens=16)
@@ -122,7 +122,7 @@ def test_unknown_task_is_a_clear_error():
 
 
 def test_standard_error_is_the_sample_std_over_root_n():
-    from ift.core.stats import mean_and_standard_error, mean_std
+    from ift.lab.stats import mean_and_standard_error, mean_std
 
     values = [0.1, 0.3, 0.2, 0.6]
     mean, std = mean_std(values)
@@ -139,7 +139,7 @@ def test_accuracy_probe_measures_a_budget_the_step_count_jumps_over(monkeypatch)
     """PPO takes several optimizer steps per batch: a budget of 5 reached by 4 -> 6 is measured at 6."""
     from types import SimpleNamespace
 
-    import ift.experiments.arithmetic_learning as learning
+    import ift.lab.arithmetic_learning as learning
 
     calls = []
     monkeypatch.setattr(learning, "held_out_accuracy", lambda module, data: calls.append(1) or len(calls) / 10)

@@ -33,7 +33,7 @@ from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.modules.nonfinite import NonFiniteLossError, NonFiniteLossWarning
 from ift.objectives import PPO, SFT, Sequential, StepResult
-from ift.rewards import Reward, RewardTimeoutWarning
+from ift.rewards import AnswerMatchReward, Reward, RewardTimeoutWarning
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -254,7 +254,7 @@ class StepRecorder(FineTuneModule):
 
 def test_nan_loss_skips_a_ppo_update_in_manual_optimization(tmp_path):
     torch.manual_seed(0)
-    module = StepRecorder(model="tiny-gpt2", objective=NanPPO(nan_updates=(1, 4), **ppo_settings()),
+    module = StepRecorder(model="tiny-gpt2", objective=NanPPO(nan_updates=(1, 4), reward=AnswerMatchReward(), **ppo_settings()),
                           eval_accuracy=False)
     assert not module.automatic_optimization
     logged = []
@@ -276,7 +276,7 @@ def test_nan_loss_skips_a_ppo_update_in_manual_optimization(tmp_path):
 
 def test_nan_loss_of_a_batch_loss_stage_in_a_manual_fit(tmp_path):
     recipe = Sequential(stages=[{"objective": FaultySFT(nan_calls=(1,)), "steps": 3},
-                                {"objective": PPO(**ppo_settings())}])
+                                {"objective": PPO(reward=AnswerMatchReward(), **ppo_settings())}])
     torch.manual_seed(0)
     module = StepRecorder(model="tiny-gpt2", objective=recipe, eval_accuracy=False)
     assert not module.automatic_optimization
@@ -287,7 +287,7 @@ def test_nan_loss_of_a_batch_loss_stage_in_a_manual_fit(tmp_path):
     assert module.nonfinite.skipped_steps == 1
 
     always = Sequential(stages=[{"objective": FaultySFT(always_nan=True), "steps": 50},
-                                {"objective": PPO(**ppo_settings())}])
+                                {"objective": PPO(reward=AnswerMatchReward(), **ppo_settings())}])
     stuck = module_with(always, max_consecutive_skipped_steps=2)
     with pytest.warns(NonFiniteLossWarning), pytest.raises(NonFiniteLossError, match="2 optimizer steps in a row"):
         trainer(tmp_path, max_steps=4).fit(stuck, data(num_train=16, batch_size=4))
@@ -388,7 +388,7 @@ def test_a_hanging_reward_is_scored_zero_counted_and_training_goes_on(tmp_path):
     path = tmp_path / "ppo.ckpt"
     run.save_checkpoint(path)
     assert torch.load(path, weights_only=False)["objective_state"]["reward_timeouts"] == 1
-    fresh = PPO(**ppo_settings())
+    fresh = PPO(reward=AnswerMatchReward(), **ppo_settings())
     FineTuneModule.load_from_checkpoint(path, objective=fresh)
     assert fresh.state_dict()["reward_timeouts"] == 1
 

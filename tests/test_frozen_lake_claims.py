@@ -1,7 +1,7 @@
 """The claims of the Frozen Lake sanity check, as ``ift frozen-lake`` reports them: both policies,
 every objective, 5 seeds, the default map (the README's tables).
 
-Each claim is judged by :mod:`ift.tasks.frozen_lake.claims` on the paired per-seed differences
+Each claim is judged by :mod:`ift.lab.frozen_lake.claims` on the paired per-seed differences
 (more than 2 standard errors from 0), so neither seed-to-seed spread nor the drift between CPU
 kernels flips it. A claim that holds is asserted; one that does not is a strict expected failure
 stating its numbers, so a change that makes it hold is noticed and the docs get updated. The
@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from ift.tasks.frozen_lake import claims as judge
-from ift.tasks.frozen_lake import command as cli
+from ift.lab.frozen_lake import claims as judge
+from ift.lab.frozen_lake import command as cli
 from ift.tasks.frozen_lake.policies import POLICIES
 
 PAPER = [text for part, text, _ in judge.CLAIMS if part == "paper"]
@@ -112,7 +112,7 @@ UNTUNED_MAPS = ("lake5x5a", "lake5x5b")
 
 @pytest.fixture(scope="module")
 def ppo_on_untuned_maps():
-    from ift.core.workers import map_in_processes
+    from ift.lab.workers import map_in_processes
 
     jobs = [(policy, "PPO", seed, name, None, 0) for policy in POLICIES for name in UNTUNED_MAPS for seed in range(3)]
     return map_in_processes(cli.run_one, jobs, 2)

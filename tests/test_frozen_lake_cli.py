@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from ift.tasks.frozen_lake import VOCAB, FrozenLakeDataModule, FrozenLakeTask, lm_action_probs, lm_policy
-from ift.tasks.frozen_lake import command as cli
-from ift.tasks.frozen_lake import results as frozen_lake_results
-from ift.tasks.frozen_lake import runs as run_configs
+from ift.lab.frozen_lake import command as cli
+from ift.lab.frozen_lake import results as frozen_lake_results
+from ift.lab.frozen_lake import runs as run_configs
 from ift.tasks.frozen_lake.policies import POLICIES
 from ift.tasks.frozen_lake.queries import readable_texts
 from ift.modules import FineTuneModule
@@ -125,7 +125,7 @@ def test_yaml_configs_are_the_runs_of_the_command():
             expected = run_configs.run_config(name, output_dir=f"runs/frozen_lake_fit/{policy}/{file[:-5]}",
                                               policy=policy)
             assert config == expected, (f"configs/frozen_lake/{policy}/{file} is stale: run "
-                                        "ift.tasks.frozen_lake.runs.write_configs('configs/frozen_lake')")
+                                        "ift.lab.frozen_lake.runs.write_configs('configs/frozen_lake')")
 
 
 @pytest.mark.parametrize("policy,name", [("mlp", "IFT"), ("mlp", "PPO"), ("transformer", "IFT"), ("transformer", "PPO")])

@@ -8,7 +8,7 @@ import pytest
 from gymnasium.envs.toy_text.frozen_lake import MAPS, FrozenLakeEnv
 
 from ift.tasks.frozen_lake.env import FrozenLakeTask
-from ift.tasks.frozen_lake.map_check import (
+from ift.lab.frozen_lake.map_check import (
     RejectedMove,
     map_report,
     optimal_fraction,

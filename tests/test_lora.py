@@ -13,6 +13,7 @@ from ift.callbacks import export_pretrained
 from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, SFT
+from ift.rewards import AnswerMatchReward
 
 peft = pytest.importorskip("peft")
 
@@ -149,7 +150,7 @@ def test_reft_recipe_with_lora_keeps_no_reference_copy():
     if not hasattr(objectives, "PPO") or not hasattr(objectives, "Sequential"):
         pytest.skip("PPO / Sequential are not available yet")
     recipe = objectives.Sequential(stages=[{"objective": SFT(), "steps": 1},
-                                           {"objective": objectives.PPO(max_new_tokens=4, samples_per_prompt=2), "steps": 2}])
+                                           {"objective": objectives.PPO(reward=AnswerMatchReward(), max_new_tokens=4, samples_per_prompt=2), "steps": 2}])
     torch.manual_seed(0)
     module = FineTuneModule(model="tiny-gpt2", objective=recipe, lora={"r": 4, "alpha": 8, "target_modules": ["c_attn"]})
     trainer = quiet_trainer(max_epochs=3, limit_val_batches=0)

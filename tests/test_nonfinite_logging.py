@@ -10,6 +10,7 @@ import pytest
 from pytorch_lightning.loggers import CSVLogger
 
 from ift.modules.nonfinite import NonFiniteLossWarning
+from ift.rewards import AnswerMatchReward
 from factories import ppo_settings, quiet_trainer, tiny_arithmetic, tiny_module
 from test_fault_handling import FaultySFT, NanPPO
 
@@ -44,7 +45,7 @@ def test_a_skipped_step_logs_no_loss_not_the_previous_one(tmp_path):
 def test_a_ppo_batch_whose_every_update_was_skipped_logs_no_loss(tmp_path):
     logger = CSVLogger(str(tmp_path), name="logs", version=0)
     # 2 mini-batch updates per batch: the second batch's two updates (2, 3) are both nan.
-    module = tiny_module(NanPPO(nan_updates=(2, 3), **ppo_settings()), eval_accuracy=False)
+    module = tiny_module(NanPPO(nan_updates=(2, 3), reward=AnswerMatchReward(), **ppo_settings()), eval_accuracy=False)
     trainer = quiet_trainer(tmp_path, logger=logger, log_every_n_steps=1, max_epochs=1, limit_train_batches=3,
                             limit_val_batches=0)
     with pytest.warns(NonFiniteLossWarning):

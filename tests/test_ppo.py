@@ -13,13 +13,14 @@ from factories import quiet_trainer, tiny_arithmetic, tiny_module
 from ift.core.tokenizer import build_char_tokenizer
 from ift.modules import FineTuneModule
 from ift.objectives import PPO, Rollout
-from ift.rewards import Reward
+from ift.rewards import AnswerMatchReward, Reward
 
 
 
 
 def make_module(tokenizer=None, **ppo_args) -> FineTuneModule:
     ppo_args.setdefault("max_new_tokens", 6)
+    ppo_args.setdefault("reward", AnswerMatchReward())
     return tiny_module(PPO(**ppo_args), tokenizer=tokenizer)  # PPO(...) draws no random numbers
 
 

@@ -1,7 +1,7 @@
 """Learning tests (slow): what PPO after an SFT warm-up does on the arithmetic task (ReFT),
 asserted only where it holds over seeds and CPU kernels.
 
-The runs are ``ift.experiments.reft_arms`` at the benchmark's defaults (the README's ReFT
+The runs are ``ift.lab.reft_arms`` at the benchmark's defaults (the README's ReFT
 table, ``python benchmarks/reft_arms.py``): two-operand ``+``/``-`` with operands 0-29,
 worked solutions, 1536 training and 264 held-out questions, an 800-step SFT warm-up, then
 48 PPO iterations (384 optimizer steps) at lr 1e-4, or as many SFT steps at the same lr;
@@ -31,9 +31,9 @@ import dataclasses
 
 import pytest
 
-from ift.experiments.reft_arms import ReftSettings, run_job
-from ift.core.stats import mean_and_standard_error
-from ift.core.workers import map_in_processes
+from ift.lab.reft_arms import ReftSettings, run_job
+from ift.lab.stats import mean_and_standard_error
+from ift.lab.workers import map_in_processes
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ from ift.data import PreferenceDataModule
 from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, SFT
+from ift.rewards import AnswerMatchReward
 
 
 def objective_class(name):
@@ -46,7 +47,7 @@ CASES = {
     "IFT": (lambda: IFT(lam=0.2, gamma=0.95), "arithmetic"),
     "DPO": (lambda: objective_class("DPO")(), "preference"),
     "ORPO": (lambda: objective_class("ORPO")(), "preference"),
-    "PPO": (lambda: objective_class("PPO")(max_new_tokens=3, samples_per_prompt=2, ppo_epochs=1), "arithmetic"),
+    "PPO": (lambda: objective_class("PPO")(reward=AnswerMatchReward(), max_new_tokens=3, samples_per_prompt=2, ppo_epochs=1), "arithmetic"),
 }
 
 

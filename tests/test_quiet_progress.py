@@ -23,6 +23,7 @@ from ift.callbacks.rollout_progress import RolloutBar
 from ift.cli import main
 from ift.modules.nonfinite import NonFiniteLossWarning
 from ift.objectives import PPO
+from ift.rewards import AnswerMatchReward
 from ift.cli.quiet import take_verbose_flag
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI.s args parameter")
@@ -192,7 +193,7 @@ def test_cli_adds_no_bar_when_the_progress_bar_is_switched_off(tmp_path, monkeyp
 
 # ---------------------------------------------------------------------------- PPO rollout progress
 def ppo_module():
-    return tiny_module(PPO(**ppo_settings()))
+    return tiny_module(PPO(reward=AnswerMatchReward(), **ppo_settings()))
 
 
 def test_rollout_bar_reports_phase_and_counts_then_the_update():

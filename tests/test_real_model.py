@@ -33,9 +33,9 @@ from ift.data.encoding import encode_example  # noqa: E402
 from ift.modules import FineTuneModule  # noqa: E402
 from ift.objectives import IFT, SFT  # noqa: E402
 from test_ift_objective import loss_and_grads  # noqa: E402
-from ift.tasks.code.completions import generate_texts  # noqa: E402
-from ift.tasks.code.humaneval import HumanEvalSandbox, load_humaneval  # noqa: E402
-from ift.tasks.code.humaneval_run import HumanEvalSettings, completions_of  # noqa: E402
+from ift.lab.code.completions import generate_texts  # noqa: E402
+from ift.lab.code.humaneval import HumanEvalSandbox, load_humaneval  # noqa: E402
+from ift.lab.code.humaneval_run import HumanEvalSettings, completions_of  # noqa: E402
 
 PRESET = "smollm2-135m-instruct"
 if importlib.util.find_spec(PRETRAINED_PRESETS[PRESET].package) is None:

@@ -11,6 +11,7 @@ import torch
 from factories import ppo_settings, quiet_trainer, tiny_arithmetic, tiny_module
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, PPO, SFT, Mix, Sequential, Stage
+from ift.rewards import AnswerMatchReward
 
 
 
@@ -46,7 +47,7 @@ class MetricsLog(pl.Callback):
 
 
 def ppo(**kwargs) -> PPO:
-    return PPO(**ppo_settings(**kwargs))
+    return PPO(reward=AnswerMatchReward(), **ppo_settings(**kwargs))
 
 
 # ---------------------------------------------------------------------------- Sequential
@@ -93,14 +94,16 @@ def test_sequential_rejects_malformed_stages():
 
 
 def test_optimization_mode_follows_the_stages():
-    sft_then_ppo = Sequential(stages=[{"objective": SFT(), "steps": 1}, {"objective": PPO()}]).capabilities
+    stages = [{"objective": SFT(), "steps": 1}, {"objective": PPO(reward=AnswerMatchReward())}]
+    sft_then_ppo = Sequential(stages=stages).capabilities
     assert sft_then_ppo.manual_optimization and sft_then_ppo.reads_reference
     assert sft_then_ppo.idle_trainable_parts  # the value head has no gradient in the SFT stage
     assert not Sequential(stages=[{"objective": SFT(), "steps": 1}, {"objective": IFT()}]).capabilities.manual_optimization
-    mixed = Mix(objectives=[SFT(), PPO()]).capabilities
+    mixed = Mix(objectives=[SFT(), PPO(reward=AnswerMatchReward())]).capabilities
     assert not mixed.manual_optimization  # one step per batch
     assert mixed.reads_reference and not Mix(objectives=[SFT()]).capabilities.reads_reference
-    assert not PPO().capabilities.idle_trainable_parts and PPO().capabilities.manual_optimization
+    ppo_objective = PPO(reward=AnswerMatchReward())
+    assert not ppo_objective.capabilities.idle_trainable_parts and ppo_objective.capabilities.manual_optimization
 
 
 class SwitchWatcher(FineTuneModule):

@@ -18,7 +18,7 @@ import torch
 
 from factories import ppo_settings, quiet_trainer, tiny_arithmetic, tiny_module
 from ift.objectives import PPO
-from ift.rewards import Reward, RewardTimeoutWarning, score_safely
+from ift.rewards import AnswerMatchReward, Reward, RewardTimeoutWarning, score_safely
 from ift.rewards.stoppable_call import still_running_calls
 
 PROMPTS = ["What is 6 * 7?", "p1", "p2", "p3"]
@@ -173,9 +173,9 @@ def test_a_reward_that_raises_in_its_thread_names_the_reward_and_keeps_the_trace
 
 # ---------------------------------------------------------------------------- PPO
 def test_ppo_reward_timeout_defaults_to_300_s():
-    assert PPO().reward_timeout_s == 300.0
+    assert PPO(reward=AnswerMatchReward()).reward_timeout_s == 300.0
     with pytest.raises(ValueError, match="reward_timeout_s"):
-        PPO(reward_timeout_s=0)
+        PPO(reward=AnswerMatchReward(), reward_timeout_s=0)
 
 
 class BusyLoopInPPO(BusyLoop):

@@ -12,6 +12,7 @@ from factories import tiny_module
 from ift.core.forward import policy_outputs
 from ift.core.shared_prompts import distinct_prompts, response_outputs
 from ift.objectives import PPO
+from ift.rewards import AnswerMatchReward
 from ift.tasks.frozen_lake import FrozenLakeTask
 from ift.tasks.frozen_lake.state_policy import FrozenLakeStateConfig, FrozenLakeStatePolicy
 from test_ppo import make_batch
@@ -140,7 +141,7 @@ def test_rows_that_share_no_prompt_and_models_without_a_cache_get_the_plain_pass
 def test_ppo_with_and_without_shared_prompts_gives_the_same_rollout_and_update():
     results = []
     for share in (True, False):
-        module = tiny_module(PPO(samples_per_prompt=3, max_new_tokens=6, share_prompts=share, ppo_epochs=1))
+        module = tiny_module(PPO(reward=AnswerMatchReward(), samples_per_prompt=3, max_new_tokens=6, share_prompts=share, ppo_epochs=1))
         batch = make_batch(module)
         module.ensure_reference()
         rollout = module.objective.rollout(module.step_context, batch)

@@ -22,14 +22,15 @@ from ift.cli.resume import (checkpoint_model_config, config_differences, optimiz
                             refusal_message, resolve_ckpt_path, ResumeError)
 import ift.data  # noqa: F401  (registers data module classes for short class_path names)
 import ift.tasks.frozen_lake  # noqa: F401  (registers the Frozen Lake classes for short class_path names)
+import ift.lab.frozen_lake  # noqa: F401  (registers FrozenLakeMonitor for a short class_path name)
 import ift.tasks.arithmetic  # noqa: F401  (registers ArithmeticDataModule for short class_path names)
 import ift.tasks.code  # noqa: F401  (registers CodeTaskDataModule for short class_path names)
 from ift.modules import FineTuneModule
 from ift.cli.summary import known_run_folder, summarize_run
 from ift.cli.quiet import print_verbose_help, quiet_third_party_output, take_verbose_flag
 
-EXTRA_COMMANDS = {"frozen-lake": "ift.tasks.frozen_lake.command:main", "code-pass-rate": "ift.tasks.code.command:main",
-                  "code-pairs": "ift.tasks.code.pairs_command:main", "predict": "ift.predict.command:main"}
+EXTRA_COMMANDS = {"frozen-lake": "ift.lab.frozen_lake.command:main", "code-pass-rate": "ift.lab.code.command:main",
+                  "code-pairs": "ift.lab.code.pairs_command:main", "predict": "ift.predict.command:main"}
 
 
 class IFTArgumentParser(LightningArgumentParser):

@@ -10,3 +10,7 @@ TRAINS_ON_PROMPTS = "prompts alone"
 
 #: Prefix of the frozen reference policy's weights in a FineTuneModule's state dict.
 REFERENCE_PREFIX = "reference_policy."
+
+#: Added to the logits of tokens outside the alphabet. Finite (unlike -inf), so that
+#: ``p log p`` (entropies) stays 0 rather than nan, and large enough that ``exp`` of it is 0.
+MASK_VALUE = -1e4

@@ -1,4 +1,8 @@
-"""Sampling or greedy decoding from a policy on left-padded prompts, with the KV cache."""
+"""Sampling or greedy decoding from a policy on left-padded prompts, with the KV cache.
+
+Rollout objectives reach it through :class:`ift.core.sampling.HFSampler`, the default
+engine behind their sampling seam (:mod:`ift.core.sampling`).
+"""
 
 from __future__ import annotations
 

@@ -19,9 +19,8 @@ from typing import List, Optional
 
 import torch
 
-#: Added to the logits of tokens outside the alphabet. Finite (unlike -inf), so that
-#: ``p log p`` (entropies) stays 0 rather than nan, and large enough that ``exp`` of it is 0.
-MASK_VALUE = -1e4
+from ift.core.constants import MASK_VALUE
+
 
 
 class OutputMask:

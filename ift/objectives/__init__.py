@@ -6,14 +6,15 @@ from ift.objectives.dpo import DPO
 from ift.objectives.ift import IFT
 from ift.objectives.orpo import ORPO
 from ift.objectives.kl_control import AdaptiveKLController, FixedKLController
-from ift.objectives.ppo import PPO
+from ift.objectives.ppo import PPO, PPORollout
 from ift.objectives.recipes import Mix, Sequential, Stage
 from ift.objectives.reward_modeling import RewardHead, RewardModeling
-from ift.objectives.rollout import Rollout, RolloutObjective
+from ift.objectives.rollout import Rollout, RolloutLoss, RolloutObjective, ScoredSamples
 from ift.objectives.sft import SFT
 
 __all__ = ["Objective", "Capabilities", "StepContext", "StepResult", "RolloutObjective", "SFT", "IFT"]
 __all__ += ["DPO", "ORPO", "RewardModeling", "RewardHead"]
+__all__ += ["RolloutLoss", "ScoredSamples", "PPORollout"]
 __all__ += ["PPO", "Rollout", "Sequential", "Stage", "Mix", "FixedKLController", "AdaptiveKLController"]
 
 

@@ -14,13 +14,13 @@ YAML::
         stages:
           - objective: {class_path: SFT}
             epochs: 2
-          - objective: {class_path: PPO, init_args: {kl_coef: 0.05}}
+          - objective: {class_path: PPO, init_args: {reward: {class_path: ift.rewards.AnswerMatchReward}, kl_coef: 0.05}}
             steps: 500
 
     objective:
       class_path: Mix
       init_args:
-        objectives: [{class_path: SFT}, {class_path: PPO}]
+        objectives: [{class_path: SFT}, {class_path: PPO, init_args: {reward: {class_path: ift.rewards.AnswerMatchReward}}}]
         weights: [1.0, 0.5]
 """
 

@@ -16,7 +16,8 @@ The maths is split by concern; this package re-exports all of it, so objectives 
   temporal residual input;
 * :mod:`~ift.objectives.functional.masked_stats`: masked mean, variance and whitening;
 * :mod:`~ift.objectives.functional.ppo_losses`: KL estimators, per-token rewards, GAE,
-  EOS masks, clipped policy/value losses, explained variance;
+  EOS masks, clipped policy/value losses (typed results: ``PolicyLoss``, ``ValueLoss``,
+  ``AdvantagesAndReturns``), explained variance;
 * :mod:`~ift.objectives.functional.preference_losses`: DPO and ORPO;
 * :mod:`~ift.objectives.functional.reward_losses`: reward models (last-token pick,
   Bradley–Terry loss).
@@ -36,6 +37,9 @@ from ift.objectives.functional.ift_propagation import (
 from ift.objectives.functional.masked_stats import masked_mean, masked_var, masked_whiten
 from ift.objectives.functional.ppo_losses import (
     KL_ESTIMATORS,
+    AdvantagesAndReturns,
+    PolicyLoss,
+    ValueLoss,
     ended_with_eos,
     explained_variance,
     gae,
@@ -105,6 +109,9 @@ __all__ = [
     "ppo_policy_loss",
     "ppo_value_loss",
     "explained_variance",
+    "AdvantagesAndReturns",
+    "PolicyLoss",
+    "ValueLoss",
     # DPO and ORPO
     "ORPO_MAX_PROB_GAP",
     "sequence_logprobs",

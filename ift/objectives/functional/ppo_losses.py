@@ -9,7 +9,7 @@ even inf/nan) leak into a result.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,35 @@ from ift.objectives.functional.masked_stats import _compute_dtype, _masked_value
 from ift.objectives.functional.token_losses import batch_mean_of_rows, sequence_mean
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+class AdvantagesAndReturns(NamedTuple):
+    """What :func:`gae` returns (unpacks as ``advantages, returns``)."""
+
+    #: ``B x R`` GAE advantages, 0 on masked positions.
+    advantages: torch.Tensor
+    #: ``B x R`` ``advantages + values``, the value targets, 0 on masked positions.
+    returns: torch.Tensor
+
+
+class PolicyLoss(NamedTuple):
+    """What :func:`ppo_policy_loss` returns (unpacks as ``loss, clipfrac, approx_kl``)."""
+
+    #: 0-dim clipped surrogate loss, with gradient.
+    loss: torch.Tensor
+    #: 0-dim detached share of valid tokens where the clipped branch is strictly larger.
+    clipfrac: torch.Tensor
+    #: 0-dim detached masked token mean of ``0.5 (logp - old)^2``.
+    approx_kl: torch.Tensor
+
+
+class ValueLoss(NamedTuple):
+    """What :func:`ppo_value_loss` returns (unpacks as ``loss, clipfrac``)."""
+
+    #: 0-dim clipped value loss, with gradient.
+    loss: torch.Tensor
+    #: 0-dim detached share of valid tokens where the clipped branch is strictly larger.
+    clipfrac: torch.Tensor
 
 
 def _check_prefix_mask(mask: torch.Tensor, name: str) -> None:
@@ -47,7 +76,7 @@ def gae(
     mask: torch.Tensor,
     gamma: float,
     lam: float,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> AdvantagesAndReturns:
     """Generalised advantage estimation over response tokens.
 
     ``delta_t = r_t + gamma * V_{t+1} - V_t`` with ``V`` after the last valid token taken
@@ -63,7 +92,8 @@ def gae(
         lam: GAE lambda in ``[0, 1]`` (ReFT: 0.95).
 
     Returns:
-        ``(advantages, returns)``, both ``B x R`` float32 (float64 for float64 input),
+        :class:`AdvantagesAndReturns` ``(advantages, returns)``, both ``B x R`` float32
+        (float64 for float64 input),
         ``returns = advantages + values``, 0 on masked positions. No gradient is expected
         to flow (detach the inputs), but the computation is differentiable.
     """
@@ -84,7 +114,7 @@ def gae(
     advantages = discounted_cumsum(deltas, gamma * lam, reverse=True).to(dtype)
     advantages = torch.where(valid, advantages, torch.zeros((), dtype=dtype, device=r.device))
     returns = torch.where(valid, advantages + v, torch.zeros((), dtype=dtype, device=r.device))
-    return advantages, returns
+    return AdvantagesAndReturns(advantages, returns)
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
@@ -230,7 +260,7 @@ def ppo_policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip_eps: float,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> PolicyLoss:
     """PPO clipped surrogate loss (to minimise).
 
     Per token, with ``rho = exp(logp - old)``:
@@ -246,7 +276,7 @@ def ppo_policy_loss(
         clip_eps: epsilon (0.2 in ReFT).
 
     Returns:
-        ``(loss, clipfrac, approx_kl)``, 0-dim float32. ``clipfrac`` is the share of
+        :class:`PolicyLoss` ``(loss, clipfrac, approx_kl)``, 0-dim float32. ``clipfrac`` is the share of
         valid tokens where the clipped branch is strictly larger (so its gradient is
         0); ``approx_kl`` is the masked token mean of ``0.5 (logp - old)^2`` (the "k2"
         estimate of ``KL(old || new)``, as logged by TRL). Both are detached.
@@ -266,7 +296,7 @@ def ppo_policy_loss(
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).to(dtype), valid)
         approx_kl = masked_mean(0.5 * log_ratio.square(), valid)
-    return loss, clipfrac, approx_kl
+    return PolicyLoss(loss, clipfrac, approx_kl)
 
 
 def ppo_value_loss(
@@ -275,7 +305,7 @@ def ppo_value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     clip_eps: Optional[float],
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> ValueLoss:
     """Clipped value loss: ``0.5 max((V - R)^2, (clip(V, V_old - eps, V_old + eps) - R)^2)``.
 
     Token-mean within each sequence, then mean over sequences with a valid token.
@@ -288,7 +318,7 @@ def ppo_value_loss(
         mask: ``B x R`` bool/0-1 valid response tokens.
 
     Returns:
-        ``(loss, clipfrac)``, 0-dim float32; ``clipfrac`` (detached) is the share of valid
+        :class:`ValueLoss` ``(loss, clipfrac)``, 0-dim float32; ``clipfrac`` (detached) is the share of valid
         tokens where the clipped branch is strictly larger.
     """
     dtype = _compute_dtype(values, old_values, returns)
@@ -309,7 +339,7 @@ def ppo_value_loss(
     loss = batch_mean_of_rows(sequence_mean(per_token, valid), valid.any(-1))
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).to(dtype), valid)
-    return loss, clipfrac
+    return ValueLoss(loss, clipfrac)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -12,20 +12,16 @@ One job per file:
 * ``exploration``: π* on every state, episodes sampled from a policy, explored states;
 * ``queries``: where a language model is asked for its action distribution;
 * ``policies``: the two policies (the paper's state MLP, the character transformer);
-* ``claims``: the paper's claims and this project's checks, judged over seeds;
 * ``lm_policy``: a language model read as a policy through its action tokens;
 * ``data``: :class:`FrozenLakeDataModule` (what each objective sees);
 * ``reward``: the environment's reward (:func:`frozen_lake_reward`, :class:`FrozenLakeReward`);
-* ``monitor``: :class:`FrozenLakeMonitor`, the callback that evaluates the policy while it trains;
-* ``plot``: policies as arrows on the map, learning curves;
-* ``runs``: the ``ift fit`` config of each objective (``configs/frozen_lake/*.yaml``);
-* ``results``: ``results.json``'s rows, the table and the picture of a comparison;
-* ``command``: ``ift frozen-lake``.
 
-In YAML the classes are named ``ift.tasks.frozen_lake.FrozenLakeDataModule``,
-``ift.tasks.frozen_lake.FrozenLakeMonitor`` and ``ift.tasks.frozen_lake.FrozenLakeReward``.
-The ``command``, ``runs`` and ``results`` modules are not imported here: they are only
-needed by ``ift frozen-lake``.
+The comparison itself (the callback that evaluates a policy while it trains, plots, the
+``ift fit`` config of each objective, results, the claims and ``ift frozen-lake``) is lab
+code: :mod:`ift.lab.frozen_lake`.
+
+In YAML the classes are named ``ift.tasks.frozen_lake.FrozenLakeDataModule`` and
+``ift.tasks.frozen_lake.FrozenLakeReward``.
 """
 
 from ift.tasks.frozen_lake.data import FrozenLakeDataModule
@@ -55,8 +51,6 @@ from ift.tasks.frozen_lake.metrics import (
     mse_to_optimal,
     total_variation,
 )
-from ift.tasks.frozen_lake.monitor import FrozenLakeMonitor
-from ift.tasks.frozen_lake.plot import plot_policies
 from ift.tasks.frozen_lake.reward import FrozenLakeReward, frozen_lake_reward
 from ift.tasks.frozen_lake.state_policy import (
     STATE_CHARS,
@@ -76,7 +70,6 @@ __all__ = [
     "EXPLORED_THRESHOLD",
     "Episode",
     "FrozenLakeDataModule",
-    "FrozenLakeMonitor",
     "FrozenLakeReward",
     "FrozenLakeStateConfig",
     "FrozenLakeStatePolicy",
@@ -105,7 +98,6 @@ __all__ = [
     "mean_total_variation",
     "mse_to_optimal",
     "parse_map",
-    "plot_policies",
     "state_text",
     "state_token_id",
     "states_from_text",

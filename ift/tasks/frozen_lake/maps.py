@@ -9,7 +9,7 @@ and ``G`` (goal). The language model reads it as the rows joined by ``/`` and cl
 :data:`DEFAULT_MAP`), ``"check4x4"`` (:data:`PAPER_CHECK_MAP`: a rejected path that is never
 optimal) and ``"check5x5"`` for the paper's DPO claim, and :data:`PPO_MAPS` (5x5 and 6x6, 8-10
 moves) for "PPO solves maps it was not tuned on". The comments above them give each map's
-optimal path and rejected paths; :mod:`ift.tasks.frozen_lake.map_check` judges them.
+optimal path and rejected paths; :mod:`ift.lab.frozen_lake.map_check` judges them.
 """
 
 from __future__ import annotations

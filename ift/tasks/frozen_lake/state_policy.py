@@ -37,7 +37,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, Pret
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ift.core.constants import IGNORE_INDEX
-from ift.modules.output_mask import MASK_VALUE
+from ift.core.constants import MASK_VALUE
 from ift.tasks.frozen_lake.env import FrozenLakeTask
 from ift.tasks.frozen_lake.maps import DEFAULT_MAP, MapSpec, parse_map
 

@@ -2,7 +2,7 @@
 
 The input is programs already sampled for each code problem, each tagged with the source
 that produced it (``strong`` or ``weak``: two policies, or one policy at two temperatures;
-see :mod:`ift.tasks.code.pair_sampling`). :func:`synthesise_pairs` runs every program on
+see :mod:`ift.lab.code.pair_sampling`). :func:`synthesise_pairs` runs every program on
 its problem's tests in the project's sandbox (:class:`ift.rewards.CodeTestsReward`) and
 pairs them; :func:`pair_programs` is the pairing alone, on programs already scored.
 

@@ -9,10 +9,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ift.tasks.code.completions import completion_from_answer, cut_at_stops, generate_texts
-from ift.tasks.code.humaneval import HumanEvalError, HumanEvalSandbox
+from ift.lab.code.completions import completion_from_answer, cut_at_stops, generate_texts
+from ift.lab.code.humaneval import HumanEvalError, HumanEvalSandbox
 from ift.tasks.code.pass_at_k import mean_pass_at_k
-from ift.tasks.code.sample_file import SampleFile
+from ift.lab.code.sample_file import SampleFile
 
 
 @dataclasses.dataclass

@@ -35,8 +35,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import pytorch_lightning as pl
 import torch
 
-from ift.core.workers import map_in_processes
-from ift.experiments.trainer import quiet_trainer
+from ift.lab.workers import map_in_processes
+from ift.lab.trainer import quiet_trainer
 
 #: The arms, in table order.
 ARMS = ("sft", "sft+ppo", "sft+sft")

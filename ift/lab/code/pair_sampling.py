@@ -19,8 +19,8 @@ import torch
 
 from ift.core.model_factory import MODEL_PRESETS
 from ift.modules import FineTuneModule
-from ift.tasks.code.completions import generate_texts
-from ift.tasks.code.pairs import SOURCES, Program
+from ift.lab.code.completions import generate_texts
+from ift.lab.code.pairs import SOURCES, Program
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import pytorch_lightning as pl
 import torch
 
-from ift.core.workers import imap_in_processes
-from ift.experiments.trainer import quiet_trainer
+from ift.lab.workers import imap_in_processes
+from ift.lab.trainer import quiet_trainer
 
 #: The objectives compared, by name.
 OBJECTIVES = ("SFT", "IFT")

@@ -17,7 +17,7 @@ seeds, and writes for each policy:
   on the terminal.
 
 Each single run is exactly ``ift fit --config configs/frozen_lake/<policy>/<objective>.yaml``:
-the files are :func:`ift.tasks.frozen_lake.runs.run_config` written out, and each run is
+the files are :func:`ift.lab.frozen_lake.runs.run_config` written out, and each run is
 built from its config by LightningCLI, as ``ift fit`` builds it. Runs are independent
 processes' work: seeds run in parallel over ``--workers`` processes, one CPU thread each,
 so results do not depend on how many workers there are.
@@ -34,15 +34,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tqdm.auto import tqdm
 
-from ift.core.workers import imap_in_processes
-from ift.tasks.frozen_lake.claims import format_claims, judge_claims
+from ift.lab.workers import imap_in_processes
+from ift.lab.frozen_lake.claims import format_claims, judge_claims
 from ift.tasks.frozen_lake.env import FrozenLakeTask
-from ift.tasks.frozen_lake.map_check import rejected_summary
+from ift.lab.frozen_lake.map_check import rejected_summary
 from ift.tasks.frozen_lake.maps import DEFAULT_MAP, MAP_SEPARATOR, MapError
 from ift.tasks.frozen_lake.metrics import EXPLORED_THRESHOLD
-from ift.tasks.frozen_lake.results import aggregate, format_table, plot_runs
+from ift.lab.frozen_lake.results import aggregate, format_table, plot_runs
 from ift.tasks.frozen_lake.policies import POLICIES
-from ift.tasks.frozen_lake.runs import (
+from ift.lab.frozen_lake.runs import (
     DEFAULT_EVAL_EVERY,
     DEFAULT_SEEDS,
     DEFAULT_STEPS,

@@ -7,7 +7,7 @@ worse. :func:`rejected_moves` lists them, :func:`rejected_summary` says it in on
 :func:`map_report` gives both rejected paths of a map (``suboptimal_trajectory``, which reaches
 ``G``, and ``away_trajectory``, which is never optimal; see their docstrings for why a path to
 ``G`` cannot be mostly non-optimal). :func:`search_maps` is the search that found the named
-maps of :mod:`ift.tasks.frozen_lake.maps`; ``python -m ift.tasks.frozen_lake.map_check``
+maps of :mod:`ift.tasks.frozen_lake.maps`; ``python -m ift.lab.frozen_lake.map_check``
 prints the report of every named map.
 """
 

@@ -1,5 +1,5 @@
 """Train a reward model on a pairs file, export it, and measure it: the steps of the CodePMP
-experiment (:mod:`ift.experiments.codepmp`), usable on their own.
+experiment (:mod:`ift.lab.codepmp`), usable on their own.
 
 The measurements go through what a user would use: the exported
 ``AutoModelForSequenceClassification`` folder scored by :class:`ift.rewards.RewardModelScore`.
@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import pytorch_lightning as pl
 import torch
 
-from ift.experiments.trainer import quiet_trainer
+from ift.lab.trainer import quiet_trainer
 
 
 def write_jsonl(records: Sequence[Dict[str, Any]], path: Path) -> str:

@@ -27,7 +27,7 @@ from ift.tasks.frozen_lake.metrics import EXPLORED_THRESHOLD, evaluate, mse_to_o
 from ift.tasks.frozen_lake.queries import read_text_policy
 from ift.tasks.frozen_lake.policies import state_policy_action_probs
 from ift.tasks.frozen_lake.state_policy import FrozenLakeStatePolicy
-from ift.tasks.frozen_lake.plot import plot_policies
+from ift.lab.frozen_lake.plot import plot_policies
 
 
 class FrozenLakeMonitor(Callback):

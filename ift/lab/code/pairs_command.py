@@ -7,7 +7,7 @@
 For each problem of a split of the built-in code task, ``--samples`` programs are sampled
 from a strong and a weak source (two policies, or one policy at two temperatures), every
 program runs on the problem's tests in the sandbox, and a passing program (chosen) is
-paired with a failing one (rejected): :mod:`ift.tasks.code.pairs`. The records are JSONL
+paired with a failing one (rejected): :mod:`ift.lab.code.pairs`. The records are JSONL
 with ``prompt``, ``chosen`` and ``rejected`` (``ift.data.PreferenceDataModule``'s default
 fields) plus provenance. The summary (problems, samples, pairs, dropped candidates by
 reason) is printed as one line of JSON on stdout, and in words on stderr.
@@ -26,9 +26,9 @@ import torch
 
 from ift.rewards.code import CodeTestsReward
 from ift.tasks.code.data import CodeTaskDataModule
-from ift.tasks.code.pair_file import PairFile
-from ift.tasks.code.pair_sampling import Source, load_sources, sample_programs
-from ift.tasks.code.pairs import DROP_REASONS, PairSummary, synthesise_pairs
+from ift.lab.code.pair_file import PairFile
+from ift.lab.code.pair_sampling import Source, load_sources, sample_programs
+from ift.lab.code.pairs import DROP_REASONS, PairSummary, synthesise_pairs
 
 PROG = "ift code-pairs"
 SPLITS = ("train", "val", "test")
@@ -168,7 +168,7 @@ def _progress(name: str, done: int, total: int) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    """``ift code-pairs`` (or ``python -m ift.tasks.code.pairs_command``): writes the pairs,
+    """``ift code-pairs`` (or ``python -m ift.lab.code.pairs_command``): writes the pairs,
     prints the summary as JSON and returns it. Bad arguments stop with ``ift code-pairs: error: ...``."""
     parser = build_parser()
     args = parser.parse_args(argv)

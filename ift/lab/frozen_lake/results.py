@@ -1,6 +1,6 @@
 """What ``ift frozen-lake`` reports from its runs: ``results.json``'s rows, the table, the picture.
 
-A run (:func:`ift.tasks.frozen_lake.command.run_one`) is a dict with its ``objective``,
+A run (:func:`ift.lab.frozen_lake.command.run_one`) is a dict with its ``objective``,
 ``seed``, ``metrics`` and ``initial_metrics`` (named as in
 :mod:`ift.tasks.frozen_lake.metrics`), final ``action_probs`` and learning ``curve``.
 """
@@ -13,7 +13,7 @@ import numpy as np
 
 from ift.tasks.frozen_lake.env import FrozenLakeTask
 from ift.tasks.frozen_lake.maps import MAP_SEPARATOR
-from ift.tasks.frozen_lake.plot import plot_policies
+from ift.lab.frozen_lake.plot import plot_policies
 
 #: The metrics of ``results.json``, each ``{"mean", "std"}`` over seeds.
 RESULT_METRICS = ("mse_to_optimal", "mse_reachable", "success_rate", "episode_length", "explored_states",
@@ -23,7 +23,7 @@ RESULT_METRICS = ("mse_to_optimal", "mse_reachable", "success_rate", "episode_le
 def mean_std(values: Sequence[float]) -> Dict[str, float]:
     """Mean and sample standard deviation (0 for a single value), as ``{"mean", "std"}``.
 
-    The same estimator as :func:`ift.core.stats.mean_std`, but with NumPy's arithmetic: that one
+    The same estimator as :func:`ift.lab.stats.mean_std`, but with NumPy's arithmetic: that one
     sums exactly (``statistics``), which differs from this in the last bit on some metrics,
     and ``results.json`` keeps the numbers it has always had.
     """

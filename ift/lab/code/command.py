@@ -86,13 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    """``ift code-pass-rate`` (or ``python -m ift.tasks.code.command``): prints the result as
+    """``ift code-pass-rate`` (or ``python -m ift.lab.code.command``): prints the result as
     JSON and returns it. Bad arguments stop with ``ift code-pass-rate: error: ...``."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_options(parser, args)
     if args.benchmark == "humaneval":
-        from ift.tasks.code.humaneval import HumanEvalError
+        from ift.lab.code.humaneval import HumanEvalError
 
         try:
             result = _humaneval(args)
@@ -153,9 +153,9 @@ def _progress_printer():
 
 
 def _humaneval(args: argparse.Namespace) -> Dict[str, Any]:
-    from ift.tasks.code.humaneval import HumanEvalSandbox, load_humaneval
-    from ift.tasks.code.humaneval_run import HumanEvalSettings, run_humaneval
-    from ift.tasks.code.sample_file import SampleFile
+    from ift.lab.code.humaneval import HumanEvalSandbox, load_humaneval
+    from ift.lab.code.humaneval_run import HumanEvalSettings, run_humaneval
+    from ift.lab.code.sample_file import SampleFile
 
     settings = HumanEvalSettings(
         samples=args.samples if args.samples is not None else 1,
