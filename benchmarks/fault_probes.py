@@ -54,7 +54,7 @@ PAIRS = [{"prompt": "2+2=", "chosen": "4", "rejected": "5"}, {"prompt": "3+4=", 
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
 # One optimizer step of a tiny GPT-2 with the character tokenizer, on one CPU, in ./runs.
-MODEL = ["--model.model", "tiny-gpt2", "--model.tokenizer", "char", "--model.eval_accuracy", "false"]
+MODEL = ["--model.model", "tiny-gpt2", "--model.tokenizer", "char"]
 TRAINER = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.max_steps", "1",
            "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", "runs",
            "--trainer.num_sanity_val_steps", "0"]

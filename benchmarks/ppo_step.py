@@ -78,7 +78,7 @@ def ppo_iteration(model: str, args: argparse.Namespace, share_prompts: bool = Tr
     pl.seed_everything(0, verbose=False)
     objective = PPO(reward=AnswerMatchReward(), samples_per_prompt=args.samples, max_new_tokens=args.max_new_tokens,
                     ppo_epochs=2, mini_batch_size=args.mini_batch, use_cache=True, share_prompts=share_prompts)
-    module = FineTuneModule(model=model, objective=objective, eval_accuracy=False,
+    module = FineTuneModule(model=model, objective=objective,
                             optimizer=lambda params: torch.optim.AdamW(params, lr=1e-4))
     data = ArithmeticDataModule(num_train=args.batch * (args.iterations + args.warmup), num_val=8, num_test=8,
                                 max_operand=49, operators="+-", batch_size=args.batch)
@@ -97,7 +97,7 @@ def ppo_iteration(model: str, args: argparse.Namespace, share_prompts: bool = Tr
 
 def generation_cache(model: str, args: argparse.Namespace) -> Dict[str, float]:
     torch.manual_seed(0)
-    module = FineTuneModule(model=model, eval_accuracy=False).to(args.device)
+    module = FineTuneModule(model=model).to(args.device)
     module.eval()
     tokenizer = module.tokenizer
     generator = torch.Generator().manual_seed(0)

@@ -29,7 +29,9 @@ LAYERS: List[Set[str]] = [
     # The lab: experiments run with the library. Nothing below imports it.
     {"ift.lab"},
     {"ift.lab.frozen_lake", "ift.lab.code"},
-    {"ift.cli", "ift.predict"},
+    {"ift.predict"},
+    # The command: it registers every sub-command (ift.cli.commands), so it imports them all.
+    {"ift.cli"},
 ]
 #: The library: every unit below the lab.
 LIBRARY = sorted(unit for layer in LAYERS[:5] for unit in layer)
@@ -233,6 +235,19 @@ def test_the_module_names_no_objective_class():
     for path in sorted((PACKAGE / "modules").glob("*.py")):
         named = code_names(path) & objective_names()
         assert not named, f"{path.relative_to(ROOT)} names objective classes {sorted(named)}: use capabilities"
+
+
+def test_the_module_knows_no_task():
+    """Task metrics (answer accuracy, pass rates) are callbacks: ift.modules imports no reward
+    or task, and FineTuneModule takes no evaluation settings."""
+    import inspect
+
+    from ift.modules import FineTuneModule
+
+    task_units = {"ift.rewards", "ift.tasks", "ift.tasks.arithmetic", "ift.tasks.code", "ift.tasks.frozen_lake"}
+    imported = unit_graph()["ift.modules"]
+    assert not task_units & set(imported), {unit: imported[unit] for unit in task_units & set(imported)}
+    assert not [name for name in inspect.signature(FineTuneModule.__init__).parameters if name.startswith("eval_")]
 
 
 def test_a_new_objective_written_outside_the_package_trains_through_the_module(tmp_path):

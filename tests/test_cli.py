@@ -116,15 +116,121 @@ def test_help_lists_the_subcommands(capsys):
         assert word in out
 
 
-def test_an_extra_command_run_from_the_console_exits_with_status_0(monkeypatch):
-    import types
+def test_help_lists_the_other_commands(capsys):
+    from ift.cli.commands import COMMANDS
+
+    assert run_cli(["--help"]) in (0, None)
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert f"ift {name} --help" in out
+
+
+# ---------------------------------------------------------------- the commands of ift.cli.commands
+# Each command: options to parse, a phrase of one field's docstring and that field's default
+# as --help shows it, and the values the options give.
+COMMAND_CASES = {
+    "predict": (["--policy", "tiny-gpt2", "--data", "prompts.jsonl", "--max_new_tokens", "8", "--overwrite",
+                 "--answer_trigger", "####", "The answer is", "--device", "cpu"],
+                "most tokens generated per response", "default: 64",
+                {"max_new_tokens": 8, "overwrite": True, "answer_trigger": ["####", "The answer is"]}),
+    "frozen-lake": (["--policy", "mlp", "--seeds", "3", "--objectives", "SFT,DPO", "--eval_every", "5"],
+                    "seeds per objective", "default: 5", {"policy": "mlp", "seeds": 3, "eval_every": 5}),
+    "code-pass-rate": (["--benchmark", "humaneval", "--model", "tiny-gpt2", "--samples", "4", "--temperature",
+                        "0.8", "--k", "1", "4", "--chat", "--no_stops"],
+                       "completions per problem", "default: builtin",
+                       {"samples": 4, "k": [1, 4], "chat": True, "stops": False}),
+    "code-pairs": (["--strong", "tiny-gpt2", "--weak", "other", "--output", "pairs.jsonl", "--samples", "2",
+                    "--split", "val", "--strong_temperature", "0.4"],
+                   "programs sampled per problem from each source", "default: 4",
+                   {"samples": 2, "split": "val", "strong_temperature": 0.4, "weak": "other"}),
+}
+
+
+def _command(name):
+    from ift.cli.commands import COMMANDS
+
+    return COMMANDS[name]
+
+
+@pytest.mark.parametrize("name", COMMAND_CASES)
+def test_command_help_comes_from_the_field_docstrings(name, capsys):
+    _, phrase, default, _ = COMMAND_CASES[name]
+    assert run_cli([name, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"usage: ift {name}" in out and phrase in out and default in out
+    assert "--config CONFIG" in out and "--print_config" in out
+
+
+@pytest.mark.parametrize("name", COMMAND_CASES)
+def test_command_options_parse_to_their_values(name):
+    options, _, _, values = COMMAND_CASES[name]
+    parsed = _command(name).parse(options)
+    assert {key: getattr(parsed, key) for key in values} == values
+
+
+@pytest.mark.parametrize("name", COMMAND_CASES)
+def test_print_config_is_a_config_file_that_gives_the_same_settings(name, tmp_path, capsys):
+    options = COMMAND_CASES[name][0]
+    assert run_cli([name, *options, "--print_config"]) == 0  # printed, nothing run
+    printed = capsys.readouterr().out
+    assert yaml.safe_load(printed)  # YAML
+    config = tmp_path / "settings.yaml"
+    config.write_text(printed)
+    assert _command(name).parse(["--config", config]) == _command(name).parse(options)
+
+
+def test_a_config_file_gives_the_same_settings_as_the_flags(tmp_path):
+    config = tmp_path / "predict.yaml"
+    config.write_text(yaml.safe_dump({"policy": "tiny-gpt2", "data": "prompts.jsonl", "max_new_tokens": 8,
+                                      "answer_trigger": ["####"], "overwrite": True}))
+    flags = ["--policy", "tiny-gpt2", "--data", "prompts.jsonl", "--max_new_tokens", "8", "--answer_trigger", "####",
+             "--overwrite"]
+    predict = _command("predict")
+    assert predict.parse(["--config", str(config)]) == predict.parse(flags)
+    # Options after --config override it.
+    assert predict.parse(["--config", str(config), "--max_new_tokens", "3"]).max_new_tokens == 3
+
+
+@pytest.mark.parametrize("name", COMMAND_CASES)
+def test_an_unknown_option_is_rejected_by_name(name, capsys):
+    assert run_cli([name, *COMMAND_CASES[name][0], "--no_such_option", "1"]) == 2
+    assert "--no_such_option" in capsys.readouterr().err
+
+
+def test_options_may_be_spelt_with_dashes():
+    pairs = _command("code-pairs")
+    dashed = pairs.parse(["--strong", "a", "--output", "p.jsonl", "--max-new-tokens", "9", "--strong-temperature",
+                          "0.3", "--max-pairs-per-problem=2"])
+    assert (dashed.max_new_tokens, dashed.strong_temperature, dashed.max_pairs_per_problem) == (9, 0.3, 2)
+    assert _command("code-pass-rate").parse(["--benchmark", "humaneval", "--model", "m", "--no-stops"]).stops is False
+
+
+def test_a_command_is_an_entry_of_the_registry(monkeypatch, capsys):
+    import dataclasses
 
     import ift.cli as cli
+    from ift.cli.commands import COMMANDS, Command
 
-    fake = types.ModuleType("fake_extra_command")
-    fake.main = lambda argv: {"result": 1.0}  # what ift frozen-lake and code-pass-rate return
-    monkeypatch.setitem(sys.modules, "fake_extra_command", fake)
-    monkeypatch.setitem(cli.EXTRA_COMMANDS, "fake", "fake_extra_command:main")
-    monkeypatch.setattr(sys, "argv", ["ift", "fake"])
-    assert cli.main() is None  # sys.exit(None) is status 0
-    assert cli.main(["fake"]) == {"result": 1.0}  # called from Python: the result
+    @dataclasses.dataclass
+    class Twice:
+        """Doubles a number.
+
+        Attributes:
+            number: the number doubled.
+        """
+
+        number: int = 2
+
+        def __post_init__(self):
+            if self.number < 0:
+                raise ValueError("--number must be >= 0")
+
+    monkeypatch.setitem(COMMANDS, "twice", Command("twice", Twice, lambda args: {"result": 2 * args.number},
+                                                   summary="doubles a number"))
+    assert cli.main(["twice", "--number", "4"]) == {"result": 8}  # called from Python: the result
+    monkeypatch.setattr(sys, "argv", ["ift", "twice"])
+    assert cli.main() is None  # the console script: sys.exit(None) is status 0
+    assert run_cli(["twice", "--number", "-1"]) == 2
+    assert "--number must be >= 0" in capsys.readouterr().err
+    assert run_cli(["twice", "--help"]) == 0
+    assert "the number doubled. (type: int, default: 2)" in " ".join(capsys.readouterr().out.split())

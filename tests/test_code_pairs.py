@@ -134,7 +134,7 @@ TASK = json.dumps({"num_train": 2, "num_val": 1, "num_test": 1})
 def strong_checkpoint(tmp_path_factory):
     """tiny-gpt2 trained to recite the reference code of the task's 2 training problems
     (200 steps, a few seconds): a strong source whose samples pass."""
-    module = tiny_module(optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2), eval_accuracy=False)
+    module = tiny_module(optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2))
     data = CodeTaskDataModule(num_train=2, num_val=1, num_test=1, batch_size=2, tokenizer=module.tokenizer)
     trainer = quiet_trainer(tmp_path_factory.mktemp("run"), max_steps=200, limit_val_batches=0)
     trainer.fit(module, data)

@@ -12,6 +12,7 @@ import re
 import pytest
 
 from factories import quiet_trainer
+from ift.callbacks import AnswerAccuracy
 from ift.data import ChatDataModule, DataFormatError, PreferenceDataModule, PromptResponseDataModule, build_char_tokenizer
 from ift.data.records import DataMismatchError, file_format, read_records
 from ift.modules import FineTuneModule
@@ -35,7 +36,7 @@ def prepared(data):
 
 def fit(data, objective=None, model="tiny-gpt2", **module_args):
     """One training step of a tiny module on ``data`` (the data module's checks run in setup)."""
-    module = FineTuneModule(model=model, objective=objective, tokenizer="char", eval_accuracy=False, **module_args)
+    module = FineTuneModule(model=model, objective=objective, tokenizer="char", **module_args)
     trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(module, datamodule=data)
     return trainer
@@ -292,8 +293,8 @@ def test_an_answer_field_gives_val_accuracy_without_answer_key(tmp_path):
     rows = [{"prompt": f"{i}+{i}=", "response": str(2 * i), "answer": str(2 * i)} for i in range(4)]
     path = write_lines(tmp_path / "qa.jsonl", rows)
     data = PromptResponseDataModule(train_data=path, val_data=path, batch_size=4)
-    trainer = quiet_trainer()
-    trainer.validate(FineTuneModule(model="tiny-gpt2", eval_max_new_tokens=3), datamodule=data)
+    trainer = quiet_trainer(callbacks=[AnswerAccuracy(max_new_tokens=3)])
+    trainer.validate(FineTuneModule(model="tiny-gpt2"), datamodule=data)
     assert "val/accuracy" in trainer.callback_metrics
     assert next(iter(data.val_dataloader()))["answer"] == ["0", "2", "4", "6"]
 

@@ -1,11 +1,12 @@
 """val/accuracy reads the answer with the same rule as the reward when asked to
-(``FineTuneModule(eval_answer_trigger=...)``): ReFT's rule counts an answer only after the
+(``AnswerAccuracy(answer_trigger=...)``): ReFT's rule counts an answer only after the
 trigger, the liberal default also after ``=`` or as the last number."""
 
 import pytest
 import torch
 
-import ift.modules.finetune as finetune
+import ift.callbacks.answer_accuracy as answer_accuracy
+from ift.callbacks import AnswerAccuracy
 from ift.modules import FineTuneModule
 
 RESPONSES = ["2+3=5 answer: 5", "2+3=5", "answer: 6", "the sum is 5"]  # gold 5 for all
@@ -19,7 +20,7 @@ def decoded(monkeypatch):
         encoded = module.tokenizer(RESPONSES, add_special_tokens=False, padding=True, return_tensors="pt")
         return encoded["input_ids"], encoded["attention_mask"]
 
-    monkeypatch.setattr(finetune, "generate_responses", fake_generate)
+    monkeypatch.setattr(answer_accuracy, "generate_responses", fake_generate)
 
 
 def batch():
@@ -28,15 +29,15 @@ def batch():
 
 
 def test_liberal_default_reads_the_number_after_equals_or_the_last_one(decoded):
-    accuracy = FineTuneModule("tiny-gpt2").answer_accuracy(batch())
+    accuracy = AnswerAccuracy().accuracy(FineTuneModule("tiny-gpt2"), batch())
     assert float(accuracy) == pytest.approx(3 / 4)  # all but "answer: 6"
 
 
 def test_reft_rule_counts_only_an_answer_after_the_trigger(decoded):
-    accuracy = FineTuneModule("tiny-gpt2", eval_answer_trigger=["answer:"]).answer_accuracy(batch())
+    accuracy = AnswerAccuracy(answer_trigger=["answer:"]).accuracy(FineTuneModule("tiny-gpt2"), batch())
     assert float(accuracy) == pytest.approx(1 / 4)  # only "2+3=5 answer: 5"
 
 
 def test_a_blank_trigger_is_refused_at_construction_naming_the_argument():
-    with pytest.raises(ValueError, match="eval_answer_trigger"):
-        FineTuneModule("tiny-gpt2", eval_answer_trigger=" ")
+    with pytest.raises(ValueError, match="AnswerAccuracy: answer_trigger"):
+        AnswerAccuracy(answer_trigger=" ")

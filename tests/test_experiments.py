@@ -142,7 +142,7 @@ def test_accuracy_probe_measures_a_budget_the_step_count_jumps_over(monkeypatch)
     import ift.lab.arithmetic_learning as learning
 
     calls = []
-    monkeypatch.setattr(learning, "held_out_accuracy", lambda module, data: calls.append(1) or len(calls) / 10)
+    monkeypatch.setattr(learning, "held_out_accuracy", lambda module, data, max_new_tokens: calls.append(1) or len(calls) / 10)
     probe = learning.AccuracyAt((2, 5), data=None)
     for step in (1, 2, 4, 6, 8):
         probe.on_train_batch_end(SimpleNamespace(global_step=step), None)

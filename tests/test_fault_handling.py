@@ -135,8 +135,7 @@ def trainer(tmp_path, callbacks=(), **kwargs) -> pl.Trainer:
 
 
 def module_with(objective, seed: int = 0, **kwargs) -> FineTuneModule:
-    """``tiny_module`` without the generation-based accuracy at validation."""
-    kwargs.setdefault("eval_accuracy", False)
+    """``tiny_module`` (no generation-based accuracy at validation: no AnswerAccuracy callback)."""
     return tiny_module(objective, seed=seed, **kwargs)
 
 
@@ -254,8 +253,7 @@ class StepRecorder(FineTuneModule):
 
 def test_nan_loss_skips_a_ppo_update_in_manual_optimization(tmp_path):
     torch.manual_seed(0)
-    module = StepRecorder(model="tiny-gpt2", objective=NanPPO(nan_updates=(1, 4), reward=AnswerMatchReward(), **ppo_settings()),
-                          eval_accuracy=False)
+    module = StepRecorder(model="tiny-gpt2", objective=NanPPO(nan_updates=(1, 4), reward=AnswerMatchReward(), **ppo_settings()))
     assert not module.automatic_optimization
     logged = []
 
@@ -278,7 +276,7 @@ def test_nan_loss_of_a_batch_loss_stage_in_a_manual_fit(tmp_path):
     recipe = Sequential(stages=[{"objective": FaultySFT(nan_calls=(1,)), "steps": 3},
                                 {"objective": PPO(reward=AnswerMatchReward(), **ppo_settings())}])
     torch.manual_seed(0)
-    module = StepRecorder(model="tiny-gpt2", objective=recipe, eval_accuracy=False)
+    module = StepRecorder(model="tiny-gpt2", objective=recipe)
     assert not module.automatic_optimization
     with pytest.warns(NonFiniteLossWarning):
         trainer(tmp_path, max_steps=4).fit(module, data(num_train=16, batch_size=4))
@@ -320,7 +318,7 @@ DDP_SCRIPT = textwrap.dedent(
 
     if __name__ == "__main__":
         pl.seed_everything(0)
-        module = FineTuneModule(model="tiny-gpt2", objective=NanOnRankOne(), eval_accuracy=False)
+        module = FineTuneModule(model="tiny-gpt2", objective=NanOnRankOne())
         data = ArithmeticDataModule(num_train=64, num_val=8, num_test=8, max_operand=19, batch_size=8)
         trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=3, logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -629,7 +627,7 @@ KILL_SCRIPT = textwrap.dedent(
             torch.save(checkpoint, path)  # straight into the final file
 
     pl.seed_everything(0)
-    module = FineTuneModule(model="tiny-gpt2", eval_accuracy=False)
+    module = FineTuneModule(model="tiny-gpt2")
     data = ArithmeticDataModule(num_train=48, num_val=8, num_test=8, max_operand=19, batch_size=8)
     checkpoints = ModelCheckpoint(dirpath=root, save_last=True, save_top_k=0, every_n_train_steps=1)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=20, logger=False, enable_progress_bar=False,

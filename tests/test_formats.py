@@ -13,6 +13,7 @@ import torch
 
 from eco_helpers import bpe_chatml_tokenizer, chat_rows, write_jsonl, write_parquet
 from factories import quiet_trainer
+from ift.callbacks import AnswerAccuracy
 from ift.data import (
     ChatDataModule,
     DataFormatError,
@@ -179,8 +180,8 @@ def test_prompt_data_with_reference_answers_gives_val_accuracy(tmp_path):
     rows = [{"prompt": f"{i}+{i}=", "answer": str(2 * i)} for i in range(4)]
     path = write_jsonl(tmp_path / "prompts.jsonl", rows)
     data = PromptResponseDataModule(train_data=path, val_data=path, response_key=None, answer_key="answer", batch_size=4)
-    module = FineTuneModule(model="tiny-gpt2", eval_max_new_tokens=3)
-    trainer = quiet_trainer()
+    module = FineTuneModule(model="tiny-gpt2")
+    trainer = quiet_trainer(callbacks=[AnswerAccuracy(max_new_tokens=3)])
     trainer.validate(module, datamodule=data)
     assert "val/accuracy" in trainer.callback_metrics
     batch = next(iter(data.val_dataloader()))

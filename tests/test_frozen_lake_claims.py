@@ -1,5 +1,5 @@
 """The claims of the Frozen Lake sanity check, as ``ift frozen-lake`` reports them: both policies,
-every objective, 5 seeds, the default map (the README's tables).
+every objective, 5 seeds, the default map (the tables of docs/frozen_lake.md).
 
 Each claim is judged by :mod:`ift.lab.frozen_lake.claims` on the paired per-seed differences
 (more than 2 standard errors from 0), so neither seed-to-seed spread nor the drift between CPU
@@ -61,7 +61,7 @@ def test_chain_all_seeds_and_identical():
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
     out = tmp_path_factory.mktemp("frozen_lake_claims")
-    results = cli.run(["--out", str(out)])  # both policies, 5 seeds, every objective, 2 worker processes
+    results = cli.run(cli.FrozenLakeArguments(out=str(out)))  # both policies, 5 seeds, every objective, 2 worker processes
     details = {policy: json.loads((out / policy / "details.json").read_text()) for policy in results}
     return results, details
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from ift.cli.commands import COMMANDS
 from ift.tasks.frozen_lake import VOCAB, FrozenLakeDataModule, FrozenLakeTask, lm_action_probs, lm_policy
 from ift.lab.frozen_lake import command as cli
 from ift.lab.frozen_lake import results as frozen_lake_results
@@ -27,10 +28,13 @@ TOKENIZER = "char:" + VOCAB
 
 
 # ------------------------------------------------------------------ the command
+FROZEN_LAKE = COMMANDS["frozen-lake"]
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("frozen_lake")
-    results = cli.run(["--seeds", "1", "--steps", "8", "--eval-every", "4", "--out", str(out), "--workers", "1"])
+    results = FROZEN_LAKE(["--seeds", "1", "--steps", "8", "--eval_every", "4", "--out", str(out), "--workers", "1"])
     return out, results
 
 
@@ -79,25 +83,28 @@ def test_ift_with_lam0_gamma0_reproduces_sft_exactly(quick_run, policy):
     assert runs["IFT-lam0-gamma0"]["action_probs"] == runs["SFT"]["action_probs"]
 
 
-def test_command_line_errors():
+def test_command_line_errors(capsys):
     with pytest.raises(SystemExit):
-        cli.parse_args(["--objectives", "SFT,KTO"])
+        FROZEN_LAKE.parse(["--objectives", "SFT,KTO"])
+    assert "unknown objective(s) ['KTO']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.parse_args(["--seeds", "0"])
+        FROZEN_LAKE.parse(["--seeds", "0"])
+    assert "--seeds must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="has tile .X."):
-        cli.run(["--map", "SFFX,FFFG", "--seeds", "1"])
-    args = cli.parse_args(["--objectives", "DPO, SFT", "--map", "4x4"])
-    assert args.objectives == ["DPO", "SFT"] and args.map == "4x4" and args.policies == list(POLICIES)
-    assert cli.parse_args(["--policy", "mlp"]).policies == ["mlp"]
+        FROZEN_LAKE(["--map", "SFFX,FFFG", "--seeds", "1"])
+    args = FROZEN_LAKE.parse(["--objectives", "DPO, SFT", "--map", "4x4"])
+    assert args.objective_names == ["DPO", "SFT"] and args.map == "4x4" and args.policies == list(POLICIES)
+    assert FROZEN_LAKE.parse(["--policy", "mlp"]).policies == ["mlp"]
     with pytest.raises(SystemExit):
-        cli.parse_args(["--policy", "cnn"])
+        FROZEN_LAKE.parse(["--policy", "cnn"])
 
 
 def test_routed_from_the_ift_command(tmp_path, capsys):
     from ift.cli import main
 
-    assert main(["frozen-lake", "--objectives", "SFT", "--seeds", "1", "--steps", "3", "--eval-every", "0",
-                 "--workers", "1", "--out", str(tmp_path), "--policy", "mlp"]) is None  # the console script exits 0
+    results = main(["frozen-lake", "--objectives", "SFT", "--seeds", "1", "--steps", "3", "--eval-every", "0",
+                    "--workers", "1", "--out", str(tmp_path), "--policy", "mlp"])  # dashed spellings work too
+    assert list(results) == ["mlp"]
     printed = capsys.readouterr().out
     assert "MSE to π*" in printed and "SFT" in printed and "the paper's claims" in printed
     assert list(json.loads((tmp_path / "mlp" / "results.json").read_text())) == ["SFT", "untrained"]

@@ -348,7 +348,7 @@ def test_every_objective_trains_the_state_policy(name):
     cls, args, example = RUNS[name]
     torch.manual_seed(0)
     module = FineTuneModule(model={"model_type": "frozen_lake_state_mlp", "map": WALL_MAP, "hidden_size": 16},
-                            objective=cls(**args), tokenizer=STATE_TOKENIZER, eval_accuracy=False,
+                            objective=cls(**args), tokenizer=STATE_TOKENIZER,
                             optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2))
     assert isinstance(module.policy, FrozenLakeStatePolicy)
     before = {k: v.clone() for k, v in module.policy.state_dict().items()}

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from eco_helpers import save_tiny_model
 from factories import quiet_trainer
-from ift.callbacks import export_pretrained
+from ift.callbacks import AnswerAccuracy, export_pretrained
 from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, SFT
@@ -82,10 +82,10 @@ def test_lora_policy_trains_and_reference_is_the_base_model(objective):
 
 def test_lora_with_trainer_and_gradient_checkpointing():
     torch.manual_seed(0)
-    module = FineTuneModule(model="tiny-gpt2", lora=LORA, gradient_checkpointing=True, eval_max_new_tokens=3)
+    module = FineTuneModule(model="tiny-gpt2", lora=LORA, gradient_checkpointing=True)
     data = ArithmeticDataModule(num_train=16, num_val=4, num_test=4, batch_size=8)
     before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
-    trainer = quiet_trainer(max_steps=2, limit_val_batches=1)
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=1, callbacks=[AnswerAccuracy(max_new_tokens=3)])
     trainer.fit(module, datamodule=data)
     assert all(not torch.equal(p, before[n]) for n, p in module.named_parameters() if p.requires_grad)
     assert "val/loss" in trainer.callback_metrics

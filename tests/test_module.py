@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from factories import quiet_trainer
+from ift.callbacks import AnswerAccuracy
 from ift.data import build_char_tokenizer
 from ift.tasks.arithmetic import ArithmeticDataModule
 from ift.modules import FineTuneModule, build_policy
@@ -112,7 +113,7 @@ def test_ready_module_is_used_as_is():
 def test_fit_logs_loss_and_lambda_for_ift(tmp_path):
     pl.seed_everything(0)
     module = FineTuneModule(model="tiny-gpt2", objective=IFT(lam=0.3, gamma=0.95))
-    trainer = make_trainer(tmp_path)
+    trainer = make_trainer(tmp_path, [AnswerAccuracy()])
     trainer.fit(module, tiny_data(module))
     assert trainer.global_step == 3
     metrics = trainer.callback_metrics
@@ -130,7 +131,7 @@ def test_drop_in_module_in_a_plain_trainer(tmp_path):
     pl.seed_everything(1)
     policy = build_policy("tiny-llama", tokenizer)
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
-    module = FineTuneModule(model=policy, tokenizer=tokenizer, objective=IFT(), eval_accuracy=False,
+    module = FineTuneModule(model=policy, tokenizer=tokenizer, objective=IFT(),
                             optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
     trainer = make_trainer(tmp_path, max_steps=2)
     trainer.fit(module, tiny_data(module))
@@ -142,7 +143,7 @@ def test_drop_in_module_in_a_plain_trainer(tmp_path):
 def _fit_losses(tmp_path, seed):
     pl.seed_everything(seed)
     objective = IFT(lam=0.3, lam_noise_std=0.5, prediction="sample")
-    module = FineTuneModule(model="tiny-gpt2", objective=objective, eval_accuracy=False)
+    module = FineTuneModule(model="tiny-gpt2", objective=objective)
     recorder = LossRecorder()
     trainer = make_trainer(tmp_path, callbacks=[recorder], limit_val_batches=0)
     trainer.fit(module, tiny_data(module))
@@ -161,7 +162,7 @@ def test_same_seed_same_losses(tmp_path):
 def test_checkpoint_restores_weights_and_objective_step(tmp_path):
     pl.seed_everything(0)
     settings = dict(lam=0.4, min_lam=0.0, lam_schedule="linear", lam_warmup_steps=10)
-    module = FineTuneModule(model="tiny-gpt2", objective=IFT(**settings), eval_accuracy=False)
+    module = FineTuneModule(model="tiny-gpt2", objective=IFT(**settings))
     trainer = make_trainer(tmp_path, limit_val_batches=0)
     trainer.fit(module, tiny_data(module))
     step = module.objective.state_dict()["step"]
@@ -184,7 +185,7 @@ def test_checkpoint_restores_weights_and_objective_step(tmp_path):
         assert torch.equal(value, original[name]), name
 
     # Resuming a fit continues from the saved step.
-    resumed = FineTuneModule(model="tiny-gpt2", objective=IFT(**settings), eval_accuracy=False)
+    resumed = FineTuneModule(model="tiny-gpt2", objective=IFT(**settings))
     trainer = make_trainer(tmp_path, max_steps=5, limit_val_batches=0)
     trainer.fit(resumed, tiny_data(resumed), ckpt_path=str(path))
     assert trainer.global_step == 5
@@ -202,7 +203,7 @@ def test_preference_objective_reports_a_validation_loss(tmp_path):
     rows = [{"prompt": f"{i}+1=", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(8)]
     path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     pl.seed_everything(0)
-    module = FineTuneModule(model="tiny-gpt2", objective=DPO(beta=0.1), eval_accuracy=False)
+    module = FineTuneModule(model="tiny-gpt2", objective=DPO(beta=0.1))
     data = PreferenceDataModule(train_data=str(path), val_data=str(path), batch_size=4, tokenizer=module.tokenizer)
     trainer = quiet_trainer()
     module.ensure_reference()

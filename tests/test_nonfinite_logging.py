@@ -22,7 +22,7 @@ def logged_losses(tmp_path, objective, steps: int):
     logger = CSVLogger(str(tmp_path), name="logs", version=0)
     trainer = quiet_trainer(tmp_path, logger=logger, log_every_n_steps=1, max_steps=steps, limit_val_batches=0)
     with pytest.warns(NonFiniteLossWarning):
-        trainer.fit(tiny_module(objective, eval_accuracy=False), datamodule=tiny_arithmetic(32, 4))
+        trainer.fit(tiny_module(objective), datamodule=tiny_arithmetic(32, 4))
     losses = {}
     with open(tmp_path / "logs" / "version_0" / "metrics.csv") as handle:
         for row in csv.DictReader(handle):
@@ -45,7 +45,7 @@ def test_a_skipped_step_logs_no_loss_not_the_previous_one(tmp_path):
 def test_a_ppo_batch_whose_every_update_was_skipped_logs_no_loss(tmp_path):
     logger = CSVLogger(str(tmp_path), name="logs", version=0)
     # 2 mini-batch updates per batch: the second batch's two updates (2, 3) are both nan.
-    module = tiny_module(NanPPO(nan_updates=(2, 3), reward=AnswerMatchReward(), **ppo_settings()), eval_accuracy=False)
+    module = tiny_module(NanPPO(nan_updates=(2, 3), reward=AnswerMatchReward(), **ppo_settings()))
     trainer = quiet_trainer(tmp_path, logger=logger, log_every_n_steps=1, max_epochs=1, limit_train_batches=3,
                             limit_val_batches=0)
     with pytest.warns(NonFiniteLossWarning):

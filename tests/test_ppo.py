@@ -338,3 +338,23 @@ def test_ppo_rejects_bad_settings():
     with pytest.raises(KeyError, match="prompt_input_ids"):
         module = make_module()
         module.objective.rollout(module.step_context, {"input_ids": torch.zeros(1, 2, dtype=torch.long)})
+
+
+def test_lam_is_a_deprecated_alias_of_gae_lambda():
+    with pytest.warns(FutureWarning, match="gae_lambda"):
+        objective = PPO(reward=AnswerMatchReward(), lam=0.9)
+    assert objective.gae_lambda == 0.9
+    with pytest.warns(FutureWarning, match="gae_lambda"), pytest.raises(ValueError, match="gae_lambda"):
+        PPO(reward=AnswerMatchReward(), lam=1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert PPO(reward=AnswerMatchReward(), gae_lambda=0.8).gae_lambda == 0.8
+
+
+def test_a_ppo_pickled_before_the_rollout_loop_still_loads():
+    state = dict(vars(PPO(reward=AnswerMatchReward(), gae_lambda=0.7, ppo_epochs=3)))
+    state["lam"], state["ppo_epochs"] = state.pop("gae_lambda"), state.pop("epochs")
+    del state["sampler"]
+    old = PPO.__new__(PPO)
+    old.__setstate__(state)
+    assert (old.gae_lambda, old.ppo_epochs, type(old.sampler).__name__) == (0.7, 3, "HFSampler")

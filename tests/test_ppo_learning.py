@@ -1,8 +1,8 @@
 """Learning tests (slow): what PPO after an SFT warm-up does on the arithmetic task (ReFT),
 asserted only where it holds over seeds and CPU kernels.
 
-The runs are ``ift.lab.reft_arms`` at the benchmark's defaults (the README's ReFT
-table, ``python benchmarks/reft_arms.py``): two-operand ``+``/``-`` with operands 0-29,
+The runs are ``ift.lab.reft_arms`` at the benchmark's defaults (the ReFT tables of
+docs/results.md, ``python benchmarks/reft_arms.py``): two-operand ``+``/``-`` with operands 0-29,
 worked solutions, 1536 training and 264 held-out questions, an 800-step SFT warm-up, then
 48 PPO iterations (384 optimizer steps) at lr 1e-4, or as many SFT steps at the same lr;
 reward and accuracy under ReFT's answer rule (trigger ``answer:``). Seeds 0-3, plus
@@ -84,7 +84,7 @@ def test_ppo_raises_held_out_accuracy_above_its_warm_up(runs):
 
 
 @pytest.mark.xfail(strict=True, reason="ReFT's claim does not hold at this scale: more SFT at the same lr and "
-                                       "optimizer steps beats PPO on every seed (README, 'ReFT on the arithmetic task')")
+                                       "optimizer steps beats PPO on every seed (docs/results.md, 'ReFT')")
 def test_ppo_beats_more_sft_at_equal_optimizer_steps(runs):
     arms, _ = runs
     gains = [r["arms"]["sft+ppo"]["accuracy"] - r["arms"]["sft+sft"]["accuracy"] for r in arms]

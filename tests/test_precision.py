@@ -57,7 +57,7 @@ def test_bf16_mixed_trains_every_objective_on_cpu(name, tmp_path):
     objective = make_objective()
     seen = spy(objective)
     torch.manual_seed(0)
-    module = FineTuneModule(model="tiny-gpt2", objective=objective, eval_accuracy=False)
+    module = FineTuneModule(model="tiny-gpt2", objective=objective)
     data = (ArithmeticDataModule(num_train=16, num_val=4, num_test=4, batch_size=8) if data_kind == "arithmetic"
             else preference_data(tmp_path))
     before = [p.detach().clone() for p in module.trainable_parameters()]

@@ -15,8 +15,13 @@ import pytest
 from ift.cli import main
 from ift.data.records import DataFormatError
 from ift.predict import PredictError
-from ift.predict.command import run
+from ift.cli.commands import COMMANDS
 from ift.rewards.answer import AnswerMatchReward, answers_match
+
+def run(argv):
+    """``ift predict`` with these options, its errors raised as they are (not turned into an exit)."""
+    return COMMANDS["predict"].invoke(argv)
+
 
 pytestmark = [pytest.mark.filterwarnings("ignore:LightningCLI.s args parameter"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -112,6 +117,7 @@ def test_scores_are_val_accuracy_s_answer_match_on_the_response(trained, tmp_pat
 
 
 def test_scores_equal_the_module_s_val_accuracy_hits_on_the_same_prompts(trained, tmp_path):
+    from ift.callbacks import AnswerAccuracy
     from ift.data.collate import Collator
     from ift.modules import FineTuneModule
 
@@ -121,8 +127,9 @@ def test_scores_equal_the_module_s_val_accuracy_hits_on_the_same_prompts(trained
     module = FineTuneModule.load_from_checkpoint(checkpoint, map_location="cpu", tokenizer=CHARS)
     features = [{"prompt_ids": module.tokenizer(row["prompt"])["input_ids"], "answer": str(row["answer"])}
                 for row in answered]
-    hits = module.answer_hits(Collator(module.tokenizer.pad_token_id)(features)).tolist()
-    lines = predict_lines(checkpoint, data, tmp_path / "out.jsonl", "--max_new_tokens", module.eval_max_new_tokens)
+    accuracy = AnswerAccuracy()  # val/accuracy's callback, with its defaults
+    hits = accuracy.hits(module, Collator(module.tokenizer.pad_token_id)(features)).tolist()
+    lines = predict_lines(checkpoint, data, tmp_path / "out.jsonl", "--max_new_tokens", accuracy.max_new_tokens)
     assert [line["score"] for line in lines] == hits
 
 
@@ -146,19 +153,22 @@ def test_the_answer_trigger_option_reads_answers_by_reft_s_rule(trained, tmp_pat
             assert line["correct"] is answers_match(line["extracted"], line["answer"])
 
 
-def test_a_checkpoint_s_eval_answer_trigger_is_the_default_rule(tmp_path, capsys):
+def test_a_checkpoint_s_answer_accuracy_trigger_is_the_default_rule(tmp_path, capsys):
     from factories import quiet_trainer, tiny_arithmetic
+    from ift.callbacks import AnswerAccuracy
     from ift.modules import FineTuneModule
 
     # Built in Python: the checkpoint has no run config, and its default `char` tokenizer is right.
-    module = FineTuneModule(model="tiny-gpt2", eval_answer_trigger=["answer:"])
-    trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
+    # The trigger is recorded in the checkpoint as the AnswerAccuracy callback's state.
+    module = FineTuneModule(model="tiny-gpt2")
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[AnswerAccuracy(answer_trigger=["answer:"])])
     trainer.fit(module, datamodule=tiny_arithmetic(num_train=4))
     checkpoint = str(tmp_path / "python.ckpt")
     trainer.save_checkpoint(checkpoint)
     data = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     lines = predict_lines(checkpoint, data, tmp_path / "out.jsonl", "--max_new_tokens", "12")
-    assert "answers read with the checkpoint's eval_answer_trigger ['answer:']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "answers read with the checkpoint's" in err and "['answer:']" in err
     rule = AnswerMatchReward(trigger=["answer:"])
     assert all(line["extracted"] == rule.extract(line["response"]) for line in lines if "answer" in line)
 
@@ -313,8 +323,9 @@ def test_the_cli_entry_runs_end_to_end_and_prints_a_summary(trained, tmp_path, c
     checkpoint, _ = trained
     data = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     output = tmp_path / "predictions" / "out.jsonl"
-    assert main(["predict", "--policy", checkpoint, "--data", data, "--output", str(output),
-                 "--max-new-tokens", "4", "--batch-size", "3"]) is None
+    result = main(["predict", "--policy", checkpoint, "--data", data, "--output", str(output),
+                   "--max-new-tokens", "4", "--batch-size", "3"])  # dashed spellings are accepted too
+    assert result.output == str(output)
     lines = read_jsonl(output)
     assert len(lines) == len(PROMPTS)
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
 from factories import ppo_settings, quiet_trainer, tiny_arithmetic, tiny_module
-from ift.callbacks import RolloutProgress, rollout_progress
+from ift.callbacks import AnswerAccuracy, RolloutProgress, rollout_progress
 from ift.callbacks.line_progress import LineProgressBar, line_progress_unless_terminal
 from ift.callbacks.rollout_progress import RolloutBar
 from ift.cli import main
@@ -127,7 +127,7 @@ def fit_with_lines(stream, max_steps, every_n_steps=None, **trainer_args):
     bar = LineProgressBar(every_n_steps=every_n_steps, stream=stream)
     options = dict(max_steps=max_steps, enable_progress_bar=True, limit_val_batches=0)
     options.update(trainer_args)
-    trainer = quiet_trainer(callbacks=[bar], **options)
+    trainer = quiet_trainer(callbacks=[bar, AnswerAccuracy()], **options)
     trainer.fit(tiny_module(), datamodule=tiny_arithmetic())
     return [line for line in stream.getvalue().splitlines() if line]
 

@@ -79,7 +79,7 @@ def test_reft_gsm8k_config_runs_sft_then_ppo_with_a_local_tiny_model(tmp_path):
     # 4 problems in one batch: one batch per epoch, so the 2 + 3 epochs of the stages are
     # 2 SFT steps then 3 PPO iterations, exactly as the shipped stages say.
     cli = main(["fit", "--config", str(GSM8K), *CPU, "--trainer.default_root_dir", str(tmp_path / "run"),
-                "--trainer.limit_val_batches", "1", "--model.eval_max_new_tokens", "8",
+                "--trainer.limit_val_batches", "1", "--trainer.callbacks.init_args.max_new_tokens", "8",
                 "--model.model", model,
                 "--data.init_args.train_data", "json", "--data.init_args.val_data", "json",
                 "--data.init_args.dataset_kwargs", kwargs,

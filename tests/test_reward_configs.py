@@ -74,7 +74,7 @@ def test_ppo_config_scores_with_an_exported_reward_model(tmp_path):
     assert (folder / "config.json").is_file()
     cli = fit(CONFIGS / "ppo_with_reward_model.yaml", tmp_path / "ppo",
               "--model.objective.init_args.reward.init_args.model_name_or_path", str(folder),
-              "--model.objective.init_args.max_new_tokens", "8", "--model.eval_max_new_tokens", "8")
+              "--model.objective.init_args.max_new_tokens", "8", "--trainer.callbacks.init_args.max_new_tokens", "8")
     reward = cli.model.objective.reward
     assert type(reward).__name__ == "RewardModelScore" and reward.model_name_or_path == str(folder)
     assert "train/score" in cli.trainer.callback_metrics

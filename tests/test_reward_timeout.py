@@ -183,7 +183,7 @@ class BusyLoopInPPO(BusyLoop):
 
 
 def test_a_ppo_fit_with_a_busy_looping_reward_finishes_and_the_warning_names_the_reward(tmp_path):
-    module = tiny_module(PPO(reward=BusyLoopInPPO(), reward_timeout_s=1, **ppo_settings()), eval_accuracy=False)
+    module = tiny_module(PPO(reward=BusyLoopInPPO(), reward_timeout_s=1, **ppo_settings()))
     run = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0)
     start = time.monotonic()
     with pytest.warns(RewardTimeoutWarning) as caught:
@@ -206,7 +206,7 @@ class RaisesInPPO(Reward):
 
 
 def test_a_reward_that_raises_stops_the_ppo_fit_with_an_error_naming_it(tmp_path):
-    module = tiny_module(PPO(reward=RaisesInPPO(), **ppo_settings()), eval_accuracy=False)
+    module = tiny_module(PPO(reward=RaisesInPPO(), **ppo_settings()))
     run = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     with pytest.raises(RuntimeError, match=r"Reward RaisesInPPO raised KeyError: 'answer'.*first example"):
         run.fit(module, tiny_arithmetic(num_train=8, batch_size=4))

@@ -18,7 +18,7 @@ def fit_once(tmp_path):
     logger = CSVLogger(str(tmp_path), name="logs")
     trainer = quiet_trainer(tmp_path, [ModelCheckpoint(save_last=True)], logger=logger, max_steps=2,
                             limit_val_batches=1, enable_checkpointing=True)
-    trainer.fit(tiny_module(eval_accuracy=False), datamodule=tiny_arithmetic(8, 4))
+    trainer.fit(tiny_module(), datamodule=tiny_arithmetic(8, 4))
     return trainer, summarize_run(trainer, "fit", seconds=3.0, run_folder=logger.log_dir)
 
 

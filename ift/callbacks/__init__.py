@@ -1,10 +1,12 @@
 """Lightning callbacks: sample tables, Hugging Face export, data reports, rollout progress, images.
 
 Use them from YAML (``trainer.callbacks``) by class path, e.g. ``ift.callbacks.SampleLogger``.
-Held-out accuracy with greedy decoding is built into the module (``val/accuracy``, see
-:meth:`ift.modules.FineTuneModule.answer_accuracy`), so there is no separate callback for it.
+Held-out answer accuracy with greedy decoding (``val/accuracy``) is the callback
+``ift.callbacks.AnswerAccuracy`` (:mod:`ift.callbacks.answer_accuracy`); the module has no
+evaluation settings of its own.
 """
 
+from ift.callbacks.answer_accuracy import AnswerAccuracy
 from ift.callbacks.data_report import SkippedExamplesReport
 from ift.callbacks.export import ExportPretrained, export_pretrained
 from ift.callbacks.image_logger import LogImage, log_image_file
@@ -15,6 +17,7 @@ from ift.callbacks.sample_logger import SampleLogger
 from ift.callbacks.save_config import SaveRunConfig
 
 __all__ = [
+    "AnswerAccuracy",
     "ExportPretrained",
     "LogImage",
     "RolloutProgress",

@@ -1,5 +1,7 @@
-"""The ``ift`` command: LightningCLI for ``fit|validate|test`` plus ``ift frozen-lake``,
-``ift code-pass-rate``, ``ift code-pairs`` and ``ift predict``."""
+"""The ``ift`` command: LightningCLI for ``fit|validate|test`` plus the commands of
+:data:`ift.cli.commands.COMMANDS` (``ift frozen-lake``, ``ift code-pass-rate``,
+``ift code-pairs`` and ``ift predict``), whose parsers jsonargparse builds from their
+arguments dataclasses as LightningCLI builds ``fit``'s."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import ift.objectives  # noqa: F401  (registers objective classes for short clas
 from ift.callbacks.resume_settings import OptimizerSettingsOnResume
 from ift.callbacks.line_progress import add_progress_every_argument, line_progress_unless_terminal
 from ift.callbacks.save_config import SaveRunConfig
+from ift.cli.commands import COMMANDS, commands_help
 from ift.cli.config_files import check_config_files
 from ift.cli.outputs import check_output_folders
 from ift.cli.resume import (checkpoint_model_config, config_differences, optimizer_keys, read_checkpoint,
@@ -28,9 +31,6 @@ import ift.tasks.code  # noqa: F401  (registers CodeTaskDataModule for short cla
 from ift.modules import FineTuneModule
 from ift.cli.summary import known_run_folder, summarize_run
 from ift.cli.quiet import print_verbose_help, quiet_third_party_output, take_verbose_flag
-
-EXTRA_COMMANDS = {"frozen-lake": "ift.lab.frozen_lake.command:main", "code-pass-rate": "ift.lab.code.command:main",
-                  "code-pairs": "ift.lab.code.pairs_command:main", "predict": "ift.predict.command:main"}
 
 
 class IFTArgumentParser(LightningArgumentParser):
@@ -159,19 +159,13 @@ def main(args: Optional[List[str]] = None):
     """Entry point of ``ift``; tests call ``main([...])`` with the same words as the shell."""
     from_console = args is None
     args = list(sys.argv[1:] if args is None else args)
-    if args and args[0] in EXTRA_COMMANDS:
-        module_name, function = EXTRA_COMMANDS[args[0]].split(":")
-        module = __import__(module_name, fromlist=[function])
-        result = getattr(module, function)(args[1:])
+    if args and args[0] in COMMANDS:
+        result = COMMANDS[args[0]](args[1:])
         # The console script does sys.exit(main()): a returned dict would exit with status 1.
         return None if from_console else result
     if args[:1] in (["-h"], ["--help"]):
-        # LightningCLI's help lists fit/validate/test only; name the extra commands too.
-        print("ift: also `ift frozen-lake --help` (the Frozen Lake comparison of every objective),\n"
-              "`ift code-pass-rate --help` (held-out pass rate of a checkpoint on the built-in code task),\n"
-              "`ift code-pairs --help` (preference pairs of the code task: passing vs failing programs, judged by\n"
-              "the sandbox) and\n"
-              "`ift predict --help` (responses of a checkpoint or export to a file of prompts, scored on answers)\n")
+        # LightningCLI's help lists fit/validate/test only; name the other commands too.
+        print(commands_help())
     print_verbose_help(args)
     args, verbose = take_verbose_flag(args)  # ours, not LightningCLI's: taken out before it parses
     if from_console and verbose:
@@ -192,10 +186,25 @@ def main(args: Optional[List[str]] = None):
                 save_config_callback=SaveRunConfig,
             )
     except SystemExit as exit_error:
-        _explain_objective_error(exit_error)
+        if not _explain_removed_arguments(exit_error):
+            _explain_objective_error(exit_error)
         raise
     # The console script does sys.exit(main()): returning the CLI object would exit with 1.
     return None if from_console else cli
+
+
+def _explain_removed_arguments(exit_error: SystemExit) -> bool:
+    """jsonargparse already printed its error; when it is about a module argument that moved
+    into a callback (``model.eval_accuracy``...), say where it went. True when it did."""
+    if exit_error.code in (0, None) or not IFTArgumentParser.errors:
+        return False
+    from ift.modules.finetune import REMOVED_ARGUMENTS, removed_arguments_message
+
+    message = IFTArgumentParser.errors[-1]
+    names = [name for name in REMOVED_ARGUMENTS if re.search(rf"\bmodel\.{name}\b", message)]
+    if names:
+        print(f"ift: {removed_arguments_message(names)}", file=sys.stderr)
+    return bool(names)
 
 
 def _explain_objective_error(exit_error: SystemExit) -> None:

@@ -1,10 +1,10 @@
 """A JSONL output file written to ``<path>.partial`` and given its name only when complete.
 
-Runs that write such a file (``ift predict``, ``ift code-pairs``) take minutes before the
-first line, so the file is checked and opened before any work: a folder that cannot be
-written stops the run at once, with the folder's name and the fix. The lines go to the
-``.partial`` file and :meth:`PartialJsonlFile.commit` renames it, so a file under the
-output's name is never a run cut short.
+Runs that write such a file (``ift predict``, ``ift code-pairs``, the ``--out`` of ``ift
+code-pass-rate``) take minutes before the first line, so the file is checked and opened
+before any work: a folder that cannot be written stops the run at once, with the folder's
+name and the fix. The lines go to the ``.partial`` file and :meth:`PartialJsonlFile.commit`
+renames it, so a file under the output's name is never a run cut short.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class PartialJsonlFile:
     * ``error``: the exception a check raises (the command's own error type).
     * ``example_name``: the file name suggested when the output given is a folder.
     * ``flag``: the command-line option the messages name.
+    * ``exists_hint``: what the message about an existing file advises (``{flag}``: ``flag``).
     * ``guard_partial``: an existing ``.partial`` file is refused too (without ``overwrite``).
     * ``keep_written``: :meth:`abort` keeps a ``.partial`` file that holds lines.
 
@@ -36,6 +37,7 @@ class PartialJsonlFile:
     error: Type[Exception] = ValueError
     example_name = "output.jsonl"
     flag = "--output"
+    exists_hint = "pass --overwrite to replace it, or give another {flag}"
     guard_partial = False
     keep_written = False
 
@@ -62,8 +64,8 @@ class PartialJsonlFile:
             if os.path.exists(existing) and not self.overwrite:
                 # With the partial file guarded too, the message says which of the two exists.
                 which = f": {existing}" if self.guard_partial else ""
-                raise self.error(f"{self.flag} {self.path}{which} already exists; pass --overwrite to replace it, "
-                                 f"or give another {self.flag}")
+                raise self.error(f"{self.flag} {self.path}{which} already exists; "
+                                 + self.exists_hint.format(flag=self.flag))
         folder = os.path.dirname(os.path.abspath(self.path))
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise self.error(f"{self.flag} {self.path}: the folder {folder} cannot be written: it is a file; "

@@ -13,11 +13,11 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ift.data.collate import Collator
-from ift.data.encoding import SkipExample, encode_example
+from ift.data.encoding import encode_example
 from ift.data.fields import expect_answer, expect_text
 from ift.data.fit_checks import RESPONSES, check_context, check_objective_fit, context_limit, objective_needs
 from ift.data.sampler import EpochSeededSampler, ResumableDataLoader
-from ift.data.skip_tally import SkipTally
+from ift.data.skip_tally import encode_records
 from ift.data.records import DataFormatError, DataMismatchError, Record, file_format, read_records, require_keys
 
 log = logging.getLogger(__name__)
@@ -168,28 +168,16 @@ class ExamplesDataModule(pl.LightningDataModule):
         return encode_example(self.tokenizer, example, self.max_length, self.use_chat_template)
 
     def encode(self, split: str, records: List[Record]) -> EncodedDataset:
-        items, locations, tally = [], [], SkipTally()
-        for location, example in records:
-            try:
-                item = self.encode_one(example)
-            except SkipExample as reason:
-                tally.add(location, reason)
-                continue
-            if items:
-                check_same_fields(split, (locations[0], items[0]), (location, item))
-            items.append(item)
-            locations.append(location)
-        skipped = self.skipped[split] = tally.counts
-        self.skipped_examples[split] = tally.first
-        if skipped:
+        encoded, tally = encode_records(records, lambda location, example: self.encode_one(example))
+        for other in encoded[1:]:
+            check_same_fields(split, encoded[0], other)
+        self.skipped[split], self.skipped_examples[split] = tally.counts, tally.first
+        if tally:
             log.warning("%s %s split: skipped %d of %d examples: %s", type(self).__name__, split,
-                        sum(skipped.values()), len(records), dict(skipped))
-        if not items:
-            # The places, not only the counts: the user opens the file at the first of them.
-            first = ", ".join(f"{where} ({why})" for where, why in tally.first)
-            raise DataFormatError(f"{self.describe_source(split)}: no usable {split} example (skipped: {dict(skipped)}; "
-                                  f"first: {first})")
-        return EncodedDataset(items, locations)
+                        tally.total, len(records), dict(tally.counts))
+        if not encoded:
+            raise DataFormatError(f"{self.describe_source(split)}: no usable {split} example ({tally.describe()})")
+        return EncodedDataset([item for _, item in encoded], [location for location, _ in encoded])
 
     def collator(self) -> Collator:
         return Collator(self.tokenizer.pad_token_id, self.padding_side)

@@ -100,8 +100,8 @@ class AccuracyAt(pl.Callback):
     ``global_step`` can jump over a budget: it is measured at the first batch end at or past
     it (:attr:`measured_at` keeps the step it was measured at)."""
 
-    def __init__(self, steps: Sequence[int], data):
-        self.steps, self.data = sorted(steps), data
+    def __init__(self, steps: Sequence[int], data, max_new_tokens: int = 4):
+        self.steps, self.data, self.max_new_tokens = sorted(steps), data, max_new_tokens
         self.accuracy: Dict[int, float] = {}
         self.measured_at: Dict[int, int] = {}
 
@@ -109,18 +109,19 @@ class AccuracyAt(pl.Callback):
         step = trainer.global_step
         due = [budget for budget in self.steps if budget <= step and budget not in self.accuracy]
         if due:
-            accuracy = held_out_accuracy(pl_module, self.data)
+            accuracy = held_out_accuracy(pl_module, self.data, self.max_new_tokens)
             for budget in due:
                 self.accuracy[budget], self.measured_at[budget] = accuracy, step
 
 
-def held_out_accuracy(module, data) -> float:
+def held_out_accuracy(module, data, max_new_tokens: int = 4) -> float:
     """Greedy exact match of ``module`` on the held-out split of ``data`` (the liberal answer
-    rule of ``val/accuracy``)."""
+    rule, :class:`~ift.callbacks.AnswerAccuracy`'s default), responses of at most
+    ``max_new_tokens`` tokens."""
     from ift.tasks.code import pass_rate
     from ift.rewards import AnswerMatchReward
 
-    return pass_rate(module, data, "val", AnswerMatchReward(), module.eval_max_new_tokens)["pass_rate"]
+    return pass_rate(module, data, "val", AnswerMatchReward(), max_new_tokens)["pass_rate"]
 
 
 def learn(job: Tuple[str, int, LearningSettings]) -> Dict[str, Any]:
@@ -134,7 +135,7 @@ def learn(job: Tuple[str, int, LearningSettings]) -> Dict[str, Any]:
     module = FineTuneModule(
         model=settings.model, tokenizer=settings.tokenizer, objective=make_objective(name, settings),
         optimizer=lambda params: torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0),
-        eval_max_new_tokens=settings.eval_max_new_tokens, lora=settings.lora,
+        lora=settings.lora,
     )
     data = ArithmeticDataModule(num_train=settings.num_train, num_val=settings.num_val, num_test=0,
                                 max_operand=settings.max_operand, operators="+", batch_size=settings.batch_size,
@@ -143,8 +144,8 @@ def learn(job: Tuple[str, int, LearningSettings]) -> Dict[str, Any]:
                                 use_chat_template=settings.use_chat_template)
     data.setup("fit")
     module.configure_model()
-    before = held_out_accuracy(module, data)
-    probe = AccuracyAt(settings.eval_steps, data)
+    before = held_out_accuracy(module, data, settings.eval_max_new_tokens)
+    probe = AccuracyAt(settings.eval_steps, data, settings.eval_max_new_tokens)
     trainer = quiet_trainer(max(settings.eval_steps), callbacks=[probe])
     trainer.fit(module, data)
     missing = [budget for budget in settings.eval_steps if budget not in probe.accuracy]

@@ -98,7 +98,7 @@ def train_policy(data, settings: CodePMPSettings, steps: int, seed: int):
     from ift.objectives import SFT
 
     pl.seed_everything(seed, verbose=False)
-    module = FineTuneModule(model=settings.model, objective=SFT(), eval_accuracy=False,
+    module = FineTuneModule(model=settings.model, objective=SFT(),
                             optimizer=lambda params: torch.optim.AdamW(params, lr=settings.policy_lr, weight_decay=0.0))
     quiet_trainer(steps).fit(module, data)
     module.eval()

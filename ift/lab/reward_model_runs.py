@@ -38,7 +38,7 @@ def train_reward_model(pairs_file: str, *, model: str, seed: int, steps: int, lr
     from ift.objectives import RewardModeling
 
     pl.seed_everything(seed, verbose=False)
-    module = FineTuneModule(model=model, objective=RewardModeling(lm_weight=lm_weight), eval_accuracy=False,
+    module = FineTuneModule(model=model, objective=RewardModeling(lm_weight=lm_weight),
                             optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0))
     module.configure_model()
     if init_state is not None:

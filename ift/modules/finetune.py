@@ -5,10 +5,9 @@ its ``objective``."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, Optional, Union
 
 import pytorch_lightning as pl
-from torchmetrics import MeanMetric
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
@@ -16,7 +15,6 @@ from transformers import PreTrainedTokenizerBase
 
 from ift.core.constants import REFERENCE_PREFIX
 from ift.core.distributed import allow_idle_parameters, is_sharded
-from ift.core.generation import generate_responses
 from ift.core.model_factory import build_policy, build_tokenizer
 from ift.callbacks.atomic_checkpoint import AtomicCheckpoints
 from ift.callbacks.data_report import SkippedExamplesReport
@@ -32,12 +30,49 @@ from ift.modules.step_context import ModuleStepContext
 from ift.objectives import Objective, default_objective
 from ift.objectives.contract import StepResult
 from ift.objectives.sft import response_nll
-from ift.rewards.answer import AnswerMatchReward, answers_match
 
 LR_INTERVALS = ("step", "epoch")
 
+#: Arguments the module no longer takes, with the callback argument that replaces each
+#: (held-out answer accuracy moved out of the module into ``ift.callbacks.AnswerAccuracy``).
+REMOVED_ARGUMENTS: Dict[str, str] = {
+    "eval_accuracy": "eval_accuracy true is the callback in trainer.callbacks, false is no callback",
+    "eval_max_new_tokens": "eval_max_new_tokens is its max_new_tokens",
+    "eval_answer_trigger": "eval_answer_trigger is its answer_trigger",
+}
 
-class FineTuneModule(OptimizerSteps, pl.LightningModule):
+
+def removed_arguments_message(names: Iterable[str]) -> str:
+    """Why ``names`` (keys of :data:`REMOVED_ARGUMENTS`) are refused, and what to write instead."""
+    names = [name for name in REMOVED_ARGUMENTS if name in set(names)]
+    moved = "; ".join(REMOVED_ARGUMENTS[name] for name in names)
+    return (
+        f"FineTuneModule no longer takes {', '.join(names)}: held-out answer accuracy (val/accuracy) is the "
+        f"callback ift.callbacks.AnswerAccuracy ({moved}). In a config, instead of model.eval_*:\n"
+        "  trainer:\n"
+        "    callbacks:\n"
+        "      - class_path: ift.callbacks.AnswerAccuracy\n"
+        "        init_args: {max_new_tokens: 16, answer_trigger: null}\n"
+        "In Python: pl.Trainer(callbacks=[AnswerAccuracy(max_new_tokens=16, answer_trigger=None)])."
+    )
+
+
+class _RefusesRemovedArguments(type):
+    """Metaclass of :class:`FineTuneModule`: a call with a removed argument (``eval_accuracy``...)
+    fails with :func:`removed_arguments_message` instead of Python's bare "unexpected keyword".
+
+    A metaclass rather than ``**kwargs`` keeps ``__init__``'s signature exact: the CLI
+    (jsonargparse) and ``load_from_checkpoint`` read it, and the latter drops the removed
+    hyper-parameters of older checkpoints only because ``__init__`` takes no ``**kwargs``."""
+
+    def __call__(cls, *args: Any, **kwargs: Any):
+        removed = [name for name in kwargs if name in REMOVED_ARGUMENTS]
+        if removed:
+            raise TypeError(removed_arguments_message(removed))
+        return super().__call__(*args, **kwargs)
+
+
+class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemovedArguments):
     """Fine-tune a causal language model with any :class:`~ift.objectives.Objective`.
 
     Args:
@@ -57,13 +92,6 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
         max_grad_norm: gradient clipping used when the objective needs manual optimization
             (PPO, recipes containing PPO); with automatic optimization use
             ``--trainer.gradient_clip_val`` as usual.
-        eval_accuracy: on batches with an ``answer``, greedy-decode and log ``val/accuracy``.
-        eval_max_new_tokens: longest greedy answer decoded for ``val/accuracy``.
-        eval_answer_trigger: how ``val/accuracy`` reads the answer: None for the liberal rule
-            of :func:`~ift.rewards.extract_answer`; a phrase or list of phrases (e.g.
-            ``["answer:"]``, ``["####"]``) for ReFT's rule, the number after the last trigger
-            and no answer without one. Give it the PPO reward's ``trigger`` so that the
-            validation accuracy and the reward agree on what counts as an answer.
         gradient_checkpointing: trade compute for activation memory in the policy.
         torch_dtype: dtype to build or load the policy in (e.g. ``bfloat16``); None keeps float32.
         lora: wrap the policy with LoRA adapters (needs ``peft``), e.g. ``{r: 8, alpha: 16,
@@ -88,6 +116,12 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
             ``interrupted.ckpt`` (:class:`~ift.callbacks.InterruptCheckpoint`); also on any
             other exception during training.
 
+    Held-out metrics: validation and test log the objective's held-out loss and metrics and,
+    on batches with ``labels``, ``val/nll``. Task metrics are callbacks: held-out answer
+    accuracy (``val/accuracy``, greedy decoding) is :class:`~ift.callbacks.AnswerAccuracy`
+    in ``trainer.callbacks`` (it replaces the former ``eval_accuracy``, ``eval_max_new_tokens``
+    and ``eval_answer_trigger`` arguments).
+
     The step count: ``global_step`` (and so ``max_steps``, checkpoint names, and the
     ``step`` of ``metrics.csv`` and the other loggers) counts optimizer updates of the
     policy. With automatic optimization that is one per batch (per accumulation window);
@@ -105,9 +139,6 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
         lr_scheduler: Optional[LRSchedulerCallable] = None,
         lr_scheduler_interval: str = "step",
         max_grad_norm: Optional[float] = 1.0,
-        eval_accuracy: bool = True,
-        eval_max_new_tokens: int = 16,
-        eval_answer_trigger: Optional[Union[str, List[str]]] = None,
         gradient_checkpointing: bool = False,
         torch_dtype: Optional[str] = None,
         lora: Optional[Dict[str, Any]] = None,
@@ -136,15 +167,6 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
         # Non-finite losses: skipped steps are counted here (and checkpointed).
         self.nonfinite = NonFiniteGuard(max_consecutive_skipped_steps)
         self._skip_pending: Optional[tuple] = None  # (what, value) of a non-finite step in progress
-        self.eval_accuracy = eval_accuracy
-        self.eval_max_new_tokens = eval_max_new_tokens
-        # val/accuracy and test/accuracy: the share over every prompt of the epoch and of every
-        # process (torchmetrics sums hits and counts, then syncs), not a mean of batch means.
-        self.accuracy_metrics = torch.nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
-        try:  # AnswerMatchReward checks the trigger: a bad one is refused now, not at the first validation
-            self._answer_rule = AnswerMatchReward(trigger=eval_answer_trigger)
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"FineTuneModule: eval_answer_trigger={eval_answer_trigger!r}: {error}") from None
         self.reference_policy: Optional[torch.nn.Module] = None
         # Trainable parts an objective adds (a value head, a critic); saved with the module.
         self.extras = torch.nn.ModuleDict()
@@ -355,31 +377,6 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule):
             if loss is None:
                 loss = metrics["nll"]
         self.log_metrics(stage, loss, metrics, batch)
-        if self.eval_accuracy and "answer" in batch and "prompt_input_ids" in batch:
-            accuracy = self.accuracy_metrics[stage]
-            accuracy.update(self.answer_hits(batch))
-            self.log(f"{stage}/accuracy", accuracy, prog_bar=True, on_step=False, on_epoch=True)
-
-    def answer_accuracy(self, batch: Dict[str, Any]) -> torch.Tensor:
-        """Share of prompts whose greedy answer matches ``batch['answer']`` (see :meth:`answer_hits`)."""
-        hits = self.answer_hits(batch)
-        return hits.mean() if hits.numel() else torch.tensor(0.0)
-
-    @torch.no_grad()
-    def answer_hits(self, batch: Dict[str, Any]) -> torch.Tensor:
-        """1.0 for each prompt whose greedy answer matches ``batch['answer']`` (numeric, 1e-2),
-        the answer read by ``eval_answer_trigger``'s rule, else 0.0."""
-        responses, _ = generate_responses(
-            self.policy,
-            batch["prompt_input_ids"],
-            batch["prompt_attention_mask"],
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-            max_new_tokens=self.eval_max_new_tokens,
-        )
-        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        hits = [answers_match(self._answer_rule.extract(text), gold) for text, gold in zip(texts, batch["answer"])]
-        return torch.tensor([float(hit) for hit in hits], dtype=torch.float32, device=responses.device)
 
     def log_metrics(self, stage: str, loss: Optional[torch.Tensor], metrics: Dict[str, Any], batch: Dict[str, Any]) -> None:
         """Log ``{stage}/loss`` and every metric; keys that carry a ``/`` are logged as given."""

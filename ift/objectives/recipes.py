@@ -243,9 +243,9 @@ class Mix(Objective):
     """A weighted sum of objectives' losses, one optimizer step per batch.
 
     Every objective sees the same batch. Batch-loss objectives (SFT, IFT, DPO, ...)
-    contribute their usual loss; PPO contributes one rollout and one
-    ``loss_on_rollout`` (its first, unclipped update) instead of its own optimizer
-    steps, so the fit keeps automatic optimization. Metrics are logged per objective
+    contribute their usual loss; a rollout objective (PPO) contributes one ``rollout``
+    and one ``loss_on_rollout`` on it (PPO: its first, unclipped update) instead of the
+    epochs of its own loop, so the fit keeps automatic optimization. Metrics are logged per objective
     as ``<name>_<metric>`` (e.g. ``train/sft_loss``, ``train/ppo_score``); timing keys
     (``time/...``) keep their names.
 

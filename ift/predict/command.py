@@ -5,86 +5,82 @@ prompt and sample, scored where a prompt has an answer.
     ift predict --policy lightning_logs/version_0/export/final --data chats.jsonl --output -
     ift predict --policy run.ckpt --data val.jsonl --temperature 0.7 --num_samples 4 --seed 1
 
-Errors in the arguments, the policy path or the data stop with ``ift predict: error: ...``
-(the path or ``file:line`` and the fix), before anything is generated.
+The options are the fields of :class:`PredictArguments` (``ift predict --help``); the
+command is registered in :mod:`ift.cli.commands`. Errors in the arguments, the policy path
+or the data stop with ``ift predict: error: ...`` (the path or ``file:line`` and the fix),
+before anything is generated.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import sys
-import textwrap
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
-from ift.data.records import DataFormatError, file_format
+from ift.data.records import file_format
 from ift.predict.generate import Prediction, PredictSettings, predict, prompt_room
-from ift.predict.output import STDOUT, PredictionOutput, default_output
+from ift.predict.output import PredictionOutput, default_output
 from ift.predict.policy import PredictError, load_policy
 from ift.predict.prompts import read_prompts
 
 _NONE = ("none", "null", "")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The options of ``ift predict`` (each also spelt with dashes, ``--max-new-tokens``)."""
-    parser = argparse.ArgumentParser(
-        prog="ift predict", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=textwrap.fill("Generate responses of a policy to a file of prompts: one JSONL line per prompt and sample "
-                    "(location, sample, prompt, response, finished; with an answer also answer, extracted, correct, "
-                    "score), then a one-line summary on stderr.", 79),
-        epilog="examples:\n" + "\n".join(line for line in __doc__.splitlines() if line.startswith("    ift ")))
+@dataclasses.dataclass(kw_only=True)
+class PredictArguments(PredictSettings):
+    """Generate responses of a policy to a file of prompts: one JSONL line per prompt and
+    sample (location, sample, prompt, response, finished; with an answer also answer,
+    extracted, correct, score), then a one-line summary on stderr.
 
-    def option(name: str, **kwargs) -> None:
-        spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        parser.add_argument(*spellings, dest=name, **kwargs)
+    The options of ``ift predict``: how it generates (those of :class:`PredictSettings`),
+    and what generates, from which prompts, to which file.
 
-    option("policy", required=True, metavar="PATH_OR_NAME",
-           help="what generates: a checkpoint written by `ift fit` (*.ckpt), a folder written by ExportPretrained "
-                "or save_pretrained, a preset (tiny-gpt2, ...: untrained) or a hub id")
-    option("data", required=True, metavar="SOURCE",
-           help="the prompts: .jsonl/.json/.csv/.parquet, or a datasets name or folder; each record has a prompt "
-                "string or chat messages, and optionally an answer")
-    option("output", metavar="FILE",
-           help=f"JSONL written, one line per prompt and sample; '{STDOUT}' for stdout (default: next to the prompts "
-                "file, prompts.jsonl -> prompts.predictions.jsonl)")
-    option("overwrite", action="store_true", help="replace an existing --output")
-    option("split", default="test", help="split of a datasets source (default: test)")
-    option("prompt_key", default="prompt", help="field of the prompt string, or of a message list (default: prompt)")
-    option("messages_key", default="messages",
-           help="field of chat messages, rendered with the tokenizer's chat template and the assistant header, in "
-                "records without --prompt_key (default: messages)")
-    option("answer_key", default="answer",
-           help="field of the reference answer scored against each response; the default is read where a record "
-                "has it, another name must be in every record; 'none' reads none (default: answer)")
-    option("use_chat_template", action="store_true",
-           help="render prompt strings as a user turn with the tokenizer's chat template (as the data modules' "
-                "use_chat_template): give it when the policy was trained so")
-    option("tokenizer", help="tokenizer to use instead of the policy's own (char, char:CHARS, a folder or hub id); "
-                             "a checkpoint's default is the one its run recorded")
-    option("max_new_tokens", type=int, default=64, help="most tokens generated per response (default: 64)")
-    option("temperature", type=float, default=0.0,
-           help="0 decodes greedily (default); above 0 samples at this temperature")
-    option("top_p", type=float, default=1.0, help="nucleus sampling's probability mass, with sampling (default: 1)")
-    option("num_samples", type=int, default=1, help="responses per prompt; more than 1 needs --temperature > 0")
-    option("batch_size", type=int, default=16, help="responses generated together (default: 16)")
-    option("seed", type=int, default=0,
-           help="seed of the sampling: the same seed, options and prompts give the same output (default: 0)")
-    option("answer_trigger", action="append", metavar="PHRASE",
-           help="read the answer as the first number after the last PHRASE (ReFT's rule; repeat for several "
-                "phrases), as the module's eval_answer_trigger; default: a checkpoint's eval_answer_trigger, "
-                "else the liberal rule of val/accuracy")
-    option("device", default=None, help="where to generate: cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
-    return parser
+    Attributes:
+        policy: what generates: a checkpoint written by `ift fit` (*.ckpt), a folder written by
+            ExportPretrained or save_pretrained, a preset (tiny-gpt2, ...: untrained) or a hub id.
+        data: the prompts: .jsonl/.json/.csv/.parquet, or a datasets name or folder; each record
+            has a prompt string or chat messages, and optionally an answer.
+        output: the JSONL written, one line per prompt and sample; '-' for stdout; null: next to
+            the prompts file (prompts.jsonl -> prompts.predictions.jsonl).
+        overwrite: replace an existing --output.
+        split: split of a datasets source.
+        prompt_key: field of the prompt string, or of a message list.
+        messages_key: field of chat messages, rendered with the tokenizer's chat template and the
+            assistant header, in records without --prompt_key.
+        answer_key: field of the reference answer scored against each response; the default is read
+            where a record has it, another name must be in every record; 'none' reads none.
+        use_chat_template: render prompt strings as a user turn with the tokenizer's chat template
+            (as the data modules' use_chat_template): give it when the policy was trained so.
+        tokenizer: tokenizer to use instead of the policy's own (char, char:CHARS, a folder or hub
+            id); null: the policy's own (a checkpoint's: the one its run recorded).
+        answer_trigger: read the answer as the first number after the last of these phrases
+            (ReFT's rule; several phrases after one flag: --answer_trigger '####' 'The answer is'),
+            as the module's eval_answer_trigger; null: a checkpoint's eval_answer_trigger, else the
+            liberal rule of val/accuracy.
+        device: where to generate: cpu, cuda, cuda:1; null: cuda when available, else cpu.
+    """
+
+    policy: str
+    data: str
+    output: Optional[str] = None
+    overwrite: bool = False
+    split: str = "test"
+    prompt_key: str = "prompt"
+    messages_key: str = "messages"
+    answer_key: str = "answer"
+    use_chat_template: bool = False
+    tokenizer: Optional[str] = None
+    answer_trigger: Optional[List[str]] = None
+    device: Optional[str] = None
 
 
-def run(argv: Optional[Sequence[str]] = None) -> Prediction:
+def run(args: PredictArguments) -> Prediction:
     """Run ``ift predict`` with these arguments; returns what was done (errors raise
     :class:`~ift.predict.PredictError` or :class:`~ift.data.DataFormatError`)."""
-    args = build_parser().parse_args(argv)
-    settings = PredictSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                               num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                               answer_trigger=args.answer_trigger, device=args.device or _default_device())
+    settings = PredictSettings(**{field.name: getattr(args, field.name)
+                                  for field in dataclasses.fields(PredictSettings)})
+    settings.device = args.device or _default_device()
     settings.check()
     _check_source(args.data)
     output = PredictionOutput(args.output or default_output(args.data, args.split), args.overwrite, args.data).open()
@@ -122,15 +118,3 @@ def _default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def main(argv: Optional[List[str]] = None) -> None:
-    """Entry point of ``ift predict`` (returns None, so the console script exits 0)."""
-    try:
-        run(argv)
-    except (PredictError, DataFormatError, FileNotFoundError) as error:
-        raise SystemExit(f"ift predict: error: {error}") from None
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

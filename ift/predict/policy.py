@@ -45,8 +45,9 @@ class LoadedPolicy:
         source: what the user named (checkpoint path, folder, preset or hub id).
         kind: ``checkpoint``, ``folder``, ``gguf`` (a ``.gguf`` file or a pretrained preset such as
             ``smollm2-135m-instruct``), ``preset`` or ``hub``.
-        answer_trigger: the checkpoint's ``eval_answer_trigger`` (None elsewhere), the rule
-            ``val/accuracy`` read answers with during training.
+        answer_trigger: the ``answer_trigger`` of the checkpoint's
+            :class:`~ift.callbacks.AnswerAccuracy` (or of its older ``eval_answer_trigger``; None
+            elsewhere), the rule ``val/accuracy`` read answers with during training.
     """
 
     policy: torch.nn.Module
@@ -120,7 +121,9 @@ def _from_checkpoint(path: str, tokenizer: Optional[str]) -> LoadedPolicy:
             f"give the tokenizer the run trained with, e.g. --tokenizer char:0123456789+="
         ) from None
     policy = module.policy
-    trigger = module.hparams.get("eval_answer_trigger")
+    from ift.callbacks.answer_accuracy import recorded_answer_trigger
+
+    trigger = recorded_answer_trigger(path)
     return LoadedPolicy(policy, module.tokenizer, path, "checkpoint", trigger)
 
 

@@ -30,7 +30,7 @@ from ift.data.chat import ChatDataModule
 from ift.data.datamodule import PromptResponseDataModule, SourceDataModule
 from ift.data.encoding import SkipExample
 from ift.data.records import DataFormatError, read_records, require_keys
-from ift.data.skip_tally import SkipTally
+from ift.data.skip_tally import encode_records
 from ift.rewards.answer import answers_match
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,21 @@ class PromptReader:
                      f"under {self.messages_key!r} (--messages_key).")
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def encode_record(self, location: str, record: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """The normalised example and the features of one record; raises
+        :class:`~ift.data.encoding.SkipExample` for an unusable one, DataFormatError for a bad one."""
+        reader = self.reader_for(location, record)
+        example = reader.normalise(location, record)
+        try:
+            features = reader.encode_one(example)
+        except (SkipExample, DataFormatError):
+            raise
+        except ValueError as error:  # e.g. chat messages for a tokenizer without a chat template
+            raise DataFormatError(f"{location}: {error}") from None
+        if example.get("answer") is not None:
+            check_gold(location, example["answer"], self.answer_key)
+        return example, features
+
     def read(self, max_prompt_tokens: Optional[int] = None) -> PromptSet:
         """Every record of the source as a :class:`PromptItem`; prompts longer than
         ``max_prompt_tokens`` keep their last tokens (and are counted in ``cut``)."""
@@ -130,33 +145,19 @@ class PromptReader:
         if not records:
             raise DataFormatError(f"{self.source}: no records; it should hold one prompt per record, e.g. "
                                   f'{{"{self.prompt_key}": "12+7=", "answer": "19"}}')
-        items, tally, cut = [], SkipTally(), 0
-        for location, record in records:
-            reader = self.reader_for(location, record)
-            example = reader.normalise(location, record)
-            try:
-                features = reader.encode_one(example)
-            except SkipExample as reason:
-                tally.add(location, reason)
-                continue
-            except DataFormatError:
-                raise
-            except ValueError as error:  # e.g. chat messages for a tokenizer without a chat template
-                raise DataFormatError(f"{location}: {error}") from None
+        encoded, tally = encode_records(records, self.encode_record)
+        items, cut = [], 0
+        for location, (example, features) in encoded:
             ids = list(features["prompt_ids"])
             if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
                 ids, cut = ids[-max_prompt_tokens:], cut + 1
-            answer = example.get("answer")
-            if answer is not None:
-                check_gold(location, answer, self.answer_key)
-            items.append(PromptItem(location, features["prompt"], ids, answer, features.get("response")))
+            items.append(PromptItem(location, features["prompt"], ids, example.get("answer"), features.get("response")))
         skipped, first_skipped = tally.counts, tally.first
-        if skipped:
-            log.warning("ift predict: skipped %d of %d records of %s: %s (first: %s)", sum(skipped.values()),
+        if tally:
+            log.warning("ift predict: skipped %d of %d records of %s: %s (first: %s)", tally.total,
                         len(records), self.source, dict(skipped), first_skipped[0][0])
         if not items:
-            raise DataFormatError(f"{self.source}: no usable prompt (skipped: {dict(skipped)}; first: "
-                                  f"{', '.join(f'{where} ({why})' for where, why in first_skipped)})")
+            raise DataFormatError(f"{self.source}: no usable prompt ({tally.describe()})")
         return PromptSet(items, len(records), skipped, first_skipped, cut)
 
 

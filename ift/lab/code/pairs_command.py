@@ -1,7 +1,7 @@
 """``ift code-pairs``: preference pairs of the built-in code task, judged by the sandbox.
 
     ift code-pairs --strong run.ckpt --weak tiny-gpt2 --output pairs.jsonl
-    ift code-pairs --strong run.ckpt --strong-temperature 0.4 --weak-temperature 1.5 --output pairs.jsonl
+    ift code-pairs --strong run.ckpt --strong_temperature 0.4 --weak_temperature 1.5 --output pairs.jsonl
     ift code-pairs --strong export/final --weak early.ckpt --split train --num 200 --samples 8 --output pairs.jsonl
 
 For each problem of a split of the built-in code task, ``--samples`` programs are sampled
@@ -15,12 +15,11 @@ reason) is printed as one line of JSON on stdout, and in words on stderr.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
-import textwrap
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import torch
 
@@ -31,96 +30,105 @@ from ift.lab.code.pair_sampling import Source, load_sources, sample_programs
 from ift.lab.code.pairs import DROP_REASONS, PairSummary, synthesise_pairs
 
 PROG = "ift code-pairs"
-SPLITS = ("train", "val", "test")
 #: Temperatures when none is given: one policy needs two different ones to be two sources.
 STRONG_TEMPERATURE, WEAK_TEMPERATURE_ONE_POLICY = 0.7, 1.5
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The options of ``ift code-pairs``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=textwrap.fill("Preference pairs of the built-in code task: programs sampled from a strong and a "
-                                  "weak source, run on each problem's tests in the sandbox; a passing program "
-                                  "(chosen) beside a failing one (rejected), written as JSONL.", 79),
-        epilog="examples:\n" + "\n".join(line for line in __doc__.splitlines() if line.startswith("    ift ")))
-    policy = ("a checkpoint written by `ift fit` (*.ckpt), a folder written by ExportPretrained or save_pretrained, "
-              "a .gguf file, a preset (tiny-gpt2, ...: untrained; smollm2-135m-instruct) or a hub id")
-    sources = parser.add_argument_group("sources")
-    sources.add_argument("--strong", required=True, metavar="POLICY",
-                         help=f"the policy whose passing programs are preferred as the chosen side: {policy}")
-    sources.add_argument("--weak", metavar="POLICY",
-                         help="the policy whose failing programs are preferred as the rejected side (same kinds as "
-                              "--strong); default: --strong again, sampled at --weak-temperature")
-    sources.add_argument("--strong-temperature", type=float, default=None,
-                         help=f"sampling temperature of the strong source; 0 decodes greedily and needs --samples 1 "
-                              f"(default: {STRONG_TEMPERATURE})")
-    sources.add_argument("--weak-temperature", type=float, default=None,
-                         help=f"sampling temperature of the weak source (default: {STRONG_TEMPERATURE} with --weak, "
-                              f"{WEAK_TEMPERATURE_ONE_POLICY} without, so that one policy gives two sources)")
-    sources.add_argument("--samples", type=int, default=4,
-                         help="programs sampled per problem from each source (default: 4)")
-    sources.add_argument("--tokenizer", help="tokenizer of both policies instead of their own (char, char:CHARS, a "
-                                             "folder or hub id); a checkpoint's default is the one its run recorded")
-    sources.add_argument("--max-new-tokens", type=int, default=48,
-                         help="most tokens generated per program (default: 48)")
-    sources.add_argument("--batch-size", type=int, default=16, help="programs generated together (default: 16)")
-    sources.add_argument("--device", default=None,
-                         help="where to generate: cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
-    problems = parser.add_argument_group("problems")
-    problems.add_argument("--split", default="train", choices=SPLITS,
-                          help="split of the built-in code task the problems come from (default: train, since the "
-                               "pairs are training data; val/test are the held-out problems)")
-    problems.add_argument("--num", type=int, default=None,
-                          help="use the first N problems of the split (default: all of them)")
-    problems.add_argument("--task", default=None,
-                          help="JSON of CodeTaskDataModule arguments, e.g. '{\"num_train\": 2000, \"task_seed\": 1}' "
-                               "(default: its defaults, as `ift code-pass-rate --task`)")
-    pairing = parser.add_argument_group("pairing and output")
-    pairing.add_argument("--max-pairs-per-problem", type=int, default=4,
-                         help="most pairs kept per problem; 0 keeps every usable pair (default: 4)")
-    pairing.add_argument("--timeout", type=float, default=5.0,
-                         help="seconds of one sandboxed run, interpreter start included (default: 5)")
-    pairing.add_argument("--workers", type=int, default=4, help="sandboxed runs at once (default: 4)")
-    pairing.add_argument("--seed", type=int, default=0,
-                         help="seed of the sampling, of a preset's weights and of the pairing's tie-breaks: the same "
-                              "seed and options give the same file (default: 0)")
-    pairing.add_argument("--output", required=True, metavar="FILE",
-                         help="the JSONL written: one pair per line, with prompt, chosen, rejected and provenance")
-    pairing.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    return parser
+_POLICY = ("a checkpoint written by `ift fit` (*.ckpt), a folder written by ExportPretrained or save_pretrained, "
+           "a .gguf file, a preset (tiny-gpt2, ...: untrained; smollm2-135m-instruct) or a hub id")
 
 
-def _sources(parser: argparse.ArgumentParser, args: argparse.Namespace) -> List[Source]:
-    """The two sources the options name, after checking they differ and can be sampled."""
-    strong_t = args.strong_temperature if args.strong_temperature is not None else STRONG_TEMPERATURE
-    weak_t = args.weak_temperature if args.weak_temperature is not None else (
-        STRONG_TEMPERATURE if args.weak else WEAK_TEMPERATURE_ONE_POLICY)
-    weak = args.weak or args.strong
-    if weak == args.strong and weak_t == strong_t:
-        parser.error(f"the strong and weak sources are the same policy at the same temperature ({strong_t}); give "
-                     f"--weak another policy, or a --weak-temperature that differs from --strong-temperature")
-    sources = [Source("strong", args.strong, strong_t), Source("weak", weak, weak_t)]
-    for source in sources:
-        if source.temperature < 0:
-            parser.error(f"--{source.name}-temperature must be >= 0, got {source.temperature}")
-        if source.temperature == 0 and args.samples > 1:
-            parser.error(f"--{source.name}-temperature 0 decodes greedily: --samples {args.samples} would give the "
-                         f"same program {args.samples} times; sample at a temperature above 0, or give --samples 1")
-    return sources
+@dataclasses.dataclass(kw_only=True)
+class CodePairsArguments:
+    """Preference pairs of the built-in code task: programs sampled from a strong and a weak
+    source, run on each problem's tests in the sandbox; a passing program (chosen) beside a
+    failing one (rejected), written as JSONL.
+
+    Attributes:
+        strong: the policy whose passing programs are preferred as the chosen side: POLICY.
+        weak: the policy whose failing programs are preferred as the rejected side (same kinds as
+            --strong); null: --strong again, sampled at --weak_temperature.
+        strong_temperature: sampling temperature of the strong source; 0 decodes greedily and needs
+            --samples 1 (null: STRONG_T).
+        weak_temperature: sampling temperature of the weak source (null: STRONG_T with --weak,
+            WEAK_T without, so that one policy gives two sources).
+        samples: programs sampled per problem from each source.
+        tokenizer: tokenizer of both policies instead of their own (char, char:CHARS, a folder or hub
+            id); null: their own (a checkpoint's: the one its run recorded).
+        max_new_tokens: most tokens generated per program.
+        batch_size: programs generated together.
+        device: where to generate: cpu, cuda, cuda:1 (null: cuda when available, else cpu).
+        split: split of the built-in code task the problems come from (train, since the pairs are
+            training data; val/test are the held-out problems).
+        num: use the first N problems of the split (null: all of them).
+        task: JSON of CodeTaskDataModule arguments, e.g. '{"num_train": 2000, "task_seed": 1}'
+            (null: its defaults, as `ift code-pass-rate --task`).
+        max_pairs_per_problem: most pairs kept per problem; 0 keeps every usable pair.
+        timeout: seconds of one sandboxed run, interpreter start included.
+        workers: sandboxed runs at once.
+        seed: seed of the sampling, of a preset's weights and of the pairing's tie-breaks: the same
+            seed and options give the same file.
+        output: the JSONL written: one pair per line, with prompt, chosen, rejected and provenance.
+        overwrite: replace an existing --output.
+    """
+
+    strong: str
+    weak: Optional[str] = None
+    strong_temperature: Optional[float] = None
+    weak_temperature: Optional[float] = None
+    samples: int = 4
+    tokenizer: Optional[str] = None
+    max_new_tokens: int = 48
+    batch_size: int = 16
+    device: Optional[str] = None
+    split: Literal["train", "val", "test"] = "train"
+    num: Optional[int] = None
+    task: Optional[str] = None
+    max_pairs_per_problem: int = 4
+    timeout: float = 5.0
+    workers: int = 4
+    seed: int = 0
+    output: str
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        """Stop on options that cannot be meant (ValueError naming the option)."""
+        for name in ("samples", "max_new_tokens", "batch_size", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.num is not None and self.num < 1:
+            raise ValueError(f"--num {self.num}: zero problems give no pairs; give --num >= 1, or leave it out for "
+                             f"the whole --split")
+        if self.max_pairs_per_problem < 0:
+            raise ValueError(f"--max_pairs_per_problem must be >= 0 (0: no cap), got {self.max_pairs_per_problem}")
+        if self.timeout <= 0:
+            raise ValueError(f"--timeout must be > 0, got {self.timeout}")
+        self.sources()
+
+    def sources(self) -> List[Source]:
+        """The two sources the options name, after checking they differ and can be sampled."""
+        strong_t = self.strong_temperature if self.strong_temperature is not None else STRONG_TEMPERATURE
+        weak_t = self.weak_temperature if self.weak_temperature is not None else (
+            STRONG_TEMPERATURE if self.weak else WEAK_TEMPERATURE_ONE_POLICY)
+        weak = self.weak or self.strong
+        if weak == self.strong and weak_t == strong_t:
+            raise ValueError(f"the strong and weak sources are the same policy at the same temperature ({strong_t}); "
+                             f"give --weak another policy, or a --weak_temperature that differs from "
+                             f"--strong_temperature")
+        sources = [Source("strong", self.strong, strong_t), Source("weak", weak, weak_t)]
+        for source in sources:
+            if source.temperature < 0:
+                raise ValueError(f"--{source.name}_temperature must be >= 0, got {source.temperature}")
+            if source.temperature == 0 and self.samples > 1:
+                raise ValueError(f"--{source.name}_temperature 0 decodes greedily: --samples {self.samples} would "
+                                 f"give the same program {self.samples} times; sample at a temperature above 0, or "
+                                 f"give --samples 1")
+        return sources
 
 
-def _check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("samples", "max_new_tokens", "batch_size", "workers"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.num is not None and args.num < 1:
-        parser.error(f"--num {args.num}: zero problems give no pairs; give --num >= 1, or leave it out for the whole "
-                     f"--split")
-    if args.max_pairs_per_problem < 0:
-        parser.error(f"--max-pairs-per-problem must be >= 0 (0: no cap), got {args.max_pairs_per_problem}")
-    if args.timeout <= 0:
-        parser.error(f"--timeout must be > 0, got {args.timeout}")
+CodePairsArguments.__doc__ = (CodePairsArguments.__doc__.replace("POLICY", _POLICY)
+                              .replace("STRONG_T", str(STRONG_TEMPERATURE))
+                              .replace("WEAK_T", str(WEAK_TEMPERATURE_ONE_POLICY)))
 
 
 def load_problems(task_json: Optional[str], split: str, num: Optional[int]) -> Tuple[List[Dict[str, Any]], List[str]]:
@@ -167,13 +175,10 @@ def _progress(name: str, done: int, total: int) -> None:
     print(f"{PROG}: {name}: generated {done}/{total} programs", file=sys.stderr, flush=True)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    """``ift code-pairs`` (or ``python -m ift.lab.code.pairs_command``): writes the pairs,
-    prints the summary as JSON and returns it. Bad arguments stop with ``ift code-pairs: error: ...``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_numbers(parser, args)
-    sources = _sources(parser, args)
+def run(args: CodePairsArguments) -> Dict[str, Any]:
+    """Run ``ift code-pairs``: writes the pairs, prints the summary as JSON and returns it.
+    Bad input (task arguments, policies, the output file) raises ValueError naming the fix."""
+    sources = args.sources()
     start = time.monotonic()
     output = None
     try:
@@ -190,10 +195,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                                   reward=reward)
         output.write(result.records)
         path = output.commit()
-    except ValueError as error:
-        if output is not None:
-            output.abort()
-        raise SystemExit(f"{PROG}: error: {error}") from None
     except BaseException:
         if output is not None:
             output.abort()
@@ -202,7 +203,3 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     print(describe(result.summary, path, time.monotonic() - start), file=sys.stderr)
     print(json.dumps(summary))
     return summary
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

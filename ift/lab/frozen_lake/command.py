@@ -25,12 +25,12 @@ so results do not depend on how many workers there are.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from tqdm.auto import tqdm
 
@@ -82,46 +82,65 @@ def run_one(job: Job) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------
-# The command
+# The command (registered in ift.cli.commands; its options are FrozenLakeArguments' fields)
 # --------------------------------------------------------------------------------------
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    """The arguments of ``ift frozen-lake`` (see ``--help``); objectives as a list of names."""
-    parser = argparse.ArgumentParser(
-        prog="ift frozen-lake",
-        description="The IFT paper's Frozen Lake sanity check: train every objective on one map over "
-                    "several seeds, compare each policy with the optimal policy π*.",
-    )
-    parser.add_argument("--policy", default="both", choices=("both",) + POLICIES,
-                        help="mlp (the paper's two-layer network over grid states), transformer (a tiny GPT-2 "
-                             "over action strings) or both (default)")
-    parser.add_argument("--map", default=None,
-                        help="a named map, rows joined by ',' (e.g. SFFF,FFHF,FFHG,FFFF), '4x4', '8x8' or "
-                             "'random:SIZE:SEED' (default: the default map)")
-    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per objective (0..N-1; default %(default)s)")
-    parser.add_argument("--objectives", default=",".join(OBJECTIVES),
-                        help="comma-separated subset of %(default)s")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="optimizer steps of every run, the same budget for each objective (default: "
-                             + ", ".join(f"{p} {n}" for p, n in DEFAULT_STEPS.items()) + ")")
-    parser.add_argument("--eval-every", type=int, default=DEFAULT_EVAL_EVERY,
-                        help="optimizer steps between two points of the learning curves (default %(default)s)")
-    parser.add_argument("--out", default="runs/frozen_lake", help="output folder (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="parallel processes (default: min(2, CPUs)); each uses one CPU thread")
-    args = parser.parse_args(argv)
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
-    if args.steps is not None and args.steps < 1:
-        parser.error("--steps must be at least 1")
-    if args.eval_every < 0:
-        parser.error("--eval-every must be >= 0")
-    names = [name.strip() for name in args.objectives.split(",") if name.strip()]
-    unknown = [name for name in names if name not in OBJECTIVES]
-    if unknown or not names:
-        parser.error(f"unknown objective(s) {unknown}; choose from {', '.join(OBJECTIVES)}")
-    args.objectives = names
-    args.policies = list(POLICIES) if args.policy == "both" else [args.policy]
-    return args
+PolicyChoice = Literal[("both",) + POLICIES]  # type: ignore[valid-type]
+
+
+@dataclasses.dataclass
+class FrozenLakeArguments:
+    """The IFT paper's Frozen Lake sanity check: train every objective on one map over
+    several seeds, compare each policy with the optimal policy π*.
+
+    Attributes:
+        policy: mlp (the paper's two-layer network over grid states), transformer (a tiny GPT-2
+            over action strings) or both.
+        map: a named map, rows joined by ',' (e.g. SFFF,FFHF,FFHG,FFFF), '4x4', '8x8' or
+            'random:SIZE:SEED'; null: the default map.
+        seeds: seeds per objective (0..N-1).
+        objectives: comma-separated subset of the objectives.
+        steps: optimizer steps of every run, the same budget for each objective; null: each
+            policy's own (STEPS).
+        eval_every: optimizer steps between two points of the learning curves.
+        out: output folder.
+        workers: parallel processes (null: min(2, CPUs)); each uses one CPU thread.
+    """
+
+    policy: PolicyChoice = "both"
+    map: Optional[str] = None
+    seeds: int = DEFAULT_SEEDS
+    objectives: str = ",".join(OBJECTIVES)
+    steps: Optional[int] = None
+    eval_every: int = DEFAULT_EVAL_EVERY
+    out: str = "runs/frozen_lake"
+    workers: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError("--seeds must be at least 1")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError("--steps must be at least 1")
+        if self.eval_every < 0:
+            raise ValueError("--eval_every must be >= 0")
+        if self.policy not in ("both",) + POLICIES:
+            raise ValueError(f"--policy {self.policy}: choose from both, {', '.join(POLICIES)}")
+        unknown = [name for name in self.objective_names if name not in OBJECTIVES]
+        if unknown or not self.objective_names:
+            raise ValueError(f"unknown objective(s) {unknown}; choose from {', '.join(OBJECTIVES)}")
+
+    @property
+    def objective_names(self) -> List[str]:
+        """``objectives`` as a list of names."""
+        return [name.strip() for name in self.objectives.split(",") if name.strip()]
+
+    @property
+    def policies(self) -> List[str]:
+        """The policies ``policy`` names."""
+        return list(POLICIES) if self.policy == "both" else [self.policy]
+
+
+FrozenLakeArguments.__doc__ = FrozenLakeArguments.__doc__.replace(
+    "(STEPS)", "(" + ", ".join(f"{policy} {steps}" for policy, steps in DEFAULT_STEPS.items()) + ")")
 
 
 def usable_objectives(task: FrozenLakeTask, names: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -138,20 +157,14 @@ def usable_objectives(task: FrozenLakeTask, names: Sequence[str]) -> Tuple[List[
     return kept, notes
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Entry point of ``ift frozen-lake`` (returns None, so the console script exits 0)."""
-    run(argv)
-
-
-def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Any]]:
+def run(args: FrozenLakeArguments) -> Dict[str, Dict[str, Any]]:
     """Run ``ift frozen-lake`` with these arguments; returns ``{policy: results.json's content}``."""
-    args = parse_args(argv)
     try:
         task = FrozenLakeTask(args.map if args.map is not None else DEFAULT_MAP)
     except MapError as error:
         raise SystemExit(f"ift frozen-lake: error: {error}")
     map_spec = None if args.map is None else ",".join(task.rows)
-    objectives, notes = usable_objectives(task, args.objectives)
+    objectives, notes = usable_objectives(task, args.objective_names)
     describe_map(task, objectives, notes)
     if not objectives:
         raise SystemExit("ift frozen-lake: error: no objective can run on this map")
@@ -190,7 +203,7 @@ def describe_map(task: FrozenLakeTask, objectives: Sequence[str], notes: Sequenc
 
 
 def report_policy(task: FrozenLakeTask, policy: str, runs: List[Dict[str, Any]], objectives: Sequence[str],
-                  args: argparse.Namespace, map_spec: Optional[str], notes: Sequence[str],
+                  args: FrozenLakeArguments, map_spec: Optional[str], notes: Sequence[str],
                   elapsed: float) -> Dict[str, Any]:
     """Write one policy's results, details and picture; print its table and claims."""
     out = os.path.join(args.out, policy)
@@ -247,6 +260,3 @@ def _advance(bar, run: Dict[str, Any]) -> None:
                         f"MSE {run['metrics']['mse_to_optimal']:.4f}")
     bar.update(1)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -160,7 +160,6 @@ def run_config(name: str, map: Optional[str] = None, steps: Optional[int] = None
         "objective": objective_config(name, task, steps, policy),
         "optimizer": copy.deepcopy((PPO_OPTIMIZERS if name in PPO_OBJECTIVES else OPTIMIZERS)[policy]),
         "max_grad_norm": 1.0,
-        "eval_accuracy": False,
     })
     return {
         "seed_everything": seed,
