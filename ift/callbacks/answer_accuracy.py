@@ -32,6 +32,9 @@ from ift.rewards.answer import AnswerMatchReward, answers_match
 #: The stages the callback measures, by the prefix of their metric keys.
 STAGES = ("val", "test")
 
+#: A loaded Lightning checkpoint, or the path of one.
+CheckpointLike = Union[str, "os.PathLike[str]", Mapping[str, Any]]
+
 
 class AnswerAccuracy(Callback):
     """On every validation (and test) batch with an ``answer`` and ``prompt_input_ids``,
@@ -134,7 +137,7 @@ class AnswerAccuracy(Callback):
         """Nothing to restore: the config's settings apply on resume (the metric restarts each epoch)."""
 
 
-def recorded_answer_settings(checkpoint: Union[str, "os.PathLike[str]", Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+def recorded_answer_settings(checkpoint: CheckpointLike) -> Optional[Dict[str, Any]]:
     """The :class:`AnswerAccuracy` settings (``max_new_tokens``, ``answer_trigger``, ``name``)
     a checkpoint's run validated with, or None when it had no such callback.
 
@@ -158,7 +161,7 @@ def recorded_answer_settings(checkpoint: Union[str, "os.PathLike[str]", Mapping[
             "answer_trigger": hparams.get("eval_answer_trigger"), "name": "accuracy"}
 
 
-def recorded_answer_trigger(checkpoint: Union[str, "os.PathLike[str]", Mapping[str, Any]]) -> Optional[Union[str, List[str]]]:
+def recorded_answer_trigger(checkpoint: CheckpointLike) -> Optional[Union[str, List[str]]]:
     """The ``answer_trigger`` of :func:`recorded_answer_settings` (None without one)."""
     settings = recorded_answer_settings(checkpoint)
     return None if settings is None else settings.get("answer_trigger")

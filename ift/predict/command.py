@@ -56,8 +56,8 @@ class PredictArguments(PredictSettings):
             id); null: the policy's own (a checkpoint's: the one its run recorded).
         answer_trigger: read the answer as the first number after the last of these phrases
             (ReFT's rule; several phrases after one flag: --answer_trigger '####' 'The answer is'),
-            as the module's eval_answer_trigger; null: a checkpoint's eval_answer_trigger, else the
-            liberal rule of val/accuracy.
+            as AnswerAccuracy's answer_trigger; null: the answer_trigger a checkpoint's run validated
+            with (its AnswerAccuracy callback), else the liberal rule of val/accuracy.
         device: where to generate: cpu, cuda, cuda:1; null: cuda when available, else cpu.
     """
 
@@ -91,7 +91,7 @@ def run(args: PredictArguments) -> Prediction:
         loaded = load_policy(args.policy, args.tokenizer)
         if args.answer_trigger is None and loaded.answer_trigger is not None:
             settings.answer_trigger = loaded.answer_trigger
-            print(f"ift predict: answers read with the checkpoint's eval_answer_trigger {loaded.answer_trigger!r} "
+            print(f"ift predict: answers read with the checkpoint's answer_trigger {loaded.answer_trigger!r} "
                   f"(--answer_trigger to change)", file=sys.stderr)
         answer_key = None if str(args.answer_key).lower() in _NONE else args.answer_key
         prompts = read_prompts(args.data, loaded.tokenizer, prompt_room(loaded.policy, settings.max_new_tokens),

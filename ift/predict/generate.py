@@ -28,7 +28,7 @@ class PredictSettings:
         num_samples: responses per prompt (more than 1 needs sampling).
         batch_size: rows (prompt x sample) generated together.
         seed: seed of the sampling; the same seed, settings and prompts give the same output.
-        answer_trigger: how answers are read, as ``eval_answer_trigger``: None for the
+        answer_trigger: how answers are read, as :class:`~ift.callbacks.AnswerAccuracy`'s: None for the
             liberal rule, a phrase or list of phrases for ReFT's rule.
         device: where to generate (``cpu``, ``cuda``, ``cuda:1``).
     """
@@ -104,7 +104,7 @@ class Prediction:
 
 def score_response(text: str, answer: str, rule: AnswerMatchReward) -> Tuple[Optional[float], bool]:
     """``(extracted, correct)``: the answer ``rule`` reads from ``text`` and whether it matches
-    ``answer``, exactly as :meth:`~ift.modules.FineTuneModule.answer_accuracy` decides."""
+    ``answer``, exactly as :meth:`~ift.callbacks.AnswerAccuracy.hits` (``val/accuracy``) decides."""
     extracted = rule.extract(text)
     return extracted, answers_match(extracted, answer)
 
