@@ -19,6 +19,7 @@ from ift.core.forward import policy_outputs
 from ift.objectives import functional as Fn
 from ift.objectives.base import Metrics
 from ift.objectives.contract import Capabilities, StepContext, StepResult
+from ift.objectives.scalar_head import ScalarHead
 from ift.objectives.preference import _PreferenceObjective, check_preference_batch, stacked_pair
 from ift.objectives.value_functions import hidden_size_of
 
@@ -26,7 +27,7 @@ from ift.objectives.value_functions import hidden_size_of
 REWARD_HEAD_KEY = "reward_head"
 
 
-class RewardHead(torch.nn.Module):
+class RewardHead(ScalarHead):
     """``r(h) = w · h``: one scalar per hidden state, computed in float32.
 
     No bias: the pairwise loss only sees reward differences, so a bias would never be
@@ -39,14 +40,7 @@ class RewardHead(torch.nn.Module):
     """
 
     def __init__(self, hidden_size: int):
-        super().__init__()
-        self.hidden_size = int(hidden_size)
-        self.linear = torch.nn.Linear(self.hidden_size, 1, bias=False, dtype=torch.float32)
-        torch.nn.init.zeros_(self.linear.weight)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``... x H`` hidden states (any dtype) -> ``...`` float32 rewards."""
-        return self.linear(hidden.float()).squeeze(-1)
+        super().__init__(hidden_size, bias=False)
 
 
 def sequence_rewards(

@@ -20,6 +20,7 @@ from typing import Tuple
 import torch
 
 from ift.core.shared_prompts import response_outputs
+from ift.objectives.scalar_head import ScalarHead
 
 
 def hidden_size_of(model: torch.nn.Module) -> int:
@@ -49,7 +50,7 @@ class ValueFunction(torch.nn.Module):
         raise NotImplementedError
 
 
-class ValueHead(ValueFunction):
+class ValueHead(ScalarHead, ValueFunction):
     """``V(h) = w . h + b``: one scalar per position, computed in float32.
 
     The weights start at zero, so every value is 0 before the first update (explained
@@ -60,15 +61,7 @@ class ValueHead(ValueFunction):
     """
 
     def __init__(self, hidden_size: int):
-        super().__init__()
-        self.hidden_size = int(hidden_size)
-        self.linear = torch.nn.Linear(self.hidden_size, 1, dtype=torch.float32)
-        torch.nn.init.zeros_(self.linear.weight)
-        torch.nn.init.zeros_(self.linear.bias)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``B x T x H`` hidden states (any dtype) -> ``B x T`` float32 values."""
-        return self.linear(hidden.float()).squeeze(-1)
+        super().__init__(hidden_size, bias=True)
 
     def logits_and_values(self, policy, input_ids, attention_mask, prompt_length, share_prompts=False):
         outputs = response_outputs(policy, input_ids, attention_mask, prompt_length, output_hidden_states=True,
