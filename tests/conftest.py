@@ -192,6 +192,28 @@ def _test_working_directory(tmp_path, monkeypatch):
         pytest.fail("wrote into the repository instead of tmp_path: " + ", ".join(written), pytrace=False)
 
 
+#: Variables that tell Lightning and torch.distributed "this process is one rank of a launched
+#: job". One left in this process by a test (an in-process launcher sets them) makes every later
+#: DDP fit of the same pytest worker wait for ranks that are never started.
+DISTRIBUTED_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                         "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_distributed_variables_left_behind():
+    """Restores the launcher variables a test set in ``os.environ``, and names the test."""
+    before = {name: os.environ.get(name) for name in DISTRIBUTED_VARIABLES}
+    yield
+    left = {name for name in DISTRIBUTED_VARIABLES if os.environ.get(name) != before[name]}
+    for name in left:
+        if before[name] is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before[name]
+    if left:
+        sys.stderr.write(f"\nconftest: a test left {sorted(left)} in os.environ; restored\n")
+
+
 @pytest.fixture
 def repository_guard():
     """The session's ``RepositoryGuard`` (to check the guard itself)."""

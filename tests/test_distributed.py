@@ -12,6 +12,8 @@ import pytest
 import torch
 import yaml
 
+from conftest import DISTRIBUTED_VARIABLES
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "arithmetic"
 
@@ -47,8 +49,10 @@ def _short_config(name: str, tmp_path: Path) -> Path:
 
 def _fit_on_two_processes(name: str, tmp_path: Path) -> list:
     config = _short_config(name, tmp_path)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
+    # A fresh launch: no rank variables inherited from this process (with LOCAL_RANK set,
+    # Lightning takes itself for an already launched rank and starts no second process).
+    env = {name: value for name, value in os.environ.items() if name not in DISTRIBUTED_VARIABLES}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "ift.cli", "fit", "--config", str(config),
                "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

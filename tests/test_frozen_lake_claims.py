@@ -81,6 +81,7 @@ def _paper_cases():
 
 
 @pytest.mark.slow
+@pytest.mark.claim
 @pytest.mark.parametrize("policy,text", list(_paper_cases()))
 def test_the_papers_claims(check, policy, text):
     _, details = check
@@ -88,6 +89,7 @@ def test_the_papers_claims(check, policy, text):
 
 
 @pytest.mark.slow
+@pytest.mark.claim
 @pytest.mark.parametrize("policy", ["mlp", "transformer"])
 @pytest.mark.parametrize("text", PROJECT)
 def test_this_projects_checks_hold(check, policy, text):
@@ -96,6 +98,7 @@ def test_this_projects_checks_hold(check, policy, text):
 
 
 @pytest.mark.slow
+@pytest.mark.claim
 @pytest.mark.parametrize("policy", ["mlp", "transformer"])
 def test_sft_ift_and_orpo_walk_the_optimal_path(check, policy):
     results, _ = check
@@ -119,6 +122,7 @@ def ppo_on_untuned_maps():
 
 
 @pytest.mark.slow
+@pytest.mark.claim
 @pytest.mark.parametrize("policy", POLICIES)
 def test_ppo_solves_maps_it_was_not_tuned_on(ppo_on_untuned_maps, policy):
     successes = [run["metrics"]["success_rate"] for run in ppo_on_untuned_maps if run["policy"] == policy]

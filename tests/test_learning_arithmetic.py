@@ -13,7 +13,7 @@ import pytest
 
 from ift.lab.arithmetic_learning import OBJECTIVES, LearningSettings, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.claim]
 
 SEEDS = (0, 1, 2)
 SETTINGS = LearningSettings(eval_steps=(1100,))

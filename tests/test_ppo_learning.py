@@ -35,7 +35,7 @@ from ift.lab.reft_arms import ReftSettings, run_job
 from ift.lab.stats import mean_and_standard_error
 from ift.lab.workers import map_in_processes
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.claim]
 
 SETTINGS = ReftSettings()
 SEQUENTIAL = dataclasses.replace(SETTINGS, ppo_iterations=24)

@@ -341,6 +341,7 @@ def held_out_accuracy_after_training(seed, steps=25, batch_size=16):
         return module.objective.training_step(module.step_context, held_out).metrics["pairwise_accuracy"].item()
 
 
+@pytest.mark.claim
 def test_a_tiny_reward_model_learns_an_easy_preference():
     accuracies = [held_out_accuracy_after_training(seed) for seed in range(3)]
     # Chance is 0.5 (0 before training: the zero head ties every pair). Measured: 1.0 on seeds

@@ -168,7 +168,7 @@ def test_the_gsm8k_config_reaches_the_reward_with_its_trigger(capsys):
     assert ppo["lr"] == pytest.approx(3e-7)  # RL's, ReFT §4.3
     args = ppo["objective"]["init_args"]
     assert (args["kl_coef"], args["vf_coef"], args["ppo_epochs"], args["clip_eps"]) == (0.05, 5.0, 2, 0.2)
-    assert (args["gamma"], args["lam"], args["samples_per_prompt"], args["temperature"]) == (1.0, 0.95, 1, 1.0)
+    assert (args["gamma"], args["gae_lambda"], args["samples_per_prompt"], args["temperature"]) == (1.0, 0.95, 1, 1.0)
     reward_args = args["reward"]["init_args"]
     assert reward_args["trigger"] == ["####"]
     reward = AnswerMatchReward(**reward_args)
