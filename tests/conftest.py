@@ -227,3 +227,19 @@ def tokenizer():
     from ift.data import build_char_tokenizer
 
     return build_char_tokenizer()
+
+
+# ---------------------------------------------------------------------------- longest first
+#: Modules whose module-scoped runs take minutes, longest first (measured with
+#: `--durations=30`). Under pytest-xdist (`-n 2 --dist loadscope`, what `make test` runs) a
+#: module goes to one worker whole, in collection order: starting these first keeps both
+#: workers busy to the end instead of leaving one of them a long run at the tail.
+LONGEST_FIRST = ("test_ppo_learning.py", "test_frozen_lake_claims.py", "test_frozen_lake_untuned_maps.py",
+                 "test_real_configs.py", "test_learning_arithmetic.py", "test_real_model.py", "test_distributed.py",
+                 "test_frozen_lake_maps.py", "test_codepmp.py", "test_fault_handling.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Puts the long modules first (a stable sort: every other test keeps its order)."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
