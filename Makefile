@@ -22,8 +22,9 @@ demo: install
 	ift frozen-lake --out runs/frozen_lake
 
 # The whole suite with this machine's kernels, then the learning claims again with AVX2's, each
-# on two pytest-xdist workers (a test module stays on one worker: its shared runs are made once).
-PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider -n 2 --dist loadscope --durations=30
+# on two pytest-xdist workers (a test module stays on one worker: its shared runs are made once;
+# modules start in the order tests/conftest.py gives them: the longest first).
+PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider -n 2 --dist loadscope --no-loadscope-reorder --durations=30
 test: install
 	$(TEST_ENV) $(PYTEST)
 	$(AVX2) $(TEST_ENV) $(PYTEST) -m claim
