@@ -6,7 +6,7 @@ import torch
 
 from ift.modules import FineTuneModule
 from ift.objectives import PPO
-from ift.objectives import ppo_rollout as steps
+from ift.objectives import rollout_steps as steps
 from ift.tasks.frozen_lake import VOCAB, FrozenLakeDataModule, FrozenLakeReward, FrozenLakeTask
 from ift.tasks.frozen_lake.reward import action_episode_ends
 from ift.tasks.frozen_lake.state_policy import STATE_TOKENIZER

@@ -1,5 +1,6 @@
 """Objectives: what the policy learns from. Chosen in YAML by ``class_path`` (short names work)."""
 
+from ift.core.subclasses import all_subclasses
 from ift.objectives.base import Objective
 from ift.objectives.contract import Capabilities, StepContext, StepResult
 from ift.objectives.dpo import DPO
@@ -20,15 +21,9 @@ __all__ += ["PPO", "Rollout", "Sequential", "Stage", "Mix", "FixedKLController",
 
 def available_objectives() -> list[str]:
     """Names of every objective class known to the package (for error messages)."""
-    seen, stack = set(), [Objective]
-    while stack:
-        cls = stack.pop()
-        for sub in cls.__subclasses__():
-            stack.append(sub)
-            # Private bases and declared bases (RolloutObjective) are not objectives of their own.
-            if not sub.__name__.startswith("_") and not vars(sub).get("is_base", False):
-                seen.add(sub.__name__)
-    return sorted(seen)
+    # Private bases and declared bases (RolloutObjective) are not objectives of their own.
+    return sorted({sub.__name__ for sub in all_subclasses(Objective)
+                   if not sub.__name__.startswith("_") and not vars(sub).get("is_base", False)})
 
 
 def default_objective() -> Objective:

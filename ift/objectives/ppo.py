@@ -27,6 +27,7 @@ from ift.core.model_factory import build_policy
 from ift.core.sampling import HFSampler, Sampler
 from ift.objectives import functional as Fn
 from ift.objectives import ppo_rollout as steps
+from ift.objectives import rollout_steps
 from ift.objectives.base import Metrics
 from ift.objectives.contract import Capabilities, StepContext
 from ift.objectives.kl_control import AdaptiveKLController, FixedKLController
@@ -265,12 +266,12 @@ class PPO(RolloutObjective):
         ``policy_loss + vf_coef * value_loss - entropy_coef * entropy``; on the rollout's
         first update the ratio is 1, so this is then the plain policy-gradient loss.
         """
-        rollout = steps.trim_right(rollout)
+        rollout = rollout_steps.trim_right(rollout)
         logits, values = self.value_function(context).logits_and_values(
             context.policy, rollout.input_ids, rollout.attention_mask, rollout.prompt_length, self.share_prompts
         )
         mask = rollout.response_mask
-        logprobs = steps.sampled_logprobs(logits, rollout.response_ids, self.temperature)
+        logprobs = rollout_steps.sampled_logprobs(logits, rollout.response_ids, self.temperature)
         policy = Fn.ppo_policy_loss(logprobs, rollout.old_logprobs, rollout.advantages, mask, self.clip_eps)
         value = Fn.ppo_value_loss(values, rollout.values, rollout.returns, mask, self.value_clip_eps)
         scaled = logits if self.temperature == 1.0 else logits.float() / self.temperature

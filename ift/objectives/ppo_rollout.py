@@ -1,7 +1,7 @@
 """PPO's own steps of a rollout, each a small function: log-probs with values, advantages,
 its statistics. :meth:`ift.objectives.PPO.evaluate_rollout` runs them; the steps every
 rollout objective shares (prompts, samples, episode ends, reference log-probs, trimming)
-are in :mod:`ift.objectives.rollout_steps` and re-exported here under their old names.
+are in :mod:`ift.objectives.rollout_steps`.
 
 See docs/objectives.md, section PPO, for the per-token reward, GAE and whitening.
 """
@@ -16,18 +16,7 @@ from ift.core.distributed import all_reduce_sum_fn
 from ift.objectives import functional as Fn
 from ift.objectives.contract import StepContext
 from ift.objectives.explained_variance import rollout_explained_variance
-from ift.objectives.rollout_steps import (  # noqa: F401  (re-exported: the shared steps)
-    Prompts,
-    Samples,
-    cut_at_episode_ends,
-    reference_logprobs,
-    repeated_prompts,
-    sampled_logprobs,
-    samples_from_ids,
-    sequences,
-    tokens_covering,
-    trim_right,
-)
+from ift.objectives.rollout_steps import Samples, reference_logprobs, sampled_logprobs
 from ift.objectives.value_functions import ValueFunction
 
 

@@ -37,6 +37,7 @@ import torch
 from ift.core.constants import TRAINS_ON_PROMPTS
 from ift.core.distributed import mean_over_processes, process_rank, sum_over_processes
 from ift.core.sampling import HFSampler, Sampler, SamplingSettings
+from ift.core.subclasses import all_subclasses
 from ift.objectives import rollout_steps as steps
 from ift.objectives.base import Objective
 from ift.objectives.contract import Capabilities, Metrics, StepContext, StepResult
@@ -140,14 +141,8 @@ class RolloutLoss(NamedTuple):
 def available_rewards() -> List[str]:
     """Class paths of every :class:`~ift.rewards.Reward` subclass imported so far (a task's
     reward shows once its task is imported), by their shortest importable path."""
-    seen, stack = set(), [Reward]
-    while stack:
-        cls = stack.pop()
-        for sub in cls.__subclasses__():
-            stack.append(sub)
-            if not sub.__name__.startswith("_") and "<locals>" not in sub.__qualname__:
-                seen.add(_public_path(sub))
-    return sorted(seen)
+    return sorted({_public_path(sub) for sub in all_subclasses(Reward)
+                   if not sub.__name__.startswith("_") and "<locals>" not in sub.__qualname__})
 
 
 def _public_path(cls: type) -> str:
@@ -265,7 +260,6 @@ class RolloutObjective(Objective):
         self.sampler = sampler if sampler is not None else HFSampler()
         self._rollouts = 0  # rollouts taken so far: the index of the next sampling stream
         self._reward_timeouts = 0  # reward batches that timed out (scored 0), over all processes
-        self._step = 0
 
     # ------------------------------------------------------------------ hooks of a subclass
     def evaluate_rollout(self, context: StepContext, scored: ScoredSamples) -> Rollout:
@@ -315,9 +309,6 @@ class RolloutObjective(Objective):
         """Make sure the frozen reference exists (a copy of the policy as it stands now,
         unless one was restored from a checkpoint or taken by a recipe at its switch)."""
         context.ensure_reference()
-
-    def set_step(self, step: int) -> None:
-        self._step = step
 
     def state_dict(self) -> Dict[str, Any]:
         return {"rollouts": self._rollouts, "reward_timeouts": self._reward_timeouts}

@@ -45,7 +45,7 @@ class Reward:
     that ignores the moves after a terminal state) may also define
     ``response_ends(prompts, responses, examples) -> list[int | None]``: per response, how
     many leading characters are the episode (None: all). PPO then neither credits nor
-    trains on the tokens after that point (``ift.objectives.ppo_rollout.cut_at_episode_ends``).
+    trains on the tokens after that point (``ift.objectives.rollout_steps.cut_at_episode_ends``).
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
