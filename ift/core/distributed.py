@@ -42,7 +42,7 @@ def sum_over_processes(value: torch.Tensor) -> float:
 
 def mean_over_processes(value: torch.Tensor) -> float:
     """The mean of a scalar over every process (the value itself with one process)."""
-    return sum_over_processes(value) / (torch.distributed.get_world_size() if is_distributed() else 1)
+    return sum_over_processes(value) / world_size()
 
 
 def any_process(flag: bool, device: Optional[torch.device] = None) -> bool:
@@ -80,3 +80,8 @@ def is_sharded(strategy: object) -> bool:
     from pytorch_lightning.strategies import FSDPStrategy, ModelParallelStrategy
 
     return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
+
+
+def world_size() -> int:
+    """How many processes train together (1 when not distributed)."""
+    return torch.distributed.get_world_size() if is_distributed() else 1

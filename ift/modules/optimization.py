@@ -9,7 +9,7 @@ module's ``nonfinite`` guard, ``_skip_pending`` mark, ``max_grad_norm`` and
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence, Union
 
 import torch
 
@@ -48,21 +48,30 @@ class OptimizerSteps:
             self._skip_pending = None
         self.nonfinite.record_step()
 
-    def optimizer_step_manually(self, loss: torch.Tensor) -> bool:
+    def optimizer_step_manually(self, loss: Union[torch.Tensor, Sequence[Callable[[], torch.Tensor]]]) -> bool:
         """Backward, clip, step and schedule: one update under manual optimization.
 
-        Returns False when the step was skipped because the loss (or, without an fp16
+        ``loss`` is the step's loss, or the parts of one step accumulated over micro-batches:
+        callables, each computing one micro-batch's share of the loss (their sum is the
+        step's loss), called one at a time so that only one micro-batch's graph is alive.
+
+        Returns False when the step was skipped because a loss (or, without an fp16
         GradScaler, the gradient norm) was nan/inf on some process: the gradients are then
         dropped and neither the optimizer nor the scheduler steps (``global_step`` does not
         advance either).
         """
+        parts = [lambda: loss] if isinstance(loss, torch.Tensor) else list(loss)
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        if not self.nonfinite.is_finite(loss):
-            self._skip_pending = ("loss", loss.detach())
-            self.manual_backward(zero_loss(self.trainable_parameters()))  # keeps DDP's collectives in step
-        else:
-            self.manual_backward(loss)
+        for part in parts:
+            value = part()
+            if self._skip_pending is None and not self.nonfinite.is_finite(value):
+                self._skip_pending = ("loss", value.detach())
+            if self._skip_pending is not None:
+                self.manual_backward(zero_loss(self.trainable_parameters()))  # keeps DDP's collectives in step
+            else:
+                self.manual_backward(value)
+        if self._skip_pending is None:
             self._check_gradients()
         if self._skip_pending is not None:
             self._skip_step(optimizer, f", epoch {self.current_epoch}")

@@ -54,7 +54,7 @@ class ModuleStepContext(StepContext):
         return extras[name]
 
     # ---------------------------------------------------------------- optimization
-    def optimizer_step(self, loss: torch.Tensor) -> bool:
+    def optimizer_step(self, loss) -> bool:
         return self._module.optimizer_step_manually(loss)
 
     def set_learning_rate(self, lr: float) -> None:

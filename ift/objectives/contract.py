@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Dict, Iterable, Optional, Protocol
+from typing import Any, Callable, ContextManager, Dict, Iterable, Optional, Protocol, Sequence, Union
 
 import torch
 
@@ -148,9 +148,12 @@ class StepContext(abc.ABC):
 
     # ---------------------------------------------------------------- optimization
     @abc.abstractmethod
-    def optimizer_step(self, loss: torch.Tensor) -> bool:
-        """Backward, clip, step and schedule one update (manual optimization). False when the
-        step was skipped because the loss or gradient was nan/inf on some process."""
+    def optimizer_step(self, loss: Union[torch.Tensor, Sequence[Callable[[], torch.Tensor]]]) -> bool:
+        """Backward, clip, step and schedule one update (manual optimization). ``loss`` is the
+        step's loss, or callables computing the shares of it of the step's micro-batches
+        (gradient accumulation: called and backpropagated one at a time, their sum is the
+        step's loss). False when the step was skipped because a loss or the gradient was
+        nan/inf on some process."""
 
     @abc.abstractmethod
     def set_learning_rate(self, lr: float) -> None:

@@ -63,8 +63,9 @@ class Rollout:
     response_mask: torch.Tensor
     #: ``B x R`` float32: log-probs of the sampled tokens under the policy at rollout time.
     old_logprobs: torch.Tensor
-    #: ``B x R`` float32: the same under the frozen reference policy.
-    ref_logprobs: torch.Tensor
+    #: ``B x R`` float32: the same under the frozen reference policy (None when the
+    #: objective reads no reference, e.g. a critic-free one with ``beta = 0``).
+    ref_logprobs: Optional[torch.Tensor]
     #: ``B`` float32: the reward's score of each response (nan/inf already replaced by 0).
     scores: torch.Tensor
     #: ``B`` bool: whether the response emitted EOS (False: it hit ``max_new_tokens``).
@@ -77,6 +78,9 @@ class Rollout:
     examples: List[Dict[str, Any]] = field(default_factory=list)
     #: how many scores were nan/inf and replaced by 0.
     n_nan_rewards: int = 0
+    #: ``B`` bool: False where the reward could not score the response (nan/inf, timed out);
+    #: None: every score counts.
+    score_valid: Optional[torch.Tensor] = None
     #: statistics of the whole rollout (``score``, ``eos_rate``, timings, ...), for logging.
     metrics: Dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -117,6 +121,10 @@ class ScoredSamples:
     #: ``B`` float32 scores (nan/inf replaced by 0) and how many were replaced.
     scores: torch.Tensor
     n_nan_rewards: int
+    #: ``B`` bool: False where the reward could not score the response (nan/inf, timed out).
+    score_valid: Optional[torch.Tensor] = None
+    #: statistics of the scoring (one entry per reward function when there are several).
+    metrics: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     def rollout_fields(self) -> Dict[str, Any]:
         """The keyword arguments of :class:`Rollout` known before evaluation (all but the
@@ -125,8 +133,21 @@ class ScoredSamples:
             input_ids=self.input_ids, attention_mask=self.attention_mask, response_ids=self.samples.ids,
             response_mask=self.samples.mask, scores=self.scores, ended_with_eos=self.samples.ended_with_eos,
             prompts=self.prompts.texts, responses=self.samples.texts, examples=self.prompts.examples,
-            n_nan_rewards=self.n_nan_rewards,
+            n_nan_rewards=self.n_nan_rewards, score_valid=self.score_valid,
         )
+
+
+class RolloutScores(NamedTuple):
+    """What :meth:`RolloutObjective.score` returns."""
+
+    #: ``B`` float32 scores, 0 where the reward could not score a response.
+    scores: torch.Tensor
+    #: how many scores were nan/inf.
+    n_nan: int
+    #: ``B`` bool: False where the reward could not score the response (nan/inf, timed out).
+    valid: torch.Tensor
+    #: statistics of the scoring, logged with the rollout.
+    metrics: Dict[str, torch.Tensor]
 
 
 class RolloutLoss(NamedTuple):
@@ -194,6 +215,9 @@ class RolloutObjective(Objective):
             reuse its KV cache for all its samples (:mod:`ift.core.shared_prompts`).
         epochs: passes over each rollout.
         mini_batch_size: rollouts per optimizer step; None: the whole rollout in one step.
+        micro_batch_size: rollouts per forward/backward pass within one optimizer step
+            (gradient accumulation); None: the whole mini-batch at once. Only for objectives
+            whose loss on a micro-batch is its share of the step's loss (the critic-free ones).
         early_stop_kl: stop the epochs of an iteration once a mini-batch's ``approx_kl`` (mean
             over processes) exceeds this; None: never.
         reward_timeout_s: give up on a reward call after this many seconds (its batch scores
@@ -212,6 +236,9 @@ class RolloutObjective(Objective):
     #: Prefix of the loop's update counters in the metrics (``<prefix>updates``,
     #: ``<prefix>skipped_updates``); PPO keeps its ``ppo_`` names.
     update_metrics_prefix = ""
+    #: Shuffle and cut mini-batches by whole groups (a prompt's ``samples_per_prompt``
+    #: responses), as the group-baseline objectives want.
+    keeps_groups_together = False
 
     def __init__(
         self,
@@ -225,6 +252,7 @@ class RolloutObjective(Objective):
         share_prompts: bool = True,
         epochs: int = 1,
         mini_batch_size: Optional[int] = None,
+        micro_batch_size: Optional[int] = None,
         early_stop_kl: Optional[float] = None,
         reward_timeout_s: Optional[float] = 300.0,
         seed: Optional[int] = None,
@@ -237,6 +265,7 @@ class RolloutObjective(Objective):
             ("top_p", top_p, 0 < top_p <= 1),
             ("epochs", epochs, epochs >= 1),
             ("mini_batch_size", mini_batch_size, mini_batch_size is None or mini_batch_size >= 1),
+            ("micro_batch_size", micro_batch_size, micro_batch_size is None or micro_batch_size >= 1),
             ("early_stop_kl", early_stop_kl, early_stop_kl is None or early_stop_kl > 0),
             ("reward_timeout_s", reward_timeout_s, reward_timeout_s is None or reward_timeout_s > 0),
         )
@@ -254,6 +283,7 @@ class RolloutObjective(Objective):
         self.share_prompts = share_prompts
         self.epochs = epochs
         self.mini_batch_size = mini_batch_size
+        self.micro_batch_size = micro_batch_size
         self.early_stop_kl = early_stop_kl
         self.reward_timeout_s = reward_timeout_s
         self.seed = seed
@@ -277,14 +307,19 @@ class RolloutObjective(Objective):
         return {}
 
     # ------------------------------------------------------------------ helpers for the hooks
-    def policy_and_reference_logprobs(self, context: StepContext, scored: ScoredSamples):
+    def policy_and_reference_logprobs(self, context: StepContext, scored: ScoredSamples,
+                                      policy: bool = True, reference: bool = True):
         """``(old_logprobs, ref_logprobs)``, ``B x R`` each, no gradient: the sampled tokens'
-        log-probs under the current policy and under the frozen reference."""
+        log-probs under the current policy and under the frozen reference; a pass not asked
+        for is not run and its entry is None."""
+        old = ref = None
         with torch.no_grad():
-            old = steps.policy_logprobs(context, scored.input_ids, scored.attention_mask, scored.samples.ids,
-                                        self.temperature, self.share_prompts)
-            ref = steps.reference_logprobs(context, scored.input_ids, scored.attention_mask, scored.samples.ids,
-                                           self.temperature, self.share_prompts)
+            if policy:
+                old = steps.policy_logprobs(context, scored.input_ids, scored.attention_mask, scored.samples.ids,
+                                            self.temperature, self.share_prompts)
+            if reference:
+                ref = steps.reference_logprobs(context, scored.input_ids, scored.attention_mask, scored.samples.ids,
+                                               self.temperature, self.share_prompts)
         return old, ref
 
     def stream_seed(self, index: int, salt: int = 0) -> int:
@@ -335,6 +370,13 @@ class RolloutObjective(Objective):
     def update_on_rollout(self, context: StepContext, rollout: Rollout) -> Metrics:
         """``epochs`` passes over shuffled mini-batches of ``rollout``, one optimizer step each.
 
+        With :attr:`keeps_groups_together` the shuffle moves whole groups (the
+        ``samples_per_prompt`` responses of one prompt) and a mini-batch holds whole groups.
+        Each mini-batch goes through :meth:`prepare_update` (a critic-free objective records
+        the token and sequence totals of the step there), then, with ``micro_batch_size``, is
+        split into micro-batches whose losses are accumulated into one step (each loss is
+        that micro-batch's share of the step's loss).
+
         An update whose loss or gradient is not finite is skipped by the module and counted
         (``<prefix>skipped_updates``); its metrics are left out of the means. With
         ``early_stop_kl`` the passes stop after the first mini-batch whose ``approx_kl`` (mean
@@ -343,19 +385,22 @@ class RolloutObjective(Objective):
         """
         size = rollout.batch_size
         mini = min(self.mini_batch_size or size, size)
+        group = self.samples_per_prompt if self.keeps_groups_together else 1
         generator = torch.Generator().manual_seed(self.stream_seed(self._rollouts - 1, salt=1))
         sums: Dict[str, float] = {}
         updates = skipped = 0
         stop = False
         for _ in range(self.epochs):
-            order = torch.randperm(size, generator=generator)
+            order = (torch.randperm(size // group, generator=generator).unsqueeze(-1) * group
+                     + torch.arange(group)).flatten()
             for first in range(0, size, mini):
-                loss, step_metrics = self.loss_on_rollout(context, rollout.select(order[first:first + mini]))
-                if not context.optimizer_step(loss):
+                batch = self.prepare_update(context, rollout.select(order[first:first + mini]))
+                loss, step_metrics = self._accumulated_step(context, batch)
+                if loss is None:
                     skipped += 1  # nan/inf loss or gradient: no update, metrics left out of the means
                 else:
                     updates += 1
-                    step_metrics["loss"] = loss.detach()
+                    step_metrics["loss"] = loss
                     for key, value in step_metrics.items():
                         sums[key] = sums.get(key, 0.0) + float(value)
                 if self.early_stop_kl is not None:
@@ -374,11 +419,56 @@ class RolloutObjective(Objective):
             metrics[f"{prefix}skipped_updates"] = torch.tensor(float(skipped))
         return metrics
 
+    def prepare_update(self, context: StepContext, batch: Rollout) -> Rollout:
+        """The mini-batch of one optimizer step, before it is split into micro-batches; a
+        subclass adds what every micro-batch must know about its whole step (the default
+        returns it as it is)."""
+        return batch
+
+    def _accumulated_step(self, context: StepContext, batch: Rollout):
+        """One optimizer step on ``batch``, in micro-batches of ``micro_batch_size`` when set:
+        ``(loss, metrics)``, the loss the sum of the micro-batches' losses and the metrics
+        their means; ``(None, metrics)`` when the step was skipped."""
+        size = batch.batch_size
+        micro = min(self.micro_batch_size or size, size)
+        results: List[RolloutLoss] = []
+
+        def part(rows: torch.Tensor):
+            def compute() -> torch.Tensor:
+                result = self.loss_on_rollout(context, batch.select(rows) if micro < size else batch)
+                results.append(result)
+                return result.loss
+            return compute
+
+        parts = [part(torch.arange(first, min(first + micro, size))) for first in range(0, size, micro)]
+        stepped = context.optimizer_step(parts if len(parts) > 1 else parts[0]())
+        metrics: Dict[str, torch.Tensor] = {}
+        for key in results[0].metrics:
+            metrics[key] = torch.stack([torch.as_tensor(r.metrics[key], dtype=torch.float32) for r in results]).mean()
+        loss = torch.stack([r.loss.detach().float() for r in results]).sum() if stepped else None
+        return loss, metrics
+
     # ------------------------------------------------------------------ the rollout
     @torch.no_grad()
     def rollout(self, context: StepContext, batch: Dict[str, Any]) -> Rollout:
         """Sample, score and evaluate one batch of prompts (no gradient). The rollout's
         ``metrics`` hold its statistics and timings."""
+        scored = self.sample_and_score(context, batch)
+        start = time.perf_counter()
+        rollout = self.evaluate_rollout(context, scored)
+        evaluated = time.perf_counter()
+        metrics = steps.core_rollout_metrics(rollout, self._reward_timeouts)
+        metrics.update(scored.metrics)
+        metrics.update(self.rollout_metrics(rollout))
+        metrics["time/logprobs"] = torch.tensor(evaluated - start)
+        rollout.metrics = metrics
+        return rollout
+
+    @torch.no_grad()
+    def sample_and_score(self, context: StepContext, batch: Dict[str, Any]) -> ScoredSamples:
+        """Sample ``samples_per_prompt`` responses to every prompt of ``batch`` on the next
+        sampling stream and score them; ``metrics`` of the result hold the timings
+        (``time/generation``, ``time/scoring``) and the scoring's statistics."""
         prompts = steps.repeated_prompts(batch, context.tokenizer, self.samples_per_prompt)
         count = int(prompts.ids.shape[0])
         with context.progress(total=count, desc="rollout") as bar:
@@ -390,21 +480,17 @@ class RolloutObjective(Objective):
             bar.update(count)
             bar.set_phase("scoring")
             samples = steps.samples_from_ids(response_ids, context.tokenizer)
-            scores, n_nan = self.score(prompts, samples)
-            samples = steps.cut_at_episode_ends(samples, self.reward, prompts, context.tokenizer)
+            scores = self.score(prompts, samples)
+            samples = steps.cut_at_episode_ends(samples, self.episode_reward(), prompts, context.tokenizer)
             scored_at = time.perf_counter()
-            bar.set_postfix(score=round(float(scores.sum()) / max(count, 1), 3))
+            bar.set_postfix(score=round(float(scores.scores.sum()) / max(count, 1), 3))
         input_ids, attention_mask = steps.sequences(prompts, samples)
-        scored = ScoredSamples(prompts=prompts, samples=samples, input_ids=input_ids, attention_mask=attention_mask,
-                               scores=scores, n_nan_rewards=n_nan)
-        rollout = self.evaluate_rollout(context, scored)
-        evaluated = time.perf_counter()
-        metrics = steps.core_rollout_metrics(rollout, self._reward_timeouts)
-        metrics.update(self.rollout_metrics(rollout))
-        timings = {"generation": generated - start, "scoring": scored_at - generated, "logprobs": evaluated - scored_at}
-        metrics.update({f"time/{name}": torch.tensor(seconds) for name, seconds in timings.items()})
-        rollout.metrics = metrics
-        return rollout
+        metrics = dict(scores.metrics)
+        metrics.update({"time/generation": torch.tensor(generated - start),
+                        "time/scoring": torch.tensor(scored_at - generated)})
+        return ScoredSamples(prompts=prompts, samples=samples, input_ids=input_ids, attention_mask=attention_mask,
+                             scores=scores.scores, n_nan_rewards=scores.n_nan, score_valid=scores.valid,
+                             metrics=metrics)
 
     def generate(self, context: StepContext, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
         """``B x R`` sampled response ids (pad after EOS), drawn by the sampler from the current
@@ -414,16 +500,29 @@ class RolloutObjective(Objective):
         self.sampler.load_weights(context.policy)
         return self.sampler.sample(context.policy, context.tokenizer, prompt_ids, prompt_mask, settings).ids
 
-    def score(self, prompts: steps.Prompts, samples: steps.Samples):
-        """``(scores, n_nan)``: the reward of every response (nan/inf and failures scored 0),
-        counting reward batches that timed out over every process."""
-        scores, n_nan, timed_out = score_safely(
-            self.reward, prompts.texts, samples.texts, prompts.examples, timeout_s=self.reward_timeout_s
+    def score(self, prompts: steps.Prompts, samples: steps.Samples) -> RolloutScores:
+        """The reward of every response (:class:`RolloutScores`): nan/inf scores and every
+        score of a batch that timed out are 0 and marked invalid; reward batches that timed
+        out are counted over every process."""
+        values, n_nan, timed_out = score_safely(
+            self.reward, prompts.texts, samples.texts, prompts.examples, timeout_s=self.reward_timeout_s,
+            keep_non_finite=True,
         )
+        self.count_reward_timeouts(timed_out, prompts.ids.device)
+        scores = torch.tensor(values, dtype=torch.float32, device=prompts.ids.device)
+        valid = torch.isfinite(scores) & (not timed_out)
+        return RolloutScores(torch.where(valid, scores, 0.0), n_nan, valid, {})
+
+    def episode_reward(self) -> Any:
+        """The reward whose optional ``response_ends`` says where episodes end."""
+        return self.reward
+
+    def count_reward_timeouts(self, timed_out: bool, device: torch.device) -> None:
+        """Add this process's timed-out reward call (if any) to the count over every process.
+        A collective when a time limit is set: every process calls it as often as the others."""
         if self.reward_timeout_s is not None:  # same branch on every rank: the sum is a collective
-            timed_out_here = torch.tensor(float(timed_out), device=prompts.ids.device)
+            timed_out_here = torch.tensor(float(timed_out), device=device)
             self._reward_timeouts += round(sum_over_processes(timed_out_here))
-        return torch.tensor(scores, dtype=torch.float32, device=prompts.ids.device), n_nan
 
     def __repr__(self) -> str:
         names = [name for name in inspect.signature(type(self).__init__).parameters if name != "self"]

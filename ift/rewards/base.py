@@ -139,6 +139,7 @@ def score_safely(
     examples: Sequence[Dict[str, Any]],
     timeout_s: Optional[float] = None,
     on_timeout: str = "zero",
+    keep_non_finite: bool = False,
 ) -> RewardScores:
     """Run ``reward`` on one batch and check what it returns.
 
@@ -153,6 +154,9 @@ def score_safely(
             with a :class:`RewardTimeoutWarning`; ``"raise"``: raise :class:`RewardTimeoutError`.
             Either message names the reward, says whether the call could be stopped and
             how to raise the limit.
+        keep_non_finite: leave nan/inf scores as they are (still counted and warned about)
+            instead of replacing them by 0: an objective that leaves unscorable responses
+            out of a group baseline needs to know which they were.
 
     Returns:
         :class:`RewardScores` ``(scores, n_nan, timed_out)``: ``B`` Python floats, with
@@ -187,12 +191,12 @@ def score_safely(
         message = _timeout_message(name, timeout_s, n, where, late, "Every response of this batch was scored 0. ")
         warnings.warn(message, RewardTimeoutWarning, stacklevel=2)
         return RewardScores([0.0] * n, 0, True)
-    scores, non_finite = _finite_scores(_score_list(raw, name, n, where), name, prompts, examples)
+    scores, non_finite = _finite_scores(_score_list(raw, name, n, where), name, prompts, examples, keep_non_finite)
     if non_finite:
         shown = ", ".join(str(i) for i in non_finite[:5]) + (", ..." if len(non_finite) > 5 else "")
         warnings.warn(
             f"Reward {name} returned {len(non_finite)} non-finite score(s) (nan/inf) in a batch of {n}, "
-            f"at position(s) {shown}; they were replaced by 0 (first of them: "
+            f"at position(s) {shown}; {'they were left out' if keep_non_finite else 'they were replaced by 0'} (first of them: "
             f"{_example_label(prompts, examples, non_finite[0])}). Make the reward return a finite "
             "float for every response (e.g. its lowest score for one it cannot judge).",
             RuntimeWarning,
@@ -248,8 +252,9 @@ def _score_list(raw: Any, name: str, n: int, where: str) -> Sequence[Any]:
 
 
 def _finite_scores(raw: Sequence[Any], name: str, prompts: Sequence[str],
-                   examples: Sequence[Dict[str, Any]]) -> Tuple[List[float], List[int]]:
-    """``(scores, non_finite)``: every item as a float, nan/inf replaced by 0, and their positions."""
+                   examples: Sequence[Dict[str, Any]], keep_non_finite: bool = False) -> Tuple[List[float], List[int]]:
+    """``(scores, non_finite)``: every item as a float, nan/inf replaced by 0 (unless
+    ``keep_non_finite``), and their positions."""
     scores: List[float] = []
     non_finite: List[int] = []
     for i, value in enumerate(raw):
@@ -269,6 +274,6 @@ def _finite_scores(raw: Sequence[Any], name: str, prompts: Sequence[str],
             )
         if not math.isfinite(score):
             non_finite.append(i)
-            score = 0.0
+            score = score if keep_non_finite else 0.0
         scores.append(score)
     return scores, non_finite

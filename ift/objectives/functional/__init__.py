@@ -18,6 +18,15 @@ The maths is split by concern; this package re-exports all of it, so objectives 
 * :mod:`~ift.objectives.functional.ppo_losses`: KL estimators, per-token rewards, GAE,
   EOS masks, clipped policy/value losses (typed results: ``PolicyLoss``, ``ValueLoss``,
   ``AdvantagesAndReturns``), explained variance;
+* :mod:`~ift.objectives.functional.group_advantages`: critic-free advantages (GRPO's
+  group-normalised, Dr.GRPO's mean-only, RLOO's leave-one-out, REINFORCE++'s whitened
+  returns), zero-variance groups, DAPO's soft overlong penalty;
+* :mod:`~ift.objectives.functional.policy_surrogates`: per-token policy surrogates (PPO/
+  GRPO clipping with clip-higher and dual clip, GSPO sequence and token variants, CISPO),
+  typed results ``TokenSurrogate`` and ``SequenceSurrogate``;
+* :mod:`~ift.objectives.functional.loss_aggregation`: reducing per-token losses
+  (token-mean, seq-mean-token-mean, Dr.GRPO's constant normaliser) with step-wide totals
+  so gradient accumulation and DDP stay exact;
 * :mod:`~ift.objectives.functional.preference_losses`: DPO and ORPO;
 * :mod:`~ift.objectives.functional.reward_losses`: reward models (last-token pick,
   Bradley–Terry loss).
@@ -34,6 +43,22 @@ from ift.objectives.functional.ift_propagation import (
     mix_embeddings,
     shift_predictions_right,
 )
+from ift.objectives.functional.group_advantages import (
+    ADVANTAGE_SCALES,
+    group_mean_baseline,
+    group_normalized_advantages,
+    leave_one_out_advantages,
+    reinforce_pp_advantages,
+    soft_overlong_penalty,
+    zero_variance_groups,
+)
+from ift.objectives.functional.loss_aggregation import (
+    AGGREGATIONS,
+    StepTotals,
+    aggregate_sequence_losses,
+    aggregate_token_losses,
+    step_totals,
+)
 from ift.objectives.functional.masked_stats import masked_mean, masked_var, masked_whiten
 from ift.objectives.functional.ppo_losses import (
     KL_ESTIMATORS,
@@ -49,6 +74,14 @@ from ift.objectives.functional.ppo_losses import (
     ppo_policy_loss,
     ppo_value_loss,
     response_mask_after_eos,
+)
+from ift.objectives.functional.policy_surrogates import (
+    SequenceSurrogate,
+    TokenSurrogate,
+    cispo_surrogate,
+    clipped_surrogate,
+    sequence_ratio_surrogate,
+    sequence_token_surrogate,
 )
 from ift.objectives.functional.preference_losses import (
     ORPO_MAX_PROB_GAP,
@@ -112,6 +145,27 @@ __all__ = [
     "AdvantagesAndReturns",
     "PolicyLoss",
     "ValueLoss",
+    # critic-free advantages (GRPO family)
+    "ADVANTAGE_SCALES",
+    "group_normalized_advantages",
+    "leave_one_out_advantages",
+    "group_mean_baseline",
+    "reinforce_pp_advantages",
+    "zero_variance_groups",
+    "soft_overlong_penalty",
+    # policy surrogates
+    "clipped_surrogate",
+    "sequence_ratio_surrogate",
+    "sequence_token_surrogate",
+    "cispo_surrogate",
+    "TokenSurrogate",
+    "SequenceSurrogate",
+    # loss aggregation
+    "AGGREGATIONS",
+    "StepTotals",
+    "step_totals",
+    "aggregate_token_losses",
+    "aggregate_sequence_losses",
     # DPO and ORPO
     "ORPO_MAX_PROB_GAP",
     "sequence_logprobs",
