@@ -1,4 +1,4 @@
-"""Where does a PPO iteration spend its time? And what does the KV cache buy in generation?
+"""Where does a PPO iteration spend its time, what does GRPO save, and what does the KV cache buy?
 
     python benchmarks/ppo_step.py                  # tiny-gpt2 and small-gpt2, CPU
     python benchmarks/ppo_step.py --quick          # tiny-gpt2 only, fewer iterations
@@ -17,6 +17,12 @@ responses) per second of a whole iteration.
 prompt runs through the model again, in the no-grad passes and in every update. The
 table gives both times of those passes (``time/logprobs`` + ``time/update``) and their
 ratio; the samples are the same (the sampling streams do not depend on the setting).
+
+**GRPO vs PPO.** The same prompts, samples per prompt (GRPO's group) and response limit,
+and the same update schedule (2 epochs over mini-batches of ``--mini-batch``): GRPO runs no
+value passes and has no value head to train. A second GRPO row takes the paper's one
+update per rollout (no "old" log-prob pass at all). The table gives each iteration's time,
+the ratio to PPO's, and the share of the iteration spent generating.
 
 **Generation with vs without the KV cache.** The same model and the same left-padded
 prompts (``--gen-batch`` random prompts of 8 to ``--prompt-len`` tokens), greedy so both
@@ -47,7 +53,7 @@ import pytorch_lightning as pl  # noqa: E402
 from ift.tasks.arithmetic import ArithmeticDataModule  # noqa: E402
 from ift.modules import FineTuneModule  # noqa: E402
 from ift.core.generation import generate_responses  # noqa: E402
-from ift.objectives import PPO  # noqa: E402
+from ift.objectives import GRPO, PPO  # noqa: E402
 from ift.rewards import AnswerMatchReward  # noqa: E402
 
 PHASES = ("time/generation", "time/scoring", "time/logprobs", "time/update")
@@ -74,10 +80,18 @@ class PhaseTimes(pl.Callback):
         self.rows.append(row)
 
 
-def ppo_iteration(model: str, args: argparse.Namespace, share_prompts: bool = True) -> Dict[str, float]:
+def ppo_iteration(model: str, args: argparse.Namespace, share_prompts: bool = True,
+                  algorithm: str = "ppo") -> Dict[str, float]:
+    """Median phase times of ``args.iterations`` iterations of ``algorithm``: ``ppo``, ``grpo``
+    (the same schedule as PPO's) or ``grpo-1`` (one update per rollout)."""
     pl.seed_everything(0, verbose=False)
-    objective = PPO(reward=AnswerMatchReward(), samples_per_prompt=args.samples, max_new_tokens=args.max_new_tokens,
-                    ppo_epochs=2, mini_batch_size=args.mini_batch, use_cache=True, share_prompts=share_prompts)
+    if algorithm == "ppo":
+        objective = PPO(reward=AnswerMatchReward(), samples_per_prompt=args.samples, max_new_tokens=args.max_new_tokens,
+                        ppo_epochs=2, mini_batch_size=args.mini_batch, use_cache=True, share_prompts=share_prompts)
+    else:
+        schedule = dict(epochs=2, mini_batch_size=args.mini_batch) if algorithm == "grpo" else {}
+        objective = GRPO(reward=AnswerMatchReward(), num_generations=args.samples, max_new_tokens=args.max_new_tokens,
+                         share_prompts=share_prompts, **schedule)
     module = FineTuneModule(model=model, objective=objective,
                             optimizer=lambda params: torch.optim.AdamW(params, lr=1e-4))
     data = ArithmeticDataModule(num_train=args.batch * (args.iterations + args.warmup), num_val=8, num_test=8,
@@ -161,6 +175,18 @@ def ppo_tables(models, args: argparse.Namespace, device: str) -> None:
         on = shared[model]["time/logprobs"] + shared[model]["time/update"]
         off = plain["time/logprobs"] + plain["time/update"]
         print(f"| {model} | {on:.3f} | {off:.3f} | {on / off:.2f} |", flush=True)
+
+    print(f"\n# GRPO vs PPO on the same prompts (GRPO: beta 0.04, k3 in the loss; same iterations)\n")
+    print("| model | algorithm | updates per rollout | logprobs s | update s | iteration s | ÷ PPO | generating |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    updates = 2 * -(-args.batch * args.samples // args.mini_batch)
+    for model in models:
+        ppo = shared[model]
+        for name, row, count in (("PPO", ppo, updates), ("GRPO", ppo_iteration(model, args, algorithm="grpo"), updates),
+                                 ("GRPO, 1 update", ppo_iteration(model, args, algorithm="grpo-1"), 1)):
+            print(f"| {model} | {name} | {count} | {row['time/logprobs']:.3f} | {row['time/update']:.3f} | "
+                  f"{row['iteration']:.3f} | {row['iteration'] / ppo['iteration']:.2f} | "
+                  f"{row['time/generation'] / row['iteration']:.0%} |", flush=True)
 
 
 def main(argv=None) -> None:
