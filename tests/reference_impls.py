@@ -365,3 +365,237 @@ def loop_mask_first_tokens(mask, counts):
     for row, count in zip(mask.tolist(), counts):
         out.append([bool(valid) and (count is None or t < count) for t, valid in enumerate(row)])
     return out
+
+
+# ======================================================================================
+# Critic-free references (tests/test_critic_free_functional.py): GRPO-family advantages,
+# policy surrogates and loss aggregation, as plain Python loops over lists of floats, one
+# group, row and token at a time. Inputs may be tensors or nested lists.
+# ======================================================================================
+
+import math as _cf_math  # noqa: E402
+
+
+def _cf_list(t):
+    """A tensor (any dtype) or a list as nested Python lists of floats/bools."""
+    if hasattr(t, "detach"):
+        t = t.detach()
+        if t.is_floating_point():
+            t = t.double()
+        return t.tolist()
+    return list(t)
+
+
+def _cf_groups(scores, group_size, valid):
+    """Yield ``(row indices, valid scores by index)`` for each group of consecutive rows."""
+    scores = _cf_list(scores)
+    valid = [True] * len(scores) if valid is None else [bool(v) for v in _cf_list(valid)]
+    for start in range(0, len(scores), group_size):
+        rows = list(range(start, start + group_size))
+        yield rows, {i: scores[i] for i in rows if valid[i]}
+
+
+def _cf_sample_std(xs):
+    """Unbiased (n-1) standard deviation; 0 with fewer than 2 values."""
+    if len(xs) < 2:
+        return 0.0
+    mean = sum(xs) / len(xs)
+    return _cf_math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def loop_zero_variance_groups(scores, group_size, valid=None):
+    out = []
+    for _, members in _cf_groups(scores, group_size, valid):
+        vals = list(members.values())
+        out.append(len(vals) < 2 or max(vals) - min(vals) <= 1e-12)
+    return out
+
+
+def loop_group_normalized_advantages(scores, group_size, scale="group", eps=1e-4, valid=None):
+    """Per group: (r - mean of valid) / (std + eps); std of the group, of the batch, or 1 (no division)."""
+    all_valid = [v for _, members in _cf_groups(scores, group_size, valid) for v in members.values()]
+    batch_std = _cf_sample_std(all_valid)
+    out = []
+    for rows, members in _cf_groups(scores, group_size, valid):
+        vals = list(members.values())
+        flat = len(vals) < 2 or max(vals) - min(vals) <= 1e-12
+        mean = sum(vals) / len(vals) if vals else 0.0
+        if scale == "group":
+            divisor = _cf_sample_std(vals) + eps
+        elif scale == "batch":
+            divisor = batch_std + eps
+        else:
+            divisor = 1.0
+        for i in rows:
+            out.append(0.0 if flat or i not in members else (members[i] - mean) / divisor)
+    return out
+
+
+def loop_leave_one_out(scores, group_size, valid=None):
+    """RLOO: r_i minus the mean of the other valid members (a direct loop over the others)."""
+    out = []
+    for rows, members in _cf_groups(scores, group_size, valid):
+        for i in rows:
+            others = [v for j, v in members.items() if j != i]
+            if i not in members or not others:
+                out.append(0.0)
+            else:
+                out.append(members[i] - sum(others) / len(others))
+    return out
+
+
+def loop_group_mean_baseline(scores, group_size, valid=None):
+    out = []
+    for rows, members in _cf_groups(scores, group_size, valid):
+        vals = list(members.values())
+        for i in rows:
+            out.append(members[i] - sum(vals) / len(vals) if i in members and len(vals) >= 2 else 0.0)
+    return out
+
+
+def loop_reinforce_pp(scores, mask, kl=None, kl_coef=0.0, valid=None, eps=1e-8):
+    """Token rewards -beta*kl (+ score on the last valid token), returns by a backward walk, whitened."""
+    scores, mask = _cf_list(scores), _cf_list(mask)
+    kl = [[0.0] * len(row) for row in mask] if kl is None else _cf_list(kl)
+    valid = [True] * len(scores) if valid is None else [bool(v) for v in _cf_list(valid)]
+    returns = []
+    for b, row_m in enumerate(mask):
+        width = len(row_m)
+        ok = [bool(m) and valid[b] for m in row_m]
+        positions = [t for t in range(width) if ok[t]]
+        rewards = [(-kl_coef * kl[b][t] if ok[t] else 0.0) for t in range(width)]
+        if positions:
+            rewards[positions[-1]] += scores[b]
+        row, running = [0.0] * width, 0.0
+        for t in reversed(range(width)):
+            if ok[t]:
+                running += rewards[t]
+                row[t] = running
+        returns.append((row, ok))
+    vals = [v for row, ok in returns for v, m in zip(row, ok) if m]
+    mean = sum(vals) / len(vals) if vals else 0.0
+    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) >= 2 else 0.0
+    return [[(v - mean) / _cf_math.sqrt(var + eps) if m else 0.0 for v, m in zip(row, ok)] for row, ok in returns]
+
+
+def _cf_token_advantages(advantages, mask):
+    adv = _cf_list(advantages)
+    return [a if isinstance(a, list) else [a] * len(m) for a, m in zip(adv, _cf_list(mask))]
+
+
+def _cf_clip(x, low, high):
+    return min(max(x, low), high)
+
+
+def loop_clipped_surrogate(logprobs, old_logprobs, advantages, mask, eps_low=0.2, eps_high=0.2, dual_clip=None, clamp=20.0):
+    """Per token: ``(loss, ratio, clipped_low, clipped_high, dual_clipped)`` as nested lists."""
+    lp, old, mask = _cf_list(logprobs), _cf_list(old_logprobs), _cf_list(mask)
+    adv = _cf_token_advantages(advantages, mask)
+    out = [[[] for _ in lp] for _ in range(5)]
+    for b in range(len(lp)):
+        for t in range(len(lp[b])):
+            if not mask[b][t]:
+                for k, v in enumerate((0.0, 1.0, False, False, False)):
+                    out[k][b].append(v)
+                continue
+            A = adv[b][t]
+            ratio = _cf_math.exp(_cf_clip(lp[b][t] - old[b][t], -clamp, clamp))
+            objective = min(ratio * A, _cf_clip(ratio, 1 - eps_low, 1 + eps_high) * A)
+            dual = False
+            if dual_clip is not None and A < 0 and dual_clip * A > objective:
+                objective, dual = dual_clip * A, True
+            values = (-objective, ratio, A < 0 and ratio < 1 - eps_low, A > 0 and ratio > 1 + eps_high, dual)
+            for k, v in enumerate(values):
+                out[k][b].append(v)
+    return tuple(out)
+
+
+def _cf_sequence_ratio(lp_row, old_row, m_row, clamp):
+    diffs = [_cf_clip(a - b, -clamp, clamp) for a, b, m in zip(lp_row, old_row, m_row) if m]
+    return _cf_math.exp(sum(diffs) / len(diffs)) if diffs else 1.0, bool(diffs)
+
+
+def loop_sequence_surrogate(logprobs, old_logprobs, advantages, mask, eps_low=3e-4, eps_high=4e-4, clamp=20.0):
+    """GSPO per row: ``(loss, ratio, clipped_low, clipped_high)`` lists."""
+    lp, old, mask, adv = _cf_list(logprobs), _cf_list(old_logprobs), _cf_list(mask), _cf_list(advantages)
+    losses, ratios, lows, highs = [], [], [], []
+    for b in range(len(lp)):
+        s, any_valid = _cf_sequence_ratio(lp[b], old[b], mask[b], clamp)
+        A = adv[b]
+        if not any_valid:
+            losses.append(0.0), ratios.append(1.0), lows.append(False), highs.append(False)
+            continue
+        losses.append(-min(s * A, _cf_clip(s, 1 - eps_low, 1 + eps_high) * A))
+        ratios.append(s)
+        lows.append(A < 0 and s < 1 - eps_low)
+        highs.append(A > 0 and s > 1 + eps_high)
+    return losses, ratios, lows, highs
+
+
+def loop_sequence_token_surrogate(logprobs, old_logprobs, advantages, mask, eps_low=3e-4, eps_high=4e-4, clamp=20.0):
+    """GSPO-token values per token: the row's sequence ratio with the token's advantage."""
+    lp, old, mask = _cf_list(logprobs), _cf_list(old_logprobs), _cf_list(mask)
+    adv = _cf_token_advantages(advantages, mask)
+    losses = []
+    for b in range(len(lp)):
+        s, _ = _cf_sequence_ratio(lp[b], old[b], mask[b], clamp)
+        row = []
+        for t in range(len(lp[b])):
+            A = adv[b][t]
+            row.append(-min(s * A, _cf_clip(s, 1 - eps_low, 1 + eps_high) * A) if mask[b][t] else 0.0)
+        losses.append(row)
+    return losses
+
+
+def loop_cispo(logprobs, old_logprobs, advantages, mask, eps_high=5.0, clamp=20.0):
+    """CISPO per token: ``(loss, grad wrt logprob, clipped_high)`` nested lists."""
+    lp, old, mask = _cf_list(logprobs), _cf_list(old_logprobs), _cf_list(mask)
+    adv = _cf_token_advantages(advantages, mask)
+    losses, grads, flags = [], [], []
+    for b in range(len(lp)):
+        lr, gr, fr = [], [], []
+        for t in range(len(lp[b])):
+            if not mask[b][t]:
+                lr.append(0.0), gr.append(0.0), fr.append(False)
+                continue
+            ratio = _cf_math.exp(_cf_clip(lp[b][t] - old[b][t], -clamp, clamp))
+            weight = min(ratio, eps_high)
+            lr.append(-weight * adv[b][t] * lp[b][t])
+            gr.append(-weight * adv[b][t])
+            fr.append(ratio > eps_high)
+        losses.append(lr), grads.append(gr), flags.append(fr)
+    return losses, grads, flags
+
+
+def loop_aggregate(per_token, mask, mode, token_total=None, sequence_total=None, max_length=None):
+    """Reduce per-token losses one row at a time (see loss_aggregation's modes)."""
+    per_token, mask = _cf_list(per_token), _cf_list(mask)
+    rows = [[v for v, m in zip(row, row_m) if m] for row, row_m in zip(per_token, mask)]
+    n_tokens = sum(len(r) for r in rows)
+    n_seqs = sum(1 for r in rows if r)
+    tokens = max(n_tokens if token_total is None else token_total, 1)
+    seqs = max(n_seqs if sequence_total is None else sequence_total, 1)
+    if mode == "token-mean":
+        return sum(sum(r) for r in rows) / tokens
+    if mode == "seq-mean-token-mean":
+        return sum(sum(r) / len(r) for r in rows if r) / seqs
+    if mode == "seq-mean-token-sum-norm":
+        return sum(sum(r) for r in rows) / (seqs * max_length)
+    raise ValueError(mode)
+
+
+def loop_aggregate_sequences(per_sequence, row_valid, sequence_total=None):
+    vals = [v for v, ok in zip(_cf_list(per_sequence), _cf_list(row_valid)) if ok]
+    return sum(vals) / max(len(vals) if sequence_total is None else sequence_total, 1)
+
+
+def loop_soft_overlong(lengths, max_length, cache_length):
+    out = []
+    for L in _cf_list(lengths):
+        if L <= max_length - cache_length:
+            out.append(0.0)
+        elif L <= max_length:
+            out.append(((max_length - cache_length) - L) / cache_length)
+        else:
+            out.append(-1.0)
+    return out

@@ -31,6 +31,7 @@ ADVANTAGE_SCALES = ("group", "batch", "none")
 ZERO_VARIANCE_TOL = 1e-12
 
 ScoresLike = Union[torch.Tensor, Sequence[float]]
+ValidLike = Optional[Union[torch.Tensor, Sequence[bool]]]
 
 
 def _as_scores(scores: ScoresLike) -> torch.Tensor:
@@ -41,7 +42,7 @@ def _as_scores(scores: ScoresLike) -> torch.Tensor:
     return t
 
 
-def _as_valid(valid: Optional[Union[torch.Tensor, Sequence[bool]]], scores: torch.Tensor) -> torch.Tensor:
+def _as_valid(valid: ValidLike, scores: torch.Tensor) -> torch.Tensor:
     """``B`` bool validity flags (all true when ``valid`` is None)."""
     if valid is None:
         return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
@@ -67,7 +68,7 @@ def _check_groups(name: str, batch: int, group_size: int) -> int:
 
 
 def _grouped(
-    scores: ScoresLike, group_size: int, valid, name: str
+    scores: ScoresLike, group_size: int, valid: ValidLike, name: str
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(values, valid, counts)``: ``n_groups x G`` scores (0 where invalid), flags, valid counts."""
     s = _as_scores(scores)
@@ -84,7 +85,9 @@ def _centred(values: torch.Tensor, ok: torch.Tensor, counts: torch.Tensor) -> to
     return torch.where(ok, values - mean, torch.zeros((), dtype=values.dtype, device=values.device))
 
 
-def _without_signal(deviations: torch.Tensor, ok: torch.Tensor, counts: torch.Tensor, zero_var: torch.Tensor) -> torch.Tensor:
+def _without_signal(
+    deviations: torch.Tensor, ok: torch.Tensor, counts: torch.Tensor, zero_var: torch.Tensor
+) -> torch.Tensor:
     """``deviations`` with invalid rows and groups that carry no signal set to exactly 0.
 
     A group of equal scores should give advantage 0, but ``r - sum(r)/n`` can be off by
@@ -94,7 +97,7 @@ def _without_signal(deviations: torch.Tensor, ok: torch.Tensor, counts: torch.Te
     return torch.where(keep, deviations, torch.zeros((), dtype=deviations.dtype, device=deviations.device))
 
 
-def zero_variance_groups(scores: ScoresLike, group_size: int, valid=None) -> torch.Tensor:
+def zero_variance_groups(scores: ScoresLike, group_size: int, valid: ValidLike = None) -> torch.Tensor:
     """Which groups carry no learning signal: all valid scores equal, or fewer than 2 valid.
 
     Such groups get advantage 0 from every group estimator here; DAPO's dynamic sampling
@@ -126,7 +129,7 @@ def group_normalized_advantages(
     group_size: int,
     scale: str = "group",
     eps: float = 1e-4,
-    valid=None,
+    valid: ValidLike = None,
 ) -> torch.Tensor:
     """GRPO's advantage ``(r_i - mean_group(r)) / (std + eps)``, one number per completion.
 
@@ -171,7 +174,7 @@ def group_normalized_advantages(
     return _without_signal(deviations, ok, counts, zero_var).reshape(-1)
 
 
-def leave_one_out_advantages(scores: ScoresLike, group_size: int, valid=None) -> torch.Tensor:
+def leave_one_out_advantages(scores: ScoresLike, group_size: int, valid: ValidLike = None) -> torch.Tensor:
     """RLOO: ``r_i - mean of the other valid members of the group``.
 
     Unbiased, since the baseline does not depend on ``r_i``. Written as
@@ -190,7 +193,7 @@ def leave_one_out_advantages(scores: ScoresLike, group_size: int, valid=None) ->
     return _without_signal(deviations, ok, counts, zero_var).reshape(-1)
 
 
-def group_mean_baseline(scores: ScoresLike, group_size: int, valid=None) -> torch.Tensor:
+def group_mean_baseline(scores: ScoresLike, group_size: int, valid: ValidLike = None) -> torch.Tensor:
     """``r_i - mean of the group's valid scores`` (REINFORCE++-baseline's first step).
 
     Args:
@@ -210,7 +213,7 @@ def reinforce_pp_advantages(
     mask: torch.Tensor,
     kl: Optional[torch.Tensor] = None,
     kl_coef: Union[float, torch.Tensor] = 0.0,
-    valid=None,
+    valid: ValidLike = None,
     eps: float = 1e-8,
     all_reduce: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
 ) -> torch.Tensor:
@@ -239,7 +242,9 @@ def reinforce_pp_advantages(
     """
     s = _as_scores(scores).to(mask.device)
     if mask.dim() != 2 or mask.shape[0] != s.shape[0]:
-        raise ValueError(f"reinforce_pp_advantages: expected B scores and a B x R mask, got {tuple(s.shape)} and {tuple(mask.shape)}")
+        raise ValueError(
+            f"reinforce_pp_advantages: expected B scores and a B x R mask, got {tuple(s.shape)} and {tuple(mask.shape)}"
+        )
     if kl is not None and kl.shape != mask.shape:
         raise ValueError(f"reinforce_pp_advantages: kl {tuple(kl.shape)} must match the mask {tuple(mask.shape)}")
     dtype = _compute_dtype(s, *(() if kl is None else (kl,)))

@@ -90,7 +90,10 @@ def aggregate_token_losses(
     if mode not in AGGREGATIONS:
         raise ValueError(f"aggregate_token_losses: mode {mode!r} is not one of {AGGREGATIONS}")
     if per_token.shape != mask.shape or per_token.dim() != 2:
-        raise ValueError(f"aggregate_token_losses: per_token {tuple(per_token.shape)} and mask {tuple(mask.shape)} must both be B x R")
+        raise ValueError(
+            f"aggregate_token_losses: per_token {tuple(per_token.shape)} and mask {tuple(mask.shape)} "
+            "must both be B x R"
+        )
     dtype = _compute_dtype(per_token)
     valid = mask.bool()
     values = _masked_values(per_token, valid, dtype)
@@ -108,7 +111,9 @@ def aggregate_token_losses(
     return values.sum() / (sequences * max_length)
 
 
-def aggregate_sequence_losses(per_sequence: torch.Tensor, row_valid: torch.Tensor, sequence_total: Total = None) -> torch.Tensor:
+def aggregate_sequence_losses(
+    per_sequence: torch.Tensor, row_valid: torch.Tensor, sequence_total: Total = None
+) -> torch.Tensor:
     """Sum of ``per_sequence`` over the rows where ``row_valid`` / ``sequence_total`` (GSPO).
 
     ``sequence_total`` defaults to the number of valid rows; pass the whole step's (see

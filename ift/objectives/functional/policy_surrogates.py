@@ -67,7 +67,9 @@ def _token_advantages(name: str, advantages: torch.Tensor, mask: torch.Tensor, d
     if advantages.dim() == 1 and advantages.shape[0] == mask.shape[0]:
         advantages = advantages.unsqueeze(-1).expand(mask.shape)
     if advantages.shape != mask.shape:
-        raise ValueError(f"{name}: advantages {tuple(advantages.shape)} must be B or B x R for a mask of {tuple(mask.shape)}")
+        raise ValueError(
+            f"{name}: advantages {tuple(advantages.shape)} must be B or B x R for a mask of {tuple(mask.shape)}"
+        )
     return torch.where(mask.bool(), advantages.to(dtype), torch.zeros((), dtype=dtype, device=mask.device))
 
 
@@ -89,7 +91,9 @@ def _clamped_log_ratio(
     return diff.clamp(-clamp, clamp)
 
 
-def _clipped_objective_loss(ratio: torch.Tensor, adv: torch.Tensor, epsilon_low: float, epsilon_high: float) -> torch.Tensor:
+def _clipped_objective_loss(
+    ratio: torch.Tensor, adv: torch.Tensor, epsilon_low: float, epsilon_high: float
+) -> torch.Tensor:
     """``-min(ratio A, clip(ratio, 1 - eps_low, 1 + eps_high) A)`` elementwise."""
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1.0 - epsilon_low, 1.0 + epsilon_high)
