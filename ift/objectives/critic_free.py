@@ -78,7 +78,8 @@ class CriticFreeRL(RolloutObjective):
             the reward, whitened over the batch) or ``reinforce++-baseline`` (the group mean
             subtracted from the score first).
         scale_rewards: for ``grpo``: divide by the group's std (``group``), the whole batch's
-            std (``batch``) or not at all (``none``: Dr.GRPO's mean-only advantage).
+            std (``batch``: this process's batch; not reduced over processes) or not at all
+            (``none``: Dr.GRPO's mean-only advantage).
         advantage_eps: added to the std before dividing (TRL's 1e-4).
         loss_aggregation: ``seq-mean-token-mean`` (mean over a response's tokens, then over
             responses), ``token-mean`` (over every token of the optimizer step) or
@@ -189,6 +190,9 @@ class CriticFreeRL(RolloutObjective):
             raise ValueError(f"{name}: advantage_estimator={advantage_estimator!r} compares the responses of one "
                              f"prompt and needs num_generations >= 2 (got {num_generations}); set "
                              "num_generations: 2 or more, or use advantage_estimator: reinforce++")
+        if dynamic_sampling and num_generations < 2:
+            raise ValueError(f"{name}: dynamic_sampling drops groups whose rewards all agree, which needs "
+                             f"num_generations >= 2 (got {num_generations})")
         if mini_batch_size is not None and mini_batch_size % num_generations:
             raise ValueError(f"{name}: mini_batch_size={mini_batch_size} must hold whole groups: a multiple of "
                              f"num_generations={num_generations}")

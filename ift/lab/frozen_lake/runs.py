@@ -28,7 +28,7 @@ from ift.tasks.frozen_lake.policies import DEFAULT_POLICY, POLICIES, REPRESENTAT
 # --------------------------------------------------------------------------------------
 #: Every objective of the check, in table order. The paper's hyper-parameters throughout;
 #: the one tuned setting (DPO with β 0.5) is a separately labelled row.
-OBJECTIVES = ("SFT", "IFT", "IFT-lam0-gamma0", "DPO", "DPO-beta0.5-tuned", "ORPO", "PPO", "SFT-PPO")
+OBJECTIVES = ("SFT", "IFT", "IFT-lam0-gamma0", "DPO", "DPO-beta0.5-tuned", "ORPO", "PPO", "GRPO", "SFT-PPO")
 #: The YAML file of each objective in ``configs/frozen_lake/<policy>/``.
 CONFIG_FILES = {
     "SFT": "sft.yaml",
@@ -38,12 +38,14 @@ CONFIG_FILES = {
     "DPO-beta0.5-tuned": "dpo_beta0.5_tuned.yaml",
     "ORPO": "orpo.yaml",
     "PPO": "ppo.yaml",
+    "GRPO": "grpo.yaml",
     "SFT-PPO": "sft_then_ppo.yaml",
 }
 #: What each objective sees (FrozenLakeDataModule's ``objective_data``).
 OBJECTIVE_DATA = {
     "SFT": "optimal", "IFT": "optimal", "IFT-lam0-gamma0": "optimal", "DPO": "preference",
-    "DPO-beta0.5-tuned": "preference", "ORPO": "preference", "PPO": "prompts", "SFT-PPO": "optimal",
+    "DPO-beta0.5-tuned": "preference", "ORPO": "preference", "PPO": "prompts", "GRPO": "prompts",
+    "SFT-PPO": "optimal",
 }
 
 #: Optimizer steps of every run of a policy (the same budget for every objective): long
@@ -70,6 +72,8 @@ PPO_OPTIMIZERS: Dict[str, Dict[str, Any]] = {
 }
 #: Objectives whose runs are (or end in) PPO.
 PPO_OBJECTIVES = ("PPO", "SFT-PPO")
+#: Objectives that learn from their own samples and the reward: PPO's optimizer (AdamW) for all.
+REWARD_OBJECTIVES = PPO_OBJECTIVES + ("GRPO",)
 #: Share of the budget spent in SFT before PPO takes over in the SFT -> PPO recipe.
 SFT_PPO_SPLIT = 0.5
 
@@ -100,6 +104,15 @@ PPO_POLICY_ARGS: Dict[str, Dict[str, Any]] = {
 }
 
 
+#: GRPO on the environment's reward (DeepSeekMath's group-normalised advantages and clipped
+#: ratio; arXiv 2402.03300). PROVISIONAL
+GRPO_ARGS: Dict[str, Any] = {"beta": 0.0, "temperature": 1.0}
+GRPO_POLICY_ARGS: Dict[str, Dict[str, Any]] = {
+    "mlp": {"num_generations": 128, "mini_batch_size": 128, "epochs": 1},
+    "transformer": {"num_generations": 128, "mini_batch_size": 128, "epochs": 4},
+}
+
+
 def ppo_max_new_tokens(task: FrozenLakeTask) -> int:
     """Longest response PPO samples: ``2 * (nrow + ncol)`` moves, room for a detour."""
     return 2 * (task.nrow + task.ncol)
@@ -119,6 +132,9 @@ def objective_config(name: str, task: FrozenLakeTask, steps: int, policy: str = 
         "DPO-beta0.5-tuned": {"class_path": "ift.objectives.DPO", "init_args": dict(TUNED_DPO_ARGS)},
         "ORPO": {"class_path": "ift.objectives.ORPO", "init_args": dict(ORPO_ARGS)},
         "PPO": ppo,
+        "GRPO": {"class_path": "ift.objectives.GRPO",
+                 "init_args": {"reward": reward, **GRPO_ARGS, **GRPO_POLICY_ARGS[policy],
+                               "max_new_tokens": ppo_max_new_tokens(task)}},
     }
     if name in simple:
         return simple[name]
@@ -158,7 +174,7 @@ def run_config(name: str, map: Optional[str] = None, steps: Optional[int] = None
         model_args["output_eos"] = model["output_eos"]
     model_args.update({
         "objective": objective_config(name, task, steps, policy),
-        "optimizer": copy.deepcopy((PPO_OPTIMIZERS if name in PPO_OBJECTIVES else OPTIMIZERS)[policy]),
+        "optimizer": copy.deepcopy((PPO_OPTIMIZERS if name in REWARD_OBJECTIVES else OPTIMIZERS)[policy]),
         "max_grad_norm": 1.0,
     })
     return {
