@@ -21,12 +21,13 @@ in ``docs/objectives.md`` ("Critic-free RL"). One iteration::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from ift.core.distributed import all_reduce_sum_fn, any_process, sum_over_processes, world_size
+from ift.core.distributed import all_reduce_sum_fn, any_process, world_size
 from ift.core.sampling import Sampler
 from ift.core.shared_prompts import response_outputs
 from ift.objectives import functional as Fn
@@ -385,13 +386,15 @@ class CriticFreeRL(RolloutObjective):
 
     # ------------------------------------------------------------------ the update
     def prepare_update(self, context: StepContext, batch: GroupRollout) -> GroupRollout:
-        """Record the step's token and sequence totals (over every process) on its batch:
-        each micro-batch's loss is then its exact share of the step's loss."""
+        """``batch`` with the step's token and sequence totals (over every process, one
+        all-reduce on the batch's device: NCCL reduces only GPU tensors): each micro-batch's
+        loss is then its exact share of the step's loss."""
         tokens, sequences = Fn.step_totals(batch.loss_mask)
-        stats = torch.tensor([float(tokens), float(sequences)])
-        batch.step_tokens = sum_over_processes(stats[0])
-        batch.step_sequences = sum_over_processes(stats[1])
-        return batch
+        stats = torch.tensor([float(tokens), float(sequences)], dtype=torch.float64, device=batch.loss_mask.device)
+        reduce = all_reduce_sum_fn()
+        if reduce is not None:
+            reduce(stats)
+        return dataclasses.replace(batch, step_tokens=float(stats[0]), step_sequences=float(stats[1]))
 
     def loss_on_rollout(self, context: StepContext, rollout: GroupRollout) -> RolloutLoss:
         """The surrogate (+ ``beta`` x KL in the loss), aggregated with the step's totals and
