@@ -68,7 +68,8 @@ class CriticFreeRL(RolloutObjective):
 
     Args:
         reward: one reward, or a list of them (their scores are summed with ``reward_weights``
-            and each is logged as ``reward_<name>``); each is ``(prompts, responses, examples)
+            and each is logged as ``reward_<name>``, or ``reward_<name>_<i>`` where two share a
+            name); each is ``(prompts, responses, examples)
             -> list[float]``. A nan/inf score or a timed-out call leaves that response out of
             its group's baseline and out of the loss (counted in ``reward_nan``), never a 0.
         reward_weights: one weight per reward (default: all 1).
@@ -271,14 +272,19 @@ class CriticFreeRL(RolloutObjective):
                 return reward
         return self.rewards[0]
 
+    def reward_metric_names(self) -> List[str]:
+        """``reward_<class name>`` of each reward (``reward_<name>_<i>`` where two share a name)."""
+        names = [reward_name(reward) for reward in self.rewards]
+        return [f"reward_{name}" if names.count(name) == 1 else f"reward_{name}_{i}" for i, name in enumerate(names)]
+
     def score(self, prompts: steps.Prompts, samples: steps.Samples) -> RolloutScores:
         """Every reward function on every response, summed with the weights; a response that
-        any reward could not score (nan/inf, timed out) is invalid. Logs each reward's mean
-        (``reward_<name>``) when there are several."""
+        any reward could not score (nan/inf, timed out) is invalid. With several rewards each
+        one's scores are kept (``components``) for their metrics."""
         device = prompts.ids.device
         total = torch.zeros(len(samples.texts), dtype=torch.float32, device=device)
         valid = torch.ones(len(samples.texts), dtype=torch.bool, device=device)
-        metrics: Dict[str, torch.Tensor] = {}
+        columns: List[torch.Tensor] = []
         n_nan = 0
         for reward, weight in zip(self.rewards, self.weights):
             values, nan_here, timed_out = score_safely(reward, prompts.texts, samples.texts, prompts.examples,
@@ -289,11 +295,9 @@ class CriticFreeRL(RolloutObjective):
             n_nan += nan_here
             valid &= ok
             total += weight * torch.where(ok, scores, 0.0)
-            if len(self.rewards) > 1:
-                metrics[f"reward_{reward_name(reward)}"] = Fn.masked_mean(scores, ok)
-        if len(samples.texts) > 1:
-            metrics["score_std"] = torch.where(valid, total, 0.0)[valid].std() if int(valid.sum()) > 1 else torch.tensor(0.0)
-        return RolloutScores(torch.where(valid, total, 0.0), n_nan, valid, metrics)
+            columns.append(torch.where(ok, scores, float("nan")))
+        components = torch.stack(columns, dim=-1) if len(columns) > 1 else None
+        return RolloutScores(torch.where(valid, total, 0.0), n_nan, valid, {}, components)
 
     def sample_and_score(self, context: StepContext, batch: Dict[str, Any]) -> ScoredSamples:
         """Sample and score; with ``overlong="soft"`` the length penalty joins the score, and
@@ -301,7 +305,7 @@ class CriticFreeRL(RolloutObjective):
         ``resample_rounds``, ``groups_filled``)."""
         first = self._sample_once(context, batch)
         if not self.dynamic_sampling:
-            return first
+            return self._with_scoring_metrics(first)
         device = first.scores.device
 
         def idle_round() -> None:  # the collectives of a draw, on a process with nothing to draw
@@ -320,17 +324,31 @@ class CriticFreeRL(RolloutObjective):
             "resample_rounds": torch.tensor(float(result.rounds)),
             "groups_filled": torch.tensor(float(result.filled)),
         })
-        return result.scored
+        return self._with_scoring_metrics(result.scored)
+
+    def _with_scoring_metrics(self, scored: ScoredSamples) -> ScoredSamples:
+        """Each reward's mean (several rewards) and the mean overlong penalty, over the
+        responses the rollout keeps (after dynamic sampling)."""
+        if scored.reward_components is not None:
+            for column, key in enumerate(self.reward_metric_names()):
+                values = scored.reward_components[:, column]
+                scored.metrics[key] = Fn.masked_mean(values, torch.isfinite(values))
+        if self.overlong == "soft":
+            valid = scored.score_valid if scored.score_valid is not None else torch.ones_like(scored.scores, dtype=torch.bool)
+            scored.metrics["overlong_penalty"] = Fn.masked_mean(self._overlong_penalty(scored), valid)
+        return scored
+
+    def _overlong_penalty(self, scored: ScoredSamples) -> torch.Tensor:
+        """DAPO's soft length penalty of every response of ``scored``."""
+        cache = self.overlong_cache_tokens or max(1, self.max_new_tokens // 5)
+        lengths = scored.samples.mask.sum(-1)
+        return Fn.soft_overlong_penalty(lengths, self.max_new_tokens, cache).to(scored.scores.device)
 
     def _sample_once(self, context: StepContext, batch: Dict[str, Any]) -> ScoredSamples:
         scored = super().sample_and_score(context, batch)
         if self.overlong == "soft":
-            lengths = scored.samples.mask.sum(-1)
-            cache = self.overlong_cache_tokens or max(1, self.max_new_tokens // 5)
-            penalty = Fn.soft_overlong_penalty(lengths, self.max_new_tokens, cache).to(scored.scores.device)
-            valid = scored.score_valid if scored.score_valid is not None else torch.ones_like(penalty, dtype=torch.bool)
-            scored.scores = torch.where(valid, scored.scores + penalty, 0.0)
-            scored.metrics["overlong_penalty"] = Fn.masked_mean(penalty, valid)
+            valid = scored.score_valid if scored.score_valid is not None else torch.ones_like(scored.scores, dtype=torch.bool)
+            scored.scores = torch.where(valid, scored.scores + self._overlong_penalty(scored), 0.0)
         return scored
 
     # ------------------------------------------------------------------ evaluation
@@ -374,7 +392,9 @@ class CriticFreeRL(RolloutObjective):
         flat = Fn.zero_variance_groups(rollout.scores, self.num_generations, valid) if self.num_generations > 1 else None
         advantage_rows = rollout.advantages if rollout.advantages.dim() == 1 else Fn.masked_mean(
             rollout.advantages, rollout.loss_mask, dim=-1)
+        kept = rollout.scores[valid]
         metrics = {
+            "score_std": kept.std() if kept.numel() > 1 else torch.tensor(0.0),
             "completion_length_max": lengths.max(),
             "truncated_share": (~rollout.ended_with_eos).float().mean(),
             "tokens_sampled": lengths.sum(),

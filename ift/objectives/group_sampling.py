@@ -49,10 +49,11 @@ def select_groups(scored: ScoredSamples, groups: Sequence[int], group_size: int)
                             ended_with_eos=scored.samples.ended_with_eos[index],
                             texts=[scored.samples.texts[i] for i in listed])
     valid = scored.score_valid[index] if scored.score_valid is not None else None
+    components = scored.reward_components[index] if scored.reward_components is not None else None
     return ScoredSamples(prompts=prompts, samples=samples, input_ids=scored.input_ids[index],
                          attention_mask=scored.attention_mask[index], scores=scored.scores[index],
                          n_nan_rewards=int((~valid).sum()) if valid is not None else 0, score_valid=valid,
-                         metrics=dict(scored.metrics))
+                         metrics=dict(scored.metrics), reward_components=components)
 
 
 def _pad_right(tensor: torch.Tensor, width: int, value: Any) -> torch.Tensor:
@@ -84,9 +85,12 @@ def concat_scored(parts: List[ScoredSamples], pad_token_id: int) -> ScoredSample
         valid = torch.cat([p.score_valid if p.score_valid is not None else torch.ones_like(p.scores, dtype=torch.bool)
                            for p in parts])
     metrics = dict(parts[0].metrics)
+    components = None
+    if all(p.reward_components is not None for p in parts):
+        components = torch.cat([p.reward_components for p in parts])
     return ScoredSamples(prompts=prompts, samples=samples, input_ids=input_ids, attention_mask=attention_mask,
                          scores=torch.cat([p.scores for p in parts]), n_nan_rewards=sum(p.n_nan_rewards for p in parts),
-                         score_valid=valid, metrics=metrics)
+                         score_valid=valid, metrics=metrics, reward_components=components)
 
 
 class DynamicSamplingResult(NamedTuple):

@@ -123,8 +123,11 @@ class ScoredSamples:
     n_nan_rewards: int
     #: ``B`` bool: False where the reward could not score the response (nan/inf, timed out).
     score_valid: Optional[torch.Tensor] = None
-    #: statistics of the scoring (one entry per reward function when there are several).
+    #: statistics of the scoring and the timings of sampling and scoring.
     metrics: Dict[str, torch.Tensor] = field(default_factory=dict)
+    #: ``B x K`` float32: each of ``K`` reward functions' score (nan where it could not
+    #: score); None with a single reward.
+    reward_components: Optional[torch.Tensor] = None
 
     def rollout_fields(self) -> Dict[str, Any]:
         """The keyword arguments of :class:`Rollout` known before evaluation (all but the
@@ -148,6 +151,8 @@ class RolloutScores(NamedTuple):
     valid: torch.Tensor
     #: statistics of the scoring, logged with the rollout.
     metrics: Dict[str, torch.Tensor]
+    #: ``B x K`` scores of each of several reward functions (nan where one failed), or None.
+    components: Optional[torch.Tensor] = None
 
 
 class RolloutLoss(NamedTuple):
@@ -490,7 +495,7 @@ class RolloutObjective(Objective):
                         "time/scoring": torch.tensor(scored_at - generated)})
         return ScoredSamples(prompts=prompts, samples=samples, input_ids=input_ids, attention_mask=attention_mask,
                              scores=scores.scores, n_nan_rewards=scores.n_nan, score_valid=scores.valid,
-                             metrics=metrics)
+                             metrics=metrics, reward_components=scores.components)
 
     def generate(self, context: StepContext, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
         """``B x R`` sampled response ids (pad after EOS), drawn by the sampler from the current

@@ -162,10 +162,11 @@ def trim_right(rollout: RolloutT) -> RolloutT:
 
 
 def core_rollout_metrics(rollout: Any, reward_timeouts: int) -> Dict[str, torch.Tensor]:
-    """The statistics every rollout logs: mean score, response length, EOS rate, nan scores
-    and reward timeouts so far."""
+    """The statistics every rollout logs: mean score (over the responses the reward could
+    score), response length, EOS rate, nan scores and reward timeouts so far."""
+    valid = getattr(rollout, "score_valid", None)
     return {
-        "score": rollout.scores.mean(),
+        "score": rollout.scores.mean() if valid is None else Fn.masked_mean(rollout.scores, valid),
         "response_length": rollout.response_mask.sum(-1).float().mean(),
         "eos_rate": rollout.ended_with_eos.float().mean(),
         "reward_nan": torch.tensor(float(rollout.n_nan_rewards)),
