@@ -57,7 +57,7 @@ def test_results_json_has_every_objective_and_metric(quick_run, policy):
         assert 1 <= metrics["explored_states"]["mean"] <= task.n_states
     details = json.loads((out / policy / "details.json").read_text())
     assert details["map"] == "SFFF/FFHG/FHHH/FFFF" and details["seeds"] == 1 and details["steps"] == 8
-    assert details["policy"] == policy and len(details["claims"]) == 10
+    assert details["policy"] == policy and len(details["claims"]) == 11
     assert {run["objective"] for run in details["runs"]} == set(run_configs.OBJECTIVES)
     # Every state of the map: the state MLP is read on all 16; the LM on every state a path reaches.
     readable = sorted(readable_texts(task)) if policy == "transformer" else list(range(task.n_states))
@@ -135,7 +135,8 @@ def test_yaml_configs_are_the_runs_of_the_command():
                                         "ift.lab.frozen_lake.runs.write_configs('configs/frozen_lake')")
 
 
-@pytest.mark.parametrize("policy,name", [("mlp", "IFT"), ("mlp", "PPO"), ("transformer", "IFT"), ("transformer", "PPO")])
+@pytest.mark.parametrize("policy,name", [("mlp", "IFT"), ("mlp", "PPO"), ("mlp", "GRPO"), ("transformer", "IFT"),
+                                         ("transformer", "PPO")])
 def test_ift_fit_with_the_yaml_gives_the_same_numbers(policy, name, tmp_path):
     from ift.cli import main
 

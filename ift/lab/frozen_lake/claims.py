@@ -78,6 +78,9 @@ def identical(runs: List[Dict[str, Any]], first: str, second: str) -> Tuple[bool
     return all(same), f"identical metrics and policies on {sum(same)} of {len(same)} seeds"
 
 
+#: The check on the GRPO arm (tests/test_grpo_learning.py asserts it on its own runs).
+GRPO_CLAIM = "GRPO solves the map from the reward alone"
+
 #: ``(part, text, judge)``; ``judge(runs) -> (holds, evidence)``.
 CLAIMS: List[Tuple[str, str, Callable[[List[Dict[str, Any]]], Tuple[bool, str]]]] = [
     ("paper", "IFT closer to π* than SFT", lambda r: below(r, "IFT", "SFT", "mse_to_optimal")),
@@ -90,6 +93,7 @@ CLAIMS: List[Tuple[str, str, Callable[[List[Dict[str, Any]]], Tuple[bool, str]]]
     ("paper", "IFT explores more grids than SFT", lambda r: below(r, "SFT", "IFT", "explored_states")),
     ("project", "IFT with λ = 0, γ = 0 is SFT exactly", lambda r: identical(r, "IFT-lam0-gamma0", "SFT")),
     ("project", "PPO solves the map from the reward alone", lambda r: all_seeds(r, "PPO", "success_rate", 1.0)),
+    ("project", GRPO_CLAIM, lambda r: all_seeds(r, "GRPO", "success_rate", 1.0)),
     ("project", "SFT → PPO solves the map", lambda r: all_seeds(r, "SFT-PPO", "success_rate", 1.0)),
 ]
 

@@ -2,7 +2,7 @@
 
 Trains both policies — the paper's two-layer network over grid states (``mlp``) and a tiny
 character transformer over action strings (``transformer``) — on one Frozen Lake map with
-SFT, IFT, DPO, ORPO, PPO and the SFT -> PPO recipe (and IFT with lam = 0, gamma = 0, which
+SFT, IFT, DPO, ORPO, PPO, GRPO and the SFT -> PPO recipe (and IFT with lam = 0, gamma = 0, which
 must reproduce SFT exactly, and DPO with a tuned beta, labelled as such), over several
 seeds, and writes for each policy:
 
@@ -172,9 +172,10 @@ def run(args: FrozenLakeArguments) -> Dict[str, Dict[str, Any]]:
     jobs: List[Job] = [(policy, name, seed, map_spec, args.steps, args.eval_every)
                        for policy in args.policies for name in objectives for seed in range(args.seeds)]
     # Most expensive first, so the workers finish together: PPO's sampling (a run costs about
-    # 13 s of CPU with the transformer, 10 s with the state MLP), then SFT -> PPO (half of it
-    # PPO), then the supervised runs (2-3 s, the transformer's the dearer).
-    cost = {"PPO": 4, "SFT-PPO": 2}
+    # 13 s of CPU with the transformer, 10 s with the state MLP), then GRPO (as dear as PPO with
+    # the transformer, 3 s with the state MLP: 75 rollouts, not 300), then SFT -> PPO (half of
+    # it PPO), then the supervised runs (2-3 s, the transformer's the dearer).
+    cost = {"PPO": 4, "GRPO": 3, "SFT-PPO": 2}
     jobs.sort(key=lambda job: (-cost.get(job[1], 0), job[0] != "transformer"))
     workers = args.workers or min(2, os.cpu_count() or 1)
     workers = max(1, min(workers, len(jobs)))

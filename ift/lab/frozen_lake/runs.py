@@ -61,18 +61,18 @@ OPTIMIZERS: Dict[str, Dict[str, Any]] = {
     "mlp": {"class_path": "torch.optim.RMSprop", "init_args": {"lr": 1e-2}},
     "transformer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3, "weight_decay": 0.0, "fused": True}},
 }
-#: PPO's optimizer (the paper has no PPO on Frozen Lake): AdamW for both policies. With a sparse
-#: reward most PPO steps have no gradient at all, and RMSprop's first steps after such a run are
-#: up to 10x its learning rate (its squared-gradient average starts from 0): the state MLP is
-#: thrown far from its first success, then its steps shrink to nothing. AdamW's bias correction
-#: keeps every step near the learning rate.
+#: PPO's optimizer (the paper has no PPO on Frozen Lake), and GRPO's: AdamW for both policies.
+#: With a sparse reward most PPO steps have no gradient at all, and RMSprop's first steps after
+#: such a run are up to 10x its learning rate (its squared-gradient average starts from 0): the
+#: state MLP is thrown far from its first success, then its steps shrink to nothing. AdamW's bias
+#: correction keeps every step near the learning rate.
 PPO_OPTIMIZERS: Dict[str, Dict[str, Any]] = {
     "mlp": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-2, "weight_decay": 0.0, "fused": True}},
     "transformer": OPTIMIZERS["transformer"],
 }
 #: Objectives whose runs are (or end in) PPO.
 PPO_OBJECTIVES = ("PPO", "SFT-PPO")
-#: Objectives that learn from their own samples and the reward: PPO's optimizer (AdamW) for all.
+#: Objectives that run on the reward (PPO's optimizer for each): PPO's, and GRPO.
 REWARD_OBJECTIVES = PPO_OBJECTIVES + ("GRPO",)
 #: Share of the budget spent in SFT before PPO takes over in the SFT -> PPO recipe.
 SFT_PPO_SPLIT = 0.5
@@ -104,12 +104,18 @@ PPO_POLICY_ARGS: Dict[str, Dict[str, Any]] = {
 }
 
 
-#: GRPO on the environment's reward (DeepSeekMath's group-normalised advantages and clipped
-#: ratio; arXiv 2402.03300). PROVISIONAL
-GRPO_ARGS: Dict[str, Any] = {"beta": 0.0, "temperature": 1.0}
-GRPO_POLICY_ARGS: Dict[str, Dict[str, Any]] = {
-    "mlp": {"num_generations": 128, "mini_batch_size": 128, "epochs": 1},
-    "transformer": {"num_generations": 128, "mini_batch_size": 128, "epochs": 4},
+#: GRPO (DeepSeekMath's group-normalised advantages and clipped ratio, arXiv 2402.03300) on the
+#: environment's reward alone, like PPO. The map is the only prompt, so a rollout is one group:
+#: G = 128 episodes of it, 4 updates on the whole group per rollout (``epochs``), the settings of
+#: PPO's transformer runs, for both policies. Within the 300-step budget that is 75 rollouts and
+#: 9,600 episodes (the MLP's PPO samples 38,400 for the untuned maps; the default map needs far
+#: fewer, and one update per rollout would triple the MLP's run time). ``beta`` 0: no reference
+#: and no KL term. The paper's check has none, PPO runs here without one (``kl_coef`` 0), and the
+#: reference would be the untrained, near-uniform policy that the runs are meant to leave.
+#: The optimizer is PPO's (AdamW, see PPO_OPTIMIZERS): with a group of equal rewards the update
+#: has no gradient, as with PPO's sparse reward.
+GRPO_ARGS: Dict[str, Any] = {
+    "num_generations": 128, "mini_batch_size": 128, "epochs": 4, "beta": 0.0, "temperature": 1.0,
 }
 
 
@@ -133,7 +139,7 @@ def objective_config(name: str, task: FrozenLakeTask, steps: int, policy: str = 
         "ORPO": {"class_path": "ift.objectives.ORPO", "init_args": dict(ORPO_ARGS)},
         "PPO": ppo,
         "GRPO": {"class_path": "ift.objectives.GRPO",
-                 "init_args": {"reward": reward, **GRPO_ARGS, **GRPO_POLICY_ARGS[policy],
+                 "init_args": {"reward": reward, **GRPO_ARGS,
                                "max_new_tokens": ppo_max_new_tokens(task)}},
     }
     if name in simple:
