@@ -440,7 +440,8 @@ class RolloutObjective(Objective):
 
         def part(rows: torch.Tensor):
             def compute() -> torch.Tensor:
-                result = self.loss_on_rollout(context, batch.select(rows) if micro < size else batch)
+                # A (loss, metrics) pair is accepted as well as a RolloutLoss.
+                result = RolloutLoss(*self.loss_on_rollout(context, batch.select(rows) if micro < size else batch))
                 results.append(result)
                 return result.loss
             return compute
