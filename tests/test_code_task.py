@@ -1,6 +1,6 @@
 """The built-in code task: the generator's reference code is right by its own tests (run in
-the sandbox), the splits are disjoint and seeded, and the shipped SFT -> PPO config runs
-end to end with the sandboxed reward."""
+the sandbox), the splits are disjoint and seeded, and the shipped SFT -> PPO and SFT -> GRPO
+configs run end to end with the sandboxed reward."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ift.core.tokenizer import build_char_tokenizer
 from ift.rewards import CodeTestsReward
 
 CODE_CONFIG = ROOT / "configs" / "code" / "sft_then_ppo.yaml"
+CODE_GRPO_CONFIG = ROOT / "configs" / "code" / "sft_then_grpo.yaml"
 
 
 def evaluate_trusted(code: str, x: int) -> int:
@@ -130,3 +131,31 @@ def test_shipped_code_config_runs_sft_then_ppo_with_the_sandbox(tmp_path, capsys
     result = main(["code-pass-rate", "--ckpt", str(checkpoint), "--task", task, "--max-new-tokens", "24"])
     assert result["count"] == 4 and 0.0 <= result["pass_rate"] <= result["mean_score"] <= 1.0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_shipped_code_config_runs_sft_then_grpo_with_the_sandbox(tmp_path):
+    config = yaml.safe_load(CODE_GRPO_CONFIG.read_text())
+    ppo = yaml.safe_load(CODE_CONFIG.read_text())
+    stages = config["model"]["objective"]["init_args"]["stages"]
+    assert [stage["objective"]["class_path"] for stage in stages] == ["SFT", "GRPO"]
+    assert config["trainer"]["max_epochs"] == sum(stage["epochs"] for stage in stages)
+    # The PPO config's reward, task and optimizer; only the RL stage (and the warm-up's length) differ.
+    ppo_rl = ppo["model"]["objective"]["init_args"]["stages"][1]
+    assert stages[1]["objective"]["init_args"]["reward"] == ppo_rl["objective"]["init_args"]["reward"]
+    assert (config["data"], config["model"]["optimizer"]) == (ppo["data"], ppo["model"]["optimizer"])
+    assert stages[1]["lr"] == ppo_rl["lr"] and stages[1]["epochs"] == ppo_rl["epochs"]
+    # The shipped recipe, made small: one epoch per stage, 8 problems, short generations.
+    stages[0]["epochs"], stages[1]["epochs"] = 1, 1
+    stages[1]["objective"]["init_args"].update(num_generations=2, max_new_tokens=24, mini_batch_size=8)
+    config["trainer"].update(max_epochs=2, enable_progress_bar=False)
+    config["data"]["init_args"].update(num_train=8, num_val=4, num_test=4, batch_size=8, eval_batch_size=4)
+    small = tmp_path / "code.yaml"
+    small.write_text(yaml.safe_dump(config))
+    cli = main(["fit", "--config", str(small), "--trainer.default_root_dir", str(tmp_path / "run")])
+    trainer, module = cli.trainer, cli.model
+    assert trainer.state.finished and trainer.current_epoch == 2
+    objective = module.objective.stages[1].objective
+    assert type(objective).__name__ == "GRPO" and isinstance(objective.rewards[0], CodeTestsReward)
+    assert objective.rewards[0].counts["responses"] == 16  # 8 prompts x 2 samples, each run or looked up in the sandbox
+    for key in ("train/score", "train/kl_ref", "train/zero_variance_groups", "train/reward_timeouts"):
+        assert key in trainer.callback_metrics, key

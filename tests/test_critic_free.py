@@ -283,6 +283,28 @@ def test_each_variant_is_chosen_in_yaml_by_its_short_name_and_takes_its_options(
     assert printed["init_args"]["num_generations"] == 4
 
 
+@pytest.mark.parametrize("name", ["GRPO", "DAPO", "RLOO", "CriticFreeRL"])
+def test_a_reward_setting_survives_the_printed_config(name, tmp_path, capsys):
+    # The variants' reward argument is typed like CriticFreeRL's: untyped, the command line
+    # read the nested reward as any value and printed trigger ['####'] as [null].
+    config = tiny_config({"class_path": name, "init_args": {
+        "reward": {"class_path": "ift.rewards.AnswerMatchReward", "init_args": {"trigger": ["####"]}},
+        "num_generations": 2}}, tmp_path / "run.yaml")
+    from ift.cli import main
+
+    try:
+        main(["fit", "--config", str(config), "--print_config"])
+    except SystemExit as stop:
+        assert stop.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]["objective"]["init_args"]["reward"]
+    assert printed["init_args"]["trigger"] == ["####"]
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()),
+                                     "model": {"model": "tiny-gpt2", "objective": {"class_path": name, "init_args": {
+                                         "reward": printed, "num_generations": 2}}}}))
+    assert built_from_yaml(again).reward.triggers == ("####",)
+
+
 def test_several_weighted_rewards_in_yaml(tmp_path):
     config = tiny_config({"class_path": "GRPO", "init_args": {
         "reward": [{"class_path": "ift.rewards.AnswerMatchReward"},

@@ -17,6 +17,7 @@ from ift.cli import main
 
 ULTRACHAT = ROOT / "configs" / "chat" / "ift_ultrachat.yaml"
 GSM8K = ROOT / "configs" / "math" / "reft_gsm8k.yaml"
+GRPO_GSM8K = ROOT / "configs" / "math" / "grpo_gsm8k.yaml"
 CPU = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false"]
 
 
@@ -29,9 +30,27 @@ def test_configs_name_real_models_and_datasets():
     stages = math_config["model"]["objective"]["init_args"]["stages"]
     assert [s["objective"]["class_path"] for s in stages] == ["SFT", "PPO"]
     assert math_config["data"]["init_args"]["train_data"] == "openai/gsm8k"
-    for path in (ULTRACHAT, GSM8K):  # documented: memory and time
+    for path in (ULTRACHAT, GSM8K, GRPO_GSM8K):  # documented: memory and time
         text = path.read_text()
         assert "memory:" in text and "time:" in text
+
+
+def test_grpo_gsm8k_differs_from_reft_gsm8k_only_in_the_rl_stage():
+    """grpo_gsm8k.yaml's header says so: the same model, warm-up, data and evaluation."""
+    grpo, reft = yaml.safe_load(GRPO_GSM8K.read_text()), yaml.safe_load(GSM8K.read_text())
+    grpo_stages, reft_stages = (c["model"]["objective"]["init_args"]["stages"] for c in (grpo, reft))
+    assert [s["objective"]["class_path"] for s in grpo_stages] == ["SFT", "GRPO"]
+    assert grpo_stages[0] == reft_stages[0]
+    for key in ("data", "seed_everything"):
+        assert grpo[key] == reft[key], key
+    assert {k: v for k, v in grpo["model"].items() if k != "objective"} == {
+        k: v for k, v in reft["model"].items() if k != "objective"}
+    assert {k: v for k, v in grpo["trainer"].items() if k != "max_epochs"} == {
+        k: v for k, v in reft["trainer"].items() if k != "max_epochs"}
+    assert grpo["trainer"]["max_epochs"] == sum(stage["epochs"] for stage in grpo_stages)
+    rl = grpo_stages[1]["objective"]["init_args"]
+    assert rl["reward"] == reft_stages[1]["objective"]["init_args"]["reward"]
+    assert (rl["beta"], grpo_stages[1]["lr"], rl["epochs"], rl["mini_batch_size"]) == (0.04, 1.0e-6, 1, None)
 
 
 def test_ift_ultrachat_config_runs_with_a_local_tiny_model(tmp_path):
@@ -94,6 +113,30 @@ def test_reft_gsm8k_config_runs_sft_then_ppo_with_a_local_tiny_model(tmp_path):
     assert export_dirs == ["final", "switch-1-before-ppo"]
 
 
+def test_grpo_gsm8k_config_runs_sft_then_grpo_with_a_local_tiny_model(tmp_path):
+    model = save_tiny_model(tmp_path / "model")
+    files = {"train": write_jsonl(tmp_path / "train.jsonl", gsm8k_rows(4)),
+             "test": write_jsonl(tmp_path / "test.jsonl", gsm8k_rows(2))}
+    kwargs = json.dumps({"data_files": files, "cache_dir": str(tmp_path / "hf")})
+    # 4 problems in one batch: the 2 + 1 epochs of the stages are 2 SFT steps, then one GRPO
+    # rollout of 4 x 8 responses (up to 300 tokens), as shipped.
+    cli = main(["fit", "--config", str(GRPO_GSM8K), *CPU, "--trainer.default_root_dir", str(tmp_path / "run"),
+                "--trainer.limit_val_batches", "1", "--trainer.callbacks.init_args.max_new_tokens", "8",
+                "--model.model", model,
+                "--data.init_args.train_data", "json", "--data.init_args.val_data", "json",
+                "--data.init_args.dataset_kwargs", kwargs,
+                "--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "2"])
+    trainer, module = cli.trainer, cli.model
+    assert trainer.state.finished and trainer.current_epoch == 3
+    recipe = module.objective
+    assert type(recipe).__name__ == "Sequential" and type(recipe.current).__name__ == "GRPO"
+    assert recipe.current.rewards[0].triggers == ("####",)
+    for key in ("train/score", "train/kl_ref", "train/zero_variance_groups", "val/accuracy"):
+        assert torch.isfinite(trainer.callback_metrics[key]), key
+    export_dirs = sorted(p.name for p in Path(tmp_path / "run").glob("**/export/*"))
+    assert export_dirs == ["final", "switch-1-before-grpo"]
+
+
 def test_warmup_cosine_schedule_learns_its_length_from_the_trainer():
     from ift.optim import WarmupCosineLR
 
@@ -116,6 +159,7 @@ def test_warmup_cosine_schedule_learns_its_length_from_the_trainer():
 # ---------------------------------------------------------------------------- the same configs on SmolLM2 (slow)
 CHAT_LOCAL = ROOT / "configs" / "chat" / "smollm2_local.yaml"
 MATH_LOCAL = ROOT / "configs" / "math" / "smollm2_local.yaml"
+MATH_LOCAL_GRPO = ROOT / "configs" / "math" / "smollm2_local_grpo.yaml"
 
 
 def local_data_files(overlay: Path, tmp_path: Path) -> str:
@@ -175,3 +219,23 @@ def test_reft_gsm8k_config_runs_sft_then_ppo_on_smollm2_with_local_data_of_the_s
         assert torch.isfinite(trainer.callback_metrics[key]), key
     export_dirs = sorted(p.name for p in Path(tmp_path / "run").glob("**/export/*"))
     assert export_dirs == ["final", "switch-1-before-ppo"]
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_grpo_gsm8k_config_runs_sft_then_grpo_on_smollm2_with_local_data_of_the_same_format(tmp_path):
+    # One batch of the 8 local problems per stage, as the ReFT test above.
+    cli = main(["fit", "--config", str(GRPO_GSM8K), "--config", str(MATH_LOCAL_GRPO),
+                "--trainer.enable_progress_bar", "false", "--trainer.limit_train_batches", "1",
+                "--trainer.default_root_dir", str(tmp_path / "run"),
+                "--data.init_args.dataset_kwargs", local_data_files(MATH_LOCAL_GRPO, tmp_path)])
+    trainer, module = cli.trainer, cli.model
+    assert trainer.state.finished and trainer.current_epoch == 2
+    recipe = module.objective
+    assert type(recipe).__name__ == "Sequential" and type(recipe.current).__name__ == "GRPO"
+    assert recipe.current.beta == 0.04 and recipe.current.num_generations == 4
+    assert type(module.policy).__name__ == "LlamaForCausalLM"
+    for key in ("train/score", "train/kl_ref", "val/accuracy"):
+        assert torch.isfinite(trainer.callback_metrics[key]), key
+    export_dirs = sorted(p.name for p in Path(tmp_path / "run").glob("**/export/*"))
+    assert export_dirs == ["final", "switch-1-before-grpo"]

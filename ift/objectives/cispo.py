@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ift.objectives.critic_free import CriticFreeRL
+from ift.objectives.critic_free import CriticFreeRL, RewardArgument
 
 
 class CISPO(CriticFreeRL):
@@ -18,7 +18,7 @@ class CISPO(CriticFreeRL):
         beta: 0.
     """
 
-    def __init__(self, reward=None, *, policy_loss: str = "cispo", epsilon_high: float = 5.0,
+    def __init__(self, reward: RewardArgument = None, *, policy_loss: str = "cispo", epsilon_high: float = 5.0,
                  loss_aggregation: str = "token-mean", beta: float = 0.0, **kwargs):
         super().__init__(reward, policy_loss=policy_loss, epsilon_high=epsilon_high,
                          loss_aggregation=loss_aggregation, beta=beta, **kwargs)

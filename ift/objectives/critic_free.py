@@ -43,6 +43,9 @@ POLICY_LOSSES = ("clip", "cispo")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence", "sequence-token")
 KL_PLACEMENTS = ("loss", "reward")
 OVERLONG_HANDLING = ("none", "mask", "soft")
+#: The type of the ``reward`` argument: one reward or a list of them (the variants repeat it,
+#: so that the command line parses their ``reward`` as a reward, not as any value).
+RewardArgument = Union[Reward, List[Reward], None]
 
 
 @dataclass(kw_only=True)
@@ -133,7 +136,7 @@ class CriticFreeRL(RolloutObjective):
 
     def __init__(
         self,
-        reward: Union[Reward, List[Reward], None] = None,
+        reward: RewardArgument = None,
         *,
         reward_weights: Optional[List[float]] = None,
         num_generations: int = 8,

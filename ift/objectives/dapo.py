@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ift.objectives.critic_free import CriticFreeRL
+from ift.objectives.critic_free import CriticFreeRL, RewardArgument
 
 
 class DAPO(CriticFreeRL):
@@ -26,7 +26,7 @@ class DAPO(CriticFreeRL):
         overlong: ``soft`` (the length penalty); ``mask`` leaves truncated responses out instead.
     """
 
-    def __init__(self, reward=None, *, epsilon_high: float = 0.28, loss_aggregation: str = "token-mean",
+    def __init__(self, reward: RewardArgument = None, *, epsilon_high: float = 0.28, loss_aggregation: str = "token-mean",
                  beta: float = 0.0, dynamic_sampling: bool = True, overlong: str = "soft", **kwargs):
         super().__init__(reward, epsilon_high=epsilon_high, loss_aggregation=loss_aggregation, beta=beta,
                          dynamic_sampling=dynamic_sampling, overlong=overlong, **kwargs)

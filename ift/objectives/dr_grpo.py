@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ift.objectives.critic_free import CriticFreeRL
+from ift.objectives.critic_free import CriticFreeRL, RewardArgument
 
 
 class DrGRPO(CriticFreeRL):
@@ -22,6 +22,6 @@ class DrGRPO(CriticFreeRL):
         beta: 0 (no KL to the reference).
     """
 
-    def __init__(self, reward=None, *, scale_rewards: str = "none",
+    def __init__(self, reward: RewardArgument = None, *, scale_rewards: str = "none",
                  loss_aggregation: str = "seq-mean-token-sum-norm", beta: float = 0.0, **kwargs):
         super().__init__(reward, scale_rewards=scale_rewards, loss_aggregation=loss_aggregation, beta=beta, **kwargs)

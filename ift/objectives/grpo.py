@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ift.objectives.critic_free import CriticFreeRL
+from ift.objectives.critic_free import CriticFreeRL, RewardArgument
 
 
 class GRPO(CriticFreeRL):
@@ -20,5 +20,5 @@ class GRPO(CriticFreeRL):
         loss_aggregation: the paper's ``seq-mean-token-mean``.
     """
 
-    def __init__(self, reward=None, *, beta: float = 0.04, loss_aggregation: str = "seq-mean-token-mean", **kwargs):
+    def __init__(self, reward: RewardArgument = None, *, beta: float = 0.04, loss_aggregation: str = "seq-mean-token-mean", **kwargs):
         super().__init__(reward, beta=beta, loss_aggregation=loss_aggregation, **kwargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ift.objectives.critic_free import CriticFreeRL
+from ift.objectives.critic_free import CriticFreeRL, RewardArgument
 
 
 class GSPO(CriticFreeRL):
@@ -22,7 +22,7 @@ class GSPO(CriticFreeRL):
         beta: 0.
     """
 
-    def __init__(self, reward=None, *, importance_sampling_level: str = "sequence", epsilon_low: float = 3e-4,
+    def __init__(self, reward: RewardArgument = None, *, importance_sampling_level: str = "sequence", epsilon_low: float = 3e-4,
                  epsilon_high: float = 4e-4, beta: float = 0.0, **kwargs):
         super().__init__(reward, importance_sampling_level=importance_sampling_level, epsilon_low=epsilon_low,
                          epsilon_high=epsilon_high, beta=beta, **kwargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ift.objectives.critic_free import CriticFreeRL
+from ift.objectives.critic_free import CriticFreeRL, RewardArgument
 
 
 class ReinforcePlusPlus(CriticFreeRL):
@@ -22,7 +22,7 @@ class ReinforcePlusPlus(CriticFreeRL):
         loss_aggregation: ``token-mean``.
     """
 
-    def __init__(self, reward=None, *, baseline: bool = False, beta: float = 0.01, kl_estimator: str = "k1",
+    def __init__(self, reward: RewardArgument = None, *, baseline: bool = False, beta: float = 0.01, kl_estimator: str = "k1",
                  kl_placement: str = "reward", loss_aggregation: str = "token-mean", **kwargs):
         if "advantage_estimator" in kwargs:
             raise ValueError("ReinforcePlusPlus: the advantage estimator is set by `baseline` "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ift.objectives.critic_free import CriticFreeRL
+from ift.objectives.critic_free import CriticFreeRL, RewardArgument
 
 
 class RLOO(CriticFreeRL):
@@ -21,7 +21,7 @@ class RLOO(CriticFreeRL):
         loss_aggregation: ``seq-mean-token-sum-norm``.
     """
 
-    def __init__(self, reward=None, *, advantage_estimator: str = "rloo", beta: float = 0.05,
+    def __init__(self, reward: RewardArgument = None, *, advantage_estimator: str = "rloo", beta: float = 0.05,
                  kl_estimator: str = "k1", kl_placement: str = "reward",
                  loss_aggregation: str = "seq-mean-token-sum-norm", **kwargs):
         super().__init__(reward, advantage_estimator=advantage_estimator, beta=beta, kl_estimator=kl_estimator,
