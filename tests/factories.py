@@ -1,5 +1,6 @@
 """Factories the tests share: a quiet CPU Trainer, the arithmetic task at tiny size, a
-FineTuneModule on ``tiny-gpt2``, PPO settings for short rollouts, and the encoding and
+FineTuneModule on ``tiny-gpt2``, PPO settings for short rollouts, a callback recording the
+logged step metrics, and the encoding and
 padding of preference pairs that the preference-objective tests build batches with.
 
 Plain functions, so that a test can pass its own arguments; a file whose settings differ
@@ -99,3 +100,16 @@ def preference_batch(tokenizer: Any, pairs: Sequence[Tuple[str, str, str]] = PRE
         batch[f"{name}_labels"] = pad_rows([labels for _, labels in encoded], IGNORE_INDEX, side, width)
         batch[f"{name}_attention_mask"] = pad_rows([[1] * len(ids) for ids, _ in encoded], 0, side, width)
     return batch
+
+
+class MetricsLog(pl.Callback):
+    """Every training batch's logged step metrics (``_step`` suffix removed), with the
+    ``global_step`` after it."""
+
+    def __init__(self):
+        self.rows: List[Dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        row = {k[: -len("_step")]: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_step")}
+        row["global_step"] = trainer.global_step
+        self.rows.append(row)

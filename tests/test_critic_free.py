@@ -22,7 +22,7 @@ import yaml
 
 import ift.core.shared_prompts as shared_prompts
 import ift.objectives.rollout_steps as rollout_steps
-from factories import quiet_trainer, tiny_arithmetic, tiny_module
+from factories import MetricsLog, quiet_trainer, tiny_arithmetic, tiny_module
 from ift.core.sampling import SampledTokens, Sampler
 from ift.modules import FineTuneModule
 from ift.objectives import (CISPO, DAPO, GRPO, GSPO, RLOO, SFT, CriticFreeRL, DrGRPO, GroupRollout, Mix,
@@ -101,16 +101,6 @@ class ScriptSampler(Sampler):
         return SampledTokens(ids=out, logprobs=None, finished=(out == tokenizer.eos_token_id).any(-1))
 
 
-class MetricsLog(pl.Callback):
-    """Every training batch's logged step metrics (``_step`` suffix removed)."""
-
-    def __init__(self):
-        self.rows: List[Dict[str, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        row = {k[: -len("_step")]: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_step")}
-        row["global_step"] = trainer.global_step
-        self.rows.append(row)
 
 
 def small(cls=GRPO, **kwargs):

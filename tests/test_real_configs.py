@@ -86,23 +86,29 @@ def gsm8k_rows(count):
     return rows
 
 
+def run_gsm8k_config_on_local_files(config, tmp_path):
+    """``ift fit`` of a shipped GSM8K config on the CPU with a tiny local model and 4 + 2
+    local GSM8K-format problems (one batch per epoch); returns the CLI."""
+    model = save_tiny_model(tmp_path / "model")
+    files = {"train": write_jsonl(tmp_path / "train.jsonl", gsm8k_rows(4)),
+             "test": write_jsonl(tmp_path / "test.jsonl", gsm8k_rows(2))}
+    kwargs = json.dumps({"data_files": files, "cache_dir": str(tmp_path / "hf")})
+    return main(["fit", "--config", str(config), *CPU, "--trainer.default_root_dir", str(tmp_path / "run"),
+                 "--trainer.limit_val_batches", "1", "--trainer.callbacks.init_args.max_new_tokens", "8",
+                 "--model.model", model,
+                 "--data.init_args.train_data", "json", "--data.init_args.val_data", "json",
+                 "--data.init_args.dataset_kwargs", kwargs,
+                 "--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "2"])
+
+
 def test_reft_gsm8k_config_runs_sft_then_ppo_with_a_local_tiny_model(tmp_path):
     pytest.importorskip("ift.objectives.recipes")
     objectives = pytest.importorskip("ift.objectives")
     if not hasattr(objectives, "PPO") or not hasattr(objectives, "Sequential"):
         pytest.skip("PPO / Sequential are not available yet")
-    model = save_tiny_model(tmp_path / "model")
-    files = {"train": write_jsonl(tmp_path / "train.jsonl", gsm8k_rows(4)),
-             "test": write_jsonl(tmp_path / "test.jsonl", gsm8k_rows(2))}
-    kwargs = json.dumps({"data_files": files, "cache_dir": str(tmp_path / "hf")})
     # 4 problems in one batch: one batch per epoch, so the 2 + 3 epochs of the stages are
     # 2 SFT steps then 3 PPO iterations, exactly as the shipped stages say.
-    cli = main(["fit", "--config", str(GSM8K), *CPU, "--trainer.default_root_dir", str(tmp_path / "run"),
-                "--trainer.limit_val_batches", "1", "--trainer.callbacks.init_args.max_new_tokens", "8",
-                "--model.model", model,
-                "--data.init_args.train_data", "json", "--data.init_args.val_data", "json",
-                "--data.init_args.dataset_kwargs", kwargs,
-                "--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "2"])
+    cli = run_gsm8k_config_on_local_files(GSM8K, tmp_path)
     trainer, module = cli.trainer, cli.model
     assert trainer.state.finished and trainer.current_epoch == 5
     recipe = module.objective
@@ -114,18 +120,9 @@ def test_reft_gsm8k_config_runs_sft_then_ppo_with_a_local_tiny_model(tmp_path):
 
 
 def test_grpo_gsm8k_config_runs_sft_then_grpo_with_a_local_tiny_model(tmp_path):
-    model = save_tiny_model(tmp_path / "model")
-    files = {"train": write_jsonl(tmp_path / "train.jsonl", gsm8k_rows(4)),
-             "test": write_jsonl(tmp_path / "test.jsonl", gsm8k_rows(2))}
-    kwargs = json.dumps({"data_files": files, "cache_dir": str(tmp_path / "hf")})
     # 4 problems in one batch: the 2 + 1 epochs of the stages are 2 SFT steps, then one GRPO
     # rollout of 4 x 8 responses (up to 300 tokens), as shipped.
-    cli = main(["fit", "--config", str(GRPO_GSM8K), *CPU, "--trainer.default_root_dir", str(tmp_path / "run"),
-                "--trainer.limit_val_batches", "1", "--trainer.callbacks.init_args.max_new_tokens", "8",
-                "--model.model", model,
-                "--data.init_args.train_data", "json", "--data.init_args.val_data", "json",
-                "--data.init_args.dataset_kwargs", kwargs,
-                "--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "2"])
+    cli = run_gsm8k_config_on_local_files(GRPO_GSM8K, tmp_path)
     trainer, module = cli.trainer, cli.model
     assert trainer.state.finished and trainer.current_epoch == 3
     recipe = module.objective

@@ -8,7 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from factories import ppo_settings, quiet_trainer, tiny_arithmetic, tiny_module
+from factories import MetricsLog, ppo_settings, quiet_trainer, tiny_arithmetic, tiny_module
 from ift.modules import FineTuneModule
 from ift.objectives import IFT, PPO, SFT, Mix, Sequential, Stage
 from ift.rewards import AnswerMatchReward
@@ -34,16 +34,6 @@ def tiny_trainer(**kwargs) -> pl.Trainer:
     return quiet_trainer(limit_val_batches=0, **kwargs)
 
 
-class MetricsLog(pl.Callback):
-    """Every training batch's logged step metrics."""
-
-    def __init__(self):
-        self.rows: List[Dict[str, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        row = {k[: -len("_step")]: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_step")}
-        row["global_step"] = trainer.global_step
-        self.rows.append(row)
 
 
 def ppo(**kwargs) -> PPO:
