@@ -6,6 +6,7 @@ policy trained here as the strong source and an untrained one as the weak."""
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import pytest
@@ -212,3 +213,57 @@ def test_unwritable_output_folder_and_bad_options_are_refused(tmp_path, capsys):
         with pytest.raises(SystemExit) as stopped:
             main(["code-pairs", "--strong", "tiny-gpt2", "--output", str(tmp_path / "x.jsonl"), *options])
         assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ stopping, continuing, one writer
+STOP_TASK = json.dumps({"num_train": 6, "num_val": 1, "num_test": 1})
+
+
+def stop_options(strong_checkpoint):
+    """Groups of one problem (--batch-size = --samples), so that a stop falls between groups;
+    the first two problems are the strong checkpoint's, so they give pairs."""
+    return ["--task", STOP_TASK, "--samples", "3", "--batch-size", "3", "--max-new-tokens", "32",
+            "--strong", strong_checkpoint, "--weak", "tiny-gpt2"]
+
+
+def test_ctrl_c_keeps_the_problems_done_and_the_same_command_continues(tmp_path, strong_checkpoint, capsys):
+    """A real Ctrl-C (SIGINT to the process group) mid-run: no traceback, the pairs of the
+    problems done are kept and counted in the message, a rerun with other settings is
+    refused, and the same command continues to the file an unstopped run writes."""
+    import re
+    import signal
+
+    from signal_helpers import lines, start, wait_for
+
+    out = tmp_path / "pairs.jsonl"
+    progress = tmp_path / "pairs.jsonl.partial.progress"
+    proc = start(["-m", "ift.cli", "code-pairs", *stop_options(strong_checkpoint), "--output", str(out)], tmp_path)
+    try:
+        # The first line of the progress file is the settings; each next one a group done.
+        wait_for(lambda: lines(progress) >= 2 or proc.poll() is not None, 120, "the first problem done")
+        assert proc.poll() is None, f"the command ended before any of its work was kept: {proc.communicate()}"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    stopped = re.search(r"stopped after (\d+) of 6 problems; their (\d+) pairs are in (\S+); run the same command "
+                        r"again to continue", err)
+    assert stopped and "ift code-pairs: stopped by Ctrl-C (SIGINT)" in err, err[-3000:]
+    done, pairs = int(stopped.group(1)), int(stopped.group(2))
+    partial = tmp_path / "pairs.jsonl.partial"
+    assert stopped.group(3) == str(partial) and 1 <= done < 6 and lines(progress) == 1 + done
+    assert lines(partial) == pairs and not out.exists()
+
+    with pytest.raises(SystemExit, match=r"other settings \(samples: 3 there, 2 now\)"):
+        main(["code-pairs", *stop_options(strong_checkpoint), "--samples", "2", "--output", str(out)])
+    capsys.readouterr()
+    summary = main(["code-pairs", *stop_options(strong_checkpoint), "--output", str(out)])
+    assert f"{done} of 6 problems were done by a stopped run ({pairs} pairs kept)" in capsys.readouterr().err
+    assert summary["problems"] == 6 and summary["samples"] == 6 * 2 * 3 and not partial.exists()
+    assert summary["pairs"] > 0 and summary["candidates"] == summary["pairs"] + sum(summary["dropped"].values())
+    whole = tmp_path / "whole.jsonl"
+    assert main(["code-pairs", *stop_options(strong_checkpoint), "--output", str(whole)])["pairs"] == summary["pairs"]
+    assert out.read_text() == whole.read_text()

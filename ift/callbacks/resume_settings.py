@@ -8,6 +8,10 @@ into every parameter group once the checkpoint is loaded, keeping the moments an
 counts. For ``lr`` under a scheduler, the schedule's position is kept: the new base
 learning rate replaces the old one (``initial_lr`` and the scheduler's ``base_lrs``) and
 the current one is scaled by the same factor.
+
+An argument that the optimizer does not keep in its parameter groups (a third-party
+optimizer's own attribute) cannot be put back this way: the fit stops before its first
+step, naming it, rather than go on with whatever the checkpoint's state implies.
 """
 
 from __future__ import annotations
@@ -38,6 +42,15 @@ class OptimizerSettingsOnResume(Callback):
             [{key: group[key] for key in self.keys if key in group} for group in optimizer.param_groups]
             for optimizer in trainer.optimizers
         ]
+        kept = {key for groups in self._configured for values in groups for key in values}
+        lost = [key for key in self.keys if key not in kept]
+        if lost:
+            names = ", ".join(f"model.optimizer.init_args.{key}" for key in lost)
+            kind = ", ".join(sorted({type(optimizer).__name__ for optimizer in trainer.optimizers}))
+            raise SystemExit(
+                f"ift: error: {names} changed on resume, but {kind} does not keep it in its parameter groups, so "
+                "the optimizer state loaded from the checkpoint cannot be given the new value. Resume with the "
+                "checkpoint's value, or start without --ckpt_path")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         schedulers = {id(config.scheduler.optimizer): config.scheduler for config in trainer.lr_scheduler_configs

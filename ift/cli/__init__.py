@@ -19,10 +19,12 @@ from ift.callbacks.resume_settings import OptimizerSettingsOnResume
 from ift.callbacks.line_progress import add_progress_every_argument, line_progress_unless_terminal
 from ift.callbacks.save_config import SaveRunConfig
 from ift.cli.commands import COMMANDS, commands_help
+from ift.cli.class_swaps import carried_arguments_notices
 from ift.cli.config_files import check_config_files
+from ift.cli.input_paths import check_input_paths
 from ift.cli.outputs import check_output_folders
-from ift.cli.resume import (checkpoint_model_config, config_differences, optimizer_keys, read_checkpoint,
-                            refusal_message, resolve_ckpt_path, ResumeError)
+from ift.cli.resume import (optimizer_keys, read_checkpoint, refusal_message, resolve_ckpt_path, resume_differences,
+                            ResumeError, weight_differences, weights_message)
 import ift.data  # noqa: F401  (registers data module classes for short class_path names)
 import ift.tasks.frozen_lake  # noqa: F401  (registers the Frozen Lake classes for short class_path names)
 import ift.lab.frozen_lake  # noqa: F401  (registers FrozenLakeMonitor for a short class_path name)
@@ -51,8 +53,9 @@ class IFTCLI(LightningCLI):
     default class over to the class the user names (a chat data module would silently
     inherit the arithmetic task's ``max_length``).
 
-    ``fit`` differs from LightningCLI's (see :mod:`ift.cli.resume` and :mod:`ift.cli.outputs`):
-    before the first step every output folder is checked to be writable; with ``--ckpt_path``
+    ``fit`` differs from LightningCLI's (see :mod:`ift.cli.resume`, :mod:`ift.cli.outputs` and
+    :mod:`ift.cli.input_paths`): before anything is built every path the run reads is checked
+    to exist; before the first step every output folder is checked to be writable; with ``--ckpt_path``
     the config is kept rather than overwritten by the checkpoint's hyper-parameters (settings
     that may change on resume are honoured and printed, the others refused with a list of
     differences), ``last`` is the newest checkpoint of an earlier run, and a cut-short file
@@ -75,6 +78,19 @@ class IFTCLI(LightningCLI):
         super().parse_arguments(parser, args)
         IFTArgumentParser.errors.clear()  # parsed: a later SystemExit (Ctrl-C, a training error) is not a parse error
 
+    def instantiate_classes(self) -> None:
+        # A class that refuses its arguments (``PPO: invalid max_new_tokens=0``) reaches the
+        # user through jsonargparse's list of every type the argument could have been; say
+        # the class's own sentence instead.
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as error:
+            explanation = _explain_construction_error(error)
+            if explanation is None:
+                raise
+            print(f"ift: error: {explanation}", file=sys.stderr)
+            raise SystemExit(2) from None
+
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would lay the checkpoint's hyper-parameters over the user's config here,
         # silently; for fit, before_fit compares them instead. validate/test keep Lightning's way
@@ -82,6 +98,12 @@ class IFTCLI(LightningCLI):
         if self.config.get("subcommand") == "fit":
             return
         super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        # Every path the run reads, before any model or data is loaded (ift.cli.input_paths).
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        refuse_top_level_optimizer(config)
+        check_input_paths(config.as_dict(), config.get("config") or ())
 
     def before_fit(self) -> None:
         self._started = time.perf_counter()
@@ -127,16 +149,32 @@ class IFTCLI(LightningCLI):
         self._resumed_step = int(checkpoint.get("global_step", 0))
         self._dump_config()
         current = self.config_dump.get("model") or {}
-        refused, honoured = config_differences(checkpoint_model_config(checkpoint), current)
+        refused, honoured = resume_differences(checkpoint, current)
+        weights = [] if refused else weight_differences(checkpoint["state_dict"], self.model)
         del checkpoint
         if refused:
             raise ResumeError(refusal_message(path, refused))
+        if weights:
+            raise ResumeError(weights_message(path, weights))
         for key, old, new in honoured:
             print(f"ift: resuming with {key} = {new!r} (the checkpoint's run had {old!r})", file=sys.stderr)
         keys = optimizer_keys(honoured)
         if keys:
             self.trainer.callbacks.append(OptimizerSettingsOnResume(keys))
         return path
+
+
+def refuse_top_level_optimizer(config) -> None:
+    """LightningCLI's own ``--optimizer`` / ``--lr_scheduler`` would replace the module's
+    ``configure_optimizers`` and so silently drop ``model.optimizer`` and ``model.lr_scheduler``
+    (Lightning only warns). The keys stay parseable (every saved ``config.yaml`` has them, as
+    null); a value is refused, pointing to the module's arguments."""
+    given = [key for key in ("optimizer", "lr_scheduler") if config.get(key) is not None]
+    if given:
+        moved = ", ".join(f"--{key} -> --model.{key}" for key in given)
+        raise SystemExit(f"ift: error: {', '.join('--' + key for key in given)} would replace the module's own optimizer "
+                         f"setup and drop model.optimizer / model.lr_scheduler; give them to the module instead "
+                         f"({moved}; in YAML under model:)")
 
 
 def unknown_objective_hint(args: List[str]) -> Optional[str]:
@@ -175,6 +213,8 @@ def main(args: Optional[List[str]] = None):
     if hint:
         raise SystemExit(f"ift: error: {hint}")
     check_config_files(args)
+    for notice in carried_arguments_notices(args):
+        print(notice, file=sys.stderr)
     try:
         with quiet_third_party_output(enabled=not verbose):
             cli = IFTCLI(
@@ -186,11 +226,28 @@ def main(args: Optional[List[str]] = None):
                 save_config_callback=SaveRunConfig,
             )
     except SystemExit as exit_error:
-        if not _explain_removed_arguments(exit_error):
+        if not (_explain_removed_arguments(exit_error) or _explain_unnamed_optimizer(exit_error)):
             _explain_objective_error(exit_error)
         raise
     # The console script does sys.exit(main()): returning the CLI object would exit with 1.
     return None if from_console else cli
+
+
+def _explain_unnamed_optimizer(exit_error: SystemExit) -> bool:
+    """jsonargparse already printed its error; when it is an optimizer argument given without an
+    optimizer class (``--model.optimizer.lr 0.01`` over a config that names none), say to name
+    the class. ``model.optimizer`` has no default class on purpose: jsonargparse would carry a
+    default class's arguments (AdamW's ``weight_decay: 0.01``) into the class a config names.
+    True when it did."""
+    if exit_error.code in (0, None) or not IFTArgumentParser.errors:
+        return False
+    message = IFTArgumentParser.errors[-1]
+    if 'Parser key "model.optimizer"' not in message or "class_path='torch.optim.Optimizer'" not in message:
+        return False
+    print("ift: model.optimizer names no class here (null means AdamW with torch's defaults); name it before its "
+          "arguments: --model.optimizer torch.optim.AdamW --model.optimizer.lr 0.01, or in YAML "
+          "optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 0.01}}", file=sys.stderr)
+    return True
 
 
 def _explain_removed_arguments(exit_error: SystemExit) -> bool:
@@ -244,3 +301,51 @@ def _accepted_arguments(class_path: str) -> Optional[List[str]]:
     parameters = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
+
+#: How jsonargparse starts the error of an argument that none of its possible types accepted.
+_UNION_FAILURE = "Does not validate against any of the Union subtypes"
+
+
+def _explain_construction_error(error: BaseException) -> Optional[str]:
+    """The sentence of the class that refused its arguments, when ``error`` is jsonargparse's
+    wrapping of it (None for any other error, which is then raised as it is).
+
+    jsonargparse chains the class's own exception as the cause of its "Does not validate
+    against any of the Union subtypes" list, which also names every other type the argument
+    could have been; the cause is what the user needs. When the objective is the one at
+    fault, the setting's place (``model.objective``) is named too.
+    """
+    if _UNION_FAILURE not in str(error):
+        return None
+    cause: Optional[BaseException] = error
+    seen = 0
+    while cause is not None and _UNION_FAILURE in str(cause) and seen < 32:
+        cause, seen = cause.__cause__, seen + 1
+    sentence = str(cause).strip() if cause is not None else _first_listed_error(str(error))
+    if not sentence:
+        return None
+    given = re.search(r"Given value: Namespace\(class_path='([^']+)'", str(error))
+    if given and _is_objective(given.group(1)):
+        name = given.group(1).split(".")[-1]
+        # Inside a recipe (Sequential, Mix) the sentence names the inner class: name the outer one.
+        where = "model.objective" if sentence.startswith(f"{name}:") else f"model.objective, a {name}"
+        return f"{sentence} (in {where})"
+    return sentence
+
+
+def _first_listed_error(message: str) -> str:
+    """The first entry of jsonargparse's ``Errors:`` list that is not "Expected a <type>"."""
+    block = message.split("Errors:", 1)[-1].split("Given value", 1)[0]
+    for line in block.splitlines():
+        entry = line.strip()
+        if entry.startswith("- ") and not entry[2:].startswith("Expected a "):
+            return entry[2:]
+    return ""
+
+
+def _is_objective(class_path: str) -> bool:
+    from ift.cli.resume import resolve_class
+    from ift.objectives import Objective
+
+    cls = resolve_class(class_path)
+    return inspect.isclass(cls) and issubclass(cls, Objective)

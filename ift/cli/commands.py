@@ -39,11 +39,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 import docstring_parser
 from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser, DefaultHelpFormatter
 
+from ift.core.stop_signals import SIGNAL_EXIT_BASE, stop_on_signals, stopping_signal
+from ift.core.stop_signals import describe as describe_signal
 from ift.data.records import DataFormatError
 from ift.lab.code import command as code_pass_rate
 from ift.lab.code import pairs_command as code_pairs
 from ift.lab.frozen_lake import command as frozen_lake
 from ift.lab.code.humaneval import HumanEvalError
+from ift.lab.frozen_lake.run_log import FrozenLakeError
 from ift.predict import command as predict
 from ift.predict.policy import PredictError
 
@@ -112,12 +115,25 @@ class Command:
         return self.run(self.parse(argv))
 
     def __call__(self, argv: Optional[Sequence[str]] = None) -> Any:
-        """Parse ``argv`` and run; the run's ``errors`` stop with ``ift <name>: error: ...``."""
+        """Parse ``argv`` and run; the run's ``errors`` stop with ``ift <name>: error: ...``.
+
+        Ctrl-C and SIGTERM stop the run as an exception (:func:`stop_on_signals`), so that it
+        stops its workers and says what it kept; then ``ift <name>: stopped by SIGTERM`` and
+        the shell's exit status (128 + the signal: 130 for Ctrl-C, 143 for SIGTERM), with no
+        traceback.
+        """
         arguments = self.parse(argv)
-        try:
-            return self.run(arguments)
-        except self.errors as error:
-            raise SystemExit(f"{self.prog}: error: {error}") from None
+        with stop_on_signals():
+            try:
+                return self.run(arguments)
+            except self.errors as error:
+                raise SystemExit(f"{self.prog}: error: {error}") from None
+            except (KeyboardInterrupt, SystemExit) as error:
+                signum = stopping_signal(error)
+                if signum is None:
+                    raise
+                print(f"{self.prog}: stopped by {describe_signal(signum)}", file=sys.stderr, flush=True)
+                raise SystemExit(SIGNAL_EXIT_BASE + signum) from None
 
 
 # ------------------------------------------------------------------------- the options
@@ -207,7 +223,8 @@ def underscored(argv: Sequence[str], known: Dict[str, Any]) -> List[str]:
 # ------------------------------------------------------------------------- the registry
 COMMANDS: Dict[str, Command] = {command.name: command for command in (
     Command("frozen-lake", frozen_lake.FrozenLakeArguments, frozen_lake.run,
-            summary="the Frozen Lake comparison of every objective", examples=frozen_lake.__doc__ or ""),
+            summary="the Frozen Lake comparison of every objective", examples=frozen_lake.__doc__ or "",
+            errors=(FrozenLakeError,)),
     Command("code-pass-rate", code_pass_rate.PassRateArguments, code_pass_rate.run,
             summary="held-out pass rate of a checkpoint on the built-in code task, or on HumanEval",
             examples=code_pass_rate.__doc__ or "", errors=(HumanEvalError, ValueError, OSError, ImportError)),

@@ -7,15 +7,17 @@ keeps the user's config and compares it with the checkpoint's run config
 (:data:`RUN_CONFIG_KEY`, written by :class:`~ift.callbacks.SaveRunConfig`; for older
 checkpoints the module's saved hyper-parameters):
 
-* **honoured** (:func:`config_differences` ``honoured``): objective hyper-parameters (``lam``,
-  ``gamma``, ``beta``, ``kl_coef``, ...), optimizer arguments (``lr``, ``weight_decay``, ...:
-  re-applied after the optimizer state is loaded, see
-  :class:`~ift.callbacks.resume_settings.OptimizerSettingsOnResume`) and the module's other
-  settings (``max_grad_norm``, evaluation, ...). Each is printed with both values;
-* **refused** (:data:`FIXED_KEYS`: what the weights are; another objective class, also of
-  a recipe's stage; another optimizer class; any ``lr_scheduler`` change, whose state the
-  checkpoint restores): the error
-  lists every such key with the checkpoint's value and the config's, and how to go on.
+* **honoured**: objective hyper-parameters (``lam``, ``gamma``, ``beta``, ``kl_coef``, ...),
+  optimizer arguments (``lr``, ``weight_decay``, ...: re-applied after the optimizer state is
+  loaded, see :class:`~ift.callbacks.resume_settings.OptimizerSettingsOnResume`) and the
+  module's other settings (``max_grad_norm``, ...). Each is printed with both values, and
+  the resumed run uses the new one (no state loaded from the checkpoint overrides it);
+* **refused**: what the weights are, a class whose state the checkpoint holds, the
+  scheduler, a recipe's parts, a finished stage: the error lists every such key with the
+  checkpoint's value, the config's and why, and how to go on. ``objective: null`` is
+  compared as SFT, ``optimizer: null`` as AdamW. The weights must also fit the module.
+
+Which is which: :mod:`ift.cli.resume_differences`.
 
 ``--ckpt_path last`` means the newest checkpoint of an earlier run under this run's logger
 root (Lightning looks in the new run's own, empty, version folder and starts from step 0):
@@ -26,25 +28,22 @@ crash or a full disk) stops with its name and that it is not a complete checkpoi
 from __future__ import annotations
 
 import glob
-import importlib
 import os
 import pickle
-import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from ift.callbacks.save_config import RUN_CONFIG_KEY
-
-#: Module arguments that fix what the weights are: they cannot change on resume.
-FIXED_KEYS = ("model", "tokenizer", "torch_dtype", "lora", "output_tokens", "output_eos")
+# Which settings may differ from the checkpoint's run lives in its own module; these names
+# are imported from here too.
+from ift.cli.resume_differences import (FIXED_KEYS, Difference, Refusal, checkpoint_model_config,  # noqa: F401
+                                        config_differences, flatten, optimizer_keys, resolve_class,
+                                        resume_differences, weight_differences)
 
 #: What a Lightning training checkpoint holds besides the weights.
 TRAINING_KEYS = ("state_dict", "loops", "optimizer_states")
-
-Difference = Tuple[str, Any, Any]  # (model.<key>, checkpoint's value, config's value)
 
 
 class ResumeError(SystemExit):
@@ -147,79 +146,7 @@ def resolve_ckpt_path(trainer: pl.Trainer, ckpt_path: str) -> str:
     return path
 
 
-# ---------------------------------------------------------------------------- the settings
-def flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
-    """``{"a": {"b": [1, 2]}}`` -> ``{"a.b.0": 1, "a.b.1": 2}``; empty dicts and lists stay leaves."""
-    if isinstance(value, dict) and value:
-        items = value.items()
-    elif isinstance(value, (list, tuple)) and value:
-        items = enumerate(value)
-    else:
-        return {prefix.rstrip("."): value}
-    flat: Dict[str, Any] = {}
-    for key, inner in items:
-        flat.update(flatten(inner, f"{prefix}{key}."))
-    return flat
-
-
-def checkpoint_model_config(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
-    """The ``model`` config of the run that wrote ``checkpoint``: the recorded one, else the
-    module's hyper-parameters (an objective object there is known by its class only)."""
-    recorded = (checkpoint.get(RUN_CONFIG_KEY) or {}).get("model")
-    if isinstance(recorded, dict):
-        return recorded
-    hparams = {key: value for key, value in dict(checkpoint.get("hyper_parameters") or {}).items()
-               if not key.startswith("_")}
-    objective = hparams.get("objective")
-    if objective is not None and not isinstance(objective, dict):
-        hparams["objective"] = {"class_path": f"{type(objective).__module__}.{type(objective).__qualname__}"}
-    return hparams
-
-
-def resolve_class(class_path: Any) -> Any:
-    """The class named by the dotted ``class_path``; the text itself when it cannot be imported."""
-    if not isinstance(class_path, str) or "." not in class_path:
-        return class_path
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return class_path
-
-
-def _same(saved: Any, current: Any, key: str) -> bool:
-    if key.endswith("class_path"):
-        if saved is None or current is None:
-            return saved == current
-        return resolve_class(saved) is resolve_class(current)
-    if isinstance(saved, (int, float)) and isinstance(current, (int, float)) and not isinstance(saved, bool):
-        return float(saved) == float(current)
-    return saved == current
-
-
-# An objective's own class (also a recipe's stage or Mix part) and the optimizer's class.
-_FIXED_CLASS = re.compile(r"(^|\.)(objective|objectives\.\d+|optimizer)\.class_path$")
-
-
-def _fixed(key: str) -> bool:
-    first = key.split(".", 1)[0]
-    return first in FIXED_KEYS or first == "lr_scheduler" or bool(_FIXED_CLASS.search(key))
-
-
-def config_differences(saved: Dict[str, Any], current: Dict[str, Any]) -> Tuple[List[Difference], List[Difference]]:
-    """(refused, honoured) differences between the checkpoint's ``model`` config and this
-    run's, keyed ``model.<dotted key>``. A key on one side only is no difference: the
-    checkpoint did not record it, or it belongs to a class change reported by its
-    ``class_path`` (a recipe with more or fewer stages stops when the objective's state loads)."""
-    old, new = flatten(saved), flatten(current)
-    refused: List[Difference] = []
-    honoured: List[Difference] = []
-    for key in sorted(set(old) & set(new)):
-        if key and not _same(old[key], new[key], key):
-            (refused if _fixed(key) else honoured).append((f"model.{key}", old[key], new[key]))
-    return refused, honoured
-
-
+# ---------------------------------------------------------------------------- the messages
 def run_config_file(ckpt_path: str) -> Optional[str]:
     """The ``config.yaml`` that :class:`~ift.callbacks.SaveRunConfig` wrote for the checkpoint's
     run (``version_N/checkpoints/x.ckpt`` -> ``version_N/config.yaml``), if it is there."""
@@ -230,8 +157,9 @@ def run_config_file(ckpt_path: str) -> Optional[str]:
     return None
 
 
-def refusal_message(ckpt_path: str, refused: List[Difference]) -> str:
-    rows = "\n".join(f"  {key}: checkpoint {old!r}, config {new!r}" for key, old, new in refused)
+def refusal_message(ckpt_path: str, refused: List[Refusal]) -> str:
+    """The error for settings that cannot change on resume: each with both values and why."""
+    rows = "\n".join(f"  {key}: checkpoint {old!r}, config {new!r} ({why})" for key, old, new, why in refused)
     config = run_config_file(ckpt_path)
     same = f" (its config: --config {config})" if config else ""
     return (
@@ -244,7 +172,13 @@ def refusal_message(ckpt_path: str, refused: List[Difference]) -> str:
     )
 
 
-def optimizer_keys(honoured: List[Difference]) -> List[str]:
-    """The optimizer arguments among ``honoured`` (``model.optimizer.init_args.lr`` -> ``lr``)."""
-    prefix = "model.optimizer.init_args."
-    return list(dict.fromkeys(key[len(prefix):].split(".", 1)[0] for key, _, _ in honoured if key.startswith(prefix)))
+def weights_message(ckpt_path: str, lines: List[str]) -> str:
+    """The error for :func:`weight_differences`."""
+    config = run_config_file(ckpt_path)
+    same = f" (its config: --config {config})" if config else ""
+    return (
+        f"--ckpt_path {ckpt_path} holds other weights than the module this config builds:\n" + "\n".join(lines)
+        + f"\nThe config asks for another model, objective or trainable part than the checkpoint's run had (a model "
+        f"folder whose contents changed, say). To go on with that run, resume with its settings{same}; to train "
+        "with this config, start without --ckpt_path."
+    )

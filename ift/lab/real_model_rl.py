@@ -180,7 +180,7 @@ def _rl_arm(settings: RealModelRLSettings, seed: int, policy, tokenizer, make_ob
     pl.seed_everything(seed, verbose=False)
     reward = CountingReward(answer_reward(), tokenizer)
     module = FineTuneModule(model=policy, tokenizer=tokenizer, objective=make_objective(settings, reward, seed),
-                            optimizer=_adamw(settings.rl_lr))
+                            optimizer=_adamw(settings.rl_lr), checkpoint_on_interrupt=False)
     start = time.perf_counter()
     trainer = quiet_trainer(settings.rl_steps)
     trainer.fit(module, data_module(settings, seed, tokenizer, settings.rl_prompts))
@@ -234,7 +234,9 @@ def run_seed(settings: RealModelRLSettings, seed: int, log: Optional[Callable[[s
     say = log or (lambda message: None)
     start = time.perf_counter()
     pl.seed_everything(seed, verbose=False)
-    whole = FineTuneModule(model=settings.model, objective=SFT(), optimizer=_adamw(settings.sft_lr))
+    # The SFT arm unclipped (RL clipped at norm 1), as the published table was measured.
+    whole = FineTuneModule(model=settings.model, objective=SFT(), optimizer=_adamw(settings.sft_lr), max_grad_norm=None,
+                           checkpoint_on_interrupt=False)
     tokenizer = whole.tokenizer
     results: Dict[str, Any] = {"seed": seed, "arms": {}, "load_seconds": time.perf_counter() - start}
 

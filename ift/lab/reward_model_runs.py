@@ -39,7 +39,9 @@ def train_reward_model(pairs_file: str, *, model: str, seed: int, steps: int, lr
 
     pl.seed_everything(seed, verbose=False)
     module = FineTuneModule(model=model, objective=RewardModeling(lm_weight=lm_weight),
-                            optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0))
+                            optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
+                            # Unclipped, as the published numbers were measured.
+                            max_grad_norm=None, checkpoint_on_interrupt=False)
     module.configure_model()
     if init_state is not None:
         module.load_state_dict(init_state)

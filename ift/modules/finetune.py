@@ -5,6 +5,7 @@ its ``objective``."""
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Dict, Iterable, Iterator, Optional, Union
 
 import pytorch_lightning as pl
@@ -22,6 +23,8 @@ from ift.callbacks.interrupt import InterruptCheckpoint
 from ift.callbacks.step_count import LogGlobalStep
 from ift.core.batch import batch_rows
 from ift.core.lora import is_peft_model
+from ift.modules.default_optimizer import build_optimizer
+from ift.modules.dropout import active_dropout, disable_dropout, summarize_dropout, wants_disabled_dropout
 from ift.modules.nonfinite import NonFiniteGuard, zero_loss
 from ift.modules.step_logs import forget_step_values
 from ift.modules.optimization import OptimizerSteps
@@ -86,12 +89,20 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
             ``Sequential`` or ``Mix``.
         tokenizer: ``char`` (built-in character tokenizer), a hub id / folder, or a tokenizer
             object; None picks the model's own tokenizer, or ``char`` for local configs.
-        optimizer: optimizer factory called with the trainable parameters (default AdamW).
+        optimizer: optimizer factory called with the trainable parameters; in a config a class
+            and its arguments, ``{class_path: torch.optim.RMSprop, init_args: {lr: 0.01}}``, which
+            builds exactly those arguments plus the class's own defaults. None: ``torch.optim.AdamW``
+            with torch's defaults (lr 1e-3, weight_decay 0.01). Name the class to set an argument
+            (``--model.optimizer torch.optim.AdamW --model.optimizer.lr 0.01``); see
+            :mod:`ift.modules.default_optimizer` for why the default is None.
         lr_scheduler: optional scheduler factory called with the optimizer.
         lr_scheduler_interval: step the scheduler every optimizer ``step`` or every ``epoch``.
-        max_grad_norm: gradient clipping used when the objective needs manual optimization
-            (PPO, recipes containing PPO); with automatic optimization use
-            ``--trainer.gradient_clip_val`` as usual.
+        max_grad_norm: clip the gradients' global norm to this before every optimizer step,
+            for every objective (after gradient accumulation; under FSDP the sharded norm);
+            None or 0: no clipping. The norm before clipping is logged as ``train/grad_norm``
+            either way. ``trainer.gradient_clip_val`` beside it is refused unless it is the same
+            clipping (by norm, same value); set ``max_grad_norm: null`` to clip with it instead
+            (see :mod:`ift.modules.optimization`).
         gradient_checkpointing: trade compute for activation memory in the policy.
         torch_dtype: dtype to build or load the policy in (e.g. ``bfloat16``); None keeps float32.
         lora: wrap the policy with LoRA adapters (needs ``peft``), e.g. ``{r: 8, alpha: 16,
@@ -115,6 +126,13 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
         checkpoint_on_interrupt: on Ctrl-C, finish the current step and write a resumable
             ``interrupted.ckpt`` (:class:`~ift.callbacks.InterruptCheckpoint`); also on any
             other exception during training.
+        disable_dropout: turn the policy's dropout off when it is built (every dropout layer
+            and the model config's dropout fields set to 0; LoRA's ``dropout`` is kept as
+            given). None: the objective's choice, on for IFT, DPO, ORPO and the RL objectives
+            (PPO, GRPO and the rest of its family), whose passes over the same tokens must
+            agree; off (the model's dropout) for SFT and RewardModeling; a recipe turns it off
+            when any of its stages or parts does. Said once when the policy has dropout
+            (see :mod:`ift.modules.dropout`).
 
     Held-out metrics: validation and test log the objective's held-out loss and metrics and,
     on batches with ``labels``, ``val/nll``. Task metrics are callbacks: held-out answer
@@ -135,7 +153,7 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
         model: Union[str, Dict[str, Any], torch.nn.Module] = "tiny-gpt2",
         objective: Optional[Objective] = None,
         tokenizer: Optional[Union[str, PreTrainedTokenizerBase]] = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: Optional[OptimizerCallable] = None,
         lr_scheduler: Optional[LRSchedulerCallable] = None,
         lr_scheduler_interval: str = "step",
         max_grad_norm: Optional[float] = 1.0,
@@ -147,10 +165,13 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
         init_in_configure_model: bool = False,
         max_consecutive_skipped_steps: Optional[int] = 10,
         checkpoint_on_interrupt: bool = True,
+        disable_dropout: Optional[bool] = None,
     ):
         super().__init__()
         if lr_scheduler_interval not in LR_INTERVALS:
             raise ValueError(f"lr_scheduler_interval {lr_scheduler_interval!r} is not one of {LR_INTERVALS}")
+        if max_grad_norm is not None and not (float(max_grad_norm) >= 0 and math.isfinite(float(max_grad_norm))):
+            raise ValueError(f"max_grad_norm must be a finite number >= 0, or None for no clipping; got {max_grad_norm}")
         ignored = ["optimizer", "lr_scheduler", "tokenizer"]
         if isinstance(model, torch.nn.Module):
             ignored.append("model")
@@ -164,6 +185,8 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.max_grad_norm = max_grad_norm
+        self._grad_norms: list = []  # norms before clipping of this batch's optimizer steps (train/grad_norm)
+        self.dropout_disabled: Optional[bool] = None  # decided when the policy is built
         # Non-finite losses: skipped steps are counted here (and checkpointed).
         self.nonfinite = NonFiniteGuard(max_consecutive_skipped_steps)
         self._skip_pending: Optional[tuple] = None  # (what, value) of a non-finite step in progress
@@ -183,6 +206,8 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
             return
         options = self.hparams
         policy = build_policy(self._model_source[0], self.tokenizer, options.get("torch_dtype"))
+        # Before LoRA wraps the policy: its lora_dropout is the user's own choice and stays.
+        self._apply_dropout_choice(policy, options.get("disable_dropout"))
         if options.get("gradient_checkpointing"):
             # transformers 5 renamed the switch; keep both spellings working.
             enable = getattr(policy, "activation_checkpointing_enable", None) or policy.gradient_checkpointing_enable
@@ -198,6 +223,23 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
         self.policy = policy
         self._model_source = ()
         self.objective.attach(self.step_context)
+
+    def _apply_dropout_choice(self, policy: torch.nn.Module, setting: Optional[bool]) -> None:
+        """Turn ``policy``'s dropout off when ``disable_dropout`` (or, when None, the objective)
+        says so; say once what was chosen when the policy has dropout to choose about."""
+        self.dropout_disabled = wants_disabled_dropout(setting, self.objective)
+        why = (f"model.disable_dropout {str(setting).lower()}" if setting is not None
+               else f"the default of {type(self.objective).__name__}")
+        if self.dropout_disabled:
+            changed = disable_dropout(policy)
+            if changed:
+                rank_zero_info(f"ift: dropout off in the policy ({why}; model.disable_dropout false keeps it): "
+                               f"{summarize_dropout(changed)} set to 0")
+        else:
+            active = active_dropout(policy)
+            if active:
+                rank_zero_info(f"ift: the policy trains with its dropout ({why}; model.disable_dropout true turns "
+                               f"it off): {summarize_dropout(active)}")
 
     @property
     def step_context(self) -> ModuleStepContext:
@@ -292,6 +334,8 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
 
     # ------------------------------------------------------------------ strategies
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.check_clipping_settings()
         # Runs before the strategy wraps the model: the last moment to tell DDP that a
         # recipe's stages leave some trainable parts (the value head) idle.
         if stage == "fit" and len(self.extras) and self.objective.capabilities.idle_trainable_parts:
@@ -395,7 +439,7 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.trainable_parameters())
+        optimizer = build_optimizer(self.optimizer_factory, self.trainable_parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

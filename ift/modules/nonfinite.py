@@ -30,7 +30,7 @@ class NonFiniteLossWarning(RuntimeWarning):
 
 ADVICE = (
     "lower the learning rate, train in bf16 instead of fp16 (--trainer.precision bf16-mixed), "
-    "clip gradients (--trainer.gradient_clip_val 1.0; max_grad_norm for PPO), "
+    "clip gradients harder (--model.max_grad_norm, 1.0 by default, every objective), "
     "or check the data (empty or garbled examples, batches whose labels are all masked)"
 )
 

@@ -34,6 +34,10 @@ class Objective:
     #: responses, preference pairs, prompts alone): the data module stops before the first
     #: step when its data gives something else. None: not checked (recipes: their parts).
     trains_on: Optional[str] = None
+    #: Whether the policy's dropout is turned off by default (``FineTuneModule(disable_dropout=None)``):
+    #: True for objectives whose forward passes over the same tokens must agree (IFT's two
+    #: passes, DPO/ORPO's pairs, the RL objectives' ratios); recipes: any of their parts.
+    disables_dropout: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # The module's hyper-parameters hold the objective, so checkpoints contain it.

@@ -22,6 +22,7 @@ in ``docs/objectives.md`` ("Critic-free RL"). One iteration::
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -32,6 +33,7 @@ from ift.core.sampling import Sampler
 from ift.core.shared_prompts import response_outputs
 from ift.objectives import functional as Fn
 from ift.objectives import rollout_steps as steps
+from ift.objectives.arguments import check_integer, check_number
 from ift.objectives.contract import Capabilities, Metrics, StepContext
 from ift.objectives.group_sampling import dynamic_sampling
 from ift.objectives.rollout import (Rollout, RolloutLoss, RolloutObjective, RolloutScores, ScoredSamples,
@@ -175,7 +177,7 @@ class CriticFreeRL(RolloutObjective):
         rewards = list(reward) if isinstance(reward, (list, tuple)) else ([] if reward is None else [reward])
         if not rewards:
             raise missing_reward_error(name)
-        weights = [1.0] * len(rewards) if reward_weights is None else [float(w) for w in reward_weights]
+        weights = [1.0] * len(rewards) if reward_weights is None else list(reward_weights)
         if len(weights) != len(rewards):
             raise ValueError(f"{name}: {len(weights)} reward_weights for {len(rewards)} rewards; give one weight per reward")
         choices = (
@@ -209,15 +211,19 @@ class CriticFreeRL(RolloutObjective):
         if policy_loss == "cispo" and importance_sampling_level != "token":
             raise ValueError(f"{name}: policy_loss='cispo' weights each token by its own ratio; "
                              "set importance_sampling_level: token")
-        numbers = (
-            ("beta", beta >= 0), ("advantage_eps", advantage_eps >= 0), ("epsilon_low", 0 <= epsilon_low < 1),
-            ("epsilon_high", epsilon_high >= 0), ("dual_clip", dual_clip is None or dual_clip > 1),
-            ("log_ratio_clamp", log_ratio_clamp > 0), ("max_resample_rounds", max_resample_rounds >= 0),
-            ("overlong_cache_tokens", overlong_cache_tokens is None or 0 < overlong_cache_tokens <= max_new_tokens),
-        )
-        for option, ok in numbers:
-            if not ok:
-                raise ValueError(f"{name}: invalid {option}={locals()[option]!r}")
+        weights = [check_number(name, f"reward_weights[{index}]", weight) for index, weight in enumerate(weights)]
+        check_integer(name, "num_generations", num_generations, minimum=1)
+        check_number(name, "beta", beta, "[0, inf)")
+        check_number(name, "advantage_eps", advantage_eps, "[0, inf)")
+        check_number(name, "epsilon_low", epsilon_low, "[0, 1)")
+        check_number(name, "epsilon_high", epsilon_high, "[0, inf)")
+        check_number(name, "dual_clip", dual_clip, "(1, inf)", optional=True)
+        check_number(name, "log_ratio_clamp", log_ratio_clamp, "(0, inf)")
+        check_integer(name, "max_resample_rounds", max_resample_rounds, minimum=0)
+        check_integer(name, "overlong_cache_tokens", overlong_cache_tokens, minimum=1, optional=True)
+        if overlong_cache_tokens is not None and overlong_cache_tokens > max_new_tokens:
+            raise ValueError(f"{name}: overlong_cache_tokens={overlong_cache_tokens} must be at most "
+                             f"max_new_tokens={max_new_tokens}")
         super().__init__(
             rewards[0], samples_per_prompt=num_generations, max_new_tokens=max_new_tokens, temperature=temperature,
             top_p=top_p, use_cache=use_cache, share_prompts=share_prompts, epochs=epochs,
@@ -259,9 +265,26 @@ class CriticFreeRL(RolloutObjective):
         return self.beta > 0
 
     def begin(self, context: StepContext) -> None:
-        """Make the frozen reference exist only when the KL term reads it (``beta > 0``)."""
+        """Make the frozen reference exist only when the KL term reads it (``beta > 0``). Resumed
+        with ``beta > 0`` from a run with ``beta = 0``, which kept no reference, the reference is
+        the policy as resumed: a warning says so."""
         if self.uses_reference:
+            # (A recipe stage that had not started yet takes the policy at its switch, as always.)
+            if getattr(self, "_checkpoint_had_reference", None) is False and self.rollouts_taken > 0:
+                warnings.warn(
+                    f"{type(self).__name__} on resume: beta={self.beta:g}, but the checkpoint's run had beta 0 and "
+                    f"kept no reference model; the KL term compares with the policy as resumed (after "
+                    f"{self.rollouts_taken} rollouts), not with the one training started from",
+                    UserWarning, stacklevel=2)
+                self._checkpoint_had_reference = None
             context.ensure_reference()
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {**super().state_dict(), "reference": self.uses_reference}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._checkpoint_had_reference = state.get("reference")  # None: not recorded
 
     def _updates_per_rollout(self, size: int) -> int:
         mini = min(self.mini_batch_size or size, size)

@@ -7,6 +7,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 from ift.objectives import functional as Fn
+from ift.objectives.arguments import check_number
 from ift.objectives.base import Metrics
 from ift.objectives.contract import Capabilities, StepContext, StepResult
 from ift.objectives.preference import _PreferenceObjective, check_preference_batch, pair_logprobs
@@ -29,19 +30,17 @@ class DPO(_PreferenceObjective):
     ``reference_chosen_logps`` and ``reference_rejected_logps`` (``B`` float tensors).
 
     Args:
-        beta: inverse temperature β of the implicit reward (paper: 0.1).
-        label_smoothing: share ε of preferences assumed flipped (conservative DPO); 0 is plain DPO.
+        beta: inverse temperature β of the implicit reward, > 0 (paper: 0.1).
+        label_smoothing: share ε of preferences assumed flipped (conservative DPO), in [0, 0.5);
+            0 is plain DPO.
     """
 
     capabilities = Capabilities(reads_reference=True)
+    disables_dropout = True  # as TRL's DPO: the policy is compared with the dropout-free reference
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0):
-        if beta <= 0:
-            raise ValueError(f"DPO: beta must be > 0, got {beta}")
-        if not 0.0 <= label_smoothing < 0.5:
-            raise ValueError(f"DPO: label_smoothing must be in [0, 0.5), got {label_smoothing}")
-        self.beta = beta
-        self.label_smoothing = label_smoothing
+        self.beta = check_number("DPO", "beta", beta, "(0, inf)")
+        self.label_smoothing = check_number("DPO", "label_smoothing", label_smoothing, "[0, 0.5)")
         self._started = False
 
     def begin(self, context: StepContext) -> None:

@@ -11,7 +11,8 @@ from ift.core.constants import TRAINS_ON_RESPONSES
 from ift.objectives import functional as Fn
 from ift.objectives.base import Metrics, Objective
 from ift.core.forward import accepts_true_input_ids, policy_logits
-from ift.objectives.lambda_schedule import ift_lambda
+from ift.objectives.arguments import check_integer, check_number
+from ift.objectives.lambda_schedule import LAMBDA_SCHEDULES, ift_lambda
 
 PREDICTIONS = ("greedy", "sample")
 
@@ -26,9 +27,10 @@ class IFT(Objective):
 
     Args:
         lam: weight of the model's own prediction in the input embeddings (paper: 0.2).
-        min_lam: start value of the ``linear`` schedule (0 when None).
+        min_lam: start value of the ``linear`` schedule (0 when None); refused with ``static``.
         lam_schedule: ``static`` (always ``lam``) or ``linear`` (``min_lam`` to ``lam`` over ``lam_warmup_steps``).
-        lam_warmup_steps: optimizer steps of the ``linear`` warm-up.
+        lam_warmup_steps: optimizer steps of the ``linear`` warm-up (at least 1 with ``linear``;
+            refused with ``static``).
         lam_noise_std: paper's noisy lambda, ``lam * (1 + std * N(0, 1))`` clamped to [0, 1] (paper: 0.5); 0 disables.
         lam_noise_seed: seed of that noise (the same step always gets the same noise).
         gamma: relation-propagation discount in [0, 1]; 0 gives uniform weights (paper: 0.95).
@@ -38,10 +40,14 @@ class IFT(Objective):
         propagation_grad: let gradient flow through the weights (the reference code does;
             default True to match it). False detaches them, a plain re-weighted NLL.
         prediction: how pass 1 picks the predicted token: ``greedy`` (argmax) or ``sample``.
-        temperature: sampling temperature when ``prediction="sample"``.
+        temperature: sampling temperature when ``prediction="sample"`` (refused with ``greedy``).
+
+    Every number is checked when the objective is built: nan, inf or a value outside its
+    range raises a ValueError naming the argument and the range.
     """
 
     trains_on = TRAINS_ON_RESPONSES
+    disables_dropout = True  # pass 1 and pass 2 must run the same network, not two dropout masks (ift.modules.dropout)
 
     def __init__(
         self,
@@ -59,14 +65,17 @@ class IFT(Objective):
         prediction: str = "greedy",
         temperature: float = 1.0,
     ):
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"IFT: lam must be in [0, 1], got {lam}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"IFT: gamma must be in [0, 1], got {gamma}")
+        lam = check_number("IFT", "lam", lam, "[0, 1]")
+        min_lam = check_number("IFT", "min_lam", min_lam, "[0, 1]", optional=True)
+        lam_warmup_steps = check_integer("IFT", "lam_warmup_steps", lam_warmup_steps)
+        lam_noise_std = check_number("IFT", "lam_noise_std", lam_noise_std, "[0, inf)")
+        lam_noise_seed = check_integer("IFT", "lam_noise_seed", lam_noise_seed)
+        gamma = check_number("IFT", "gamma", gamma, "[0, 1]")
+        temperature = check_number("IFT", "temperature", temperature, "(0, inf)")
+        if lam_schedule not in LAMBDA_SCHEDULES:
+            raise ValueError(f"IFT: lam_schedule {lam_schedule!r} is not one of {LAMBDA_SCHEDULES}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"IFT: prediction {prediction!r} is not one of {PREDICTIONS}")
-        if temperature <= 0:
-            raise ValueError(f"IFT: temperature must be > 0, got {temperature}")
         for value, allowed, name in (
             (propagation_side, Fn.PROPAGATION_SIDES, "propagation_side"),
             (propagation_norm, Fn.PROPAGATION_NORMS, "propagation_norm"),
@@ -74,6 +83,17 @@ class IFT(Objective):
         ):
             if value not in allowed:
                 raise ValueError(f"IFT: {name} {value!r} is not one of {allowed}")
+        # Settings that only act together with another one: refused rather than silently unused.
+        if lam_schedule == "static" and (min_lam is not None or lam_warmup_steps > 0):
+            raise ValueError("IFT: min_lam and lam_warmup_steps act only with lam_schedule: linear (the static "
+                             f"schedule is always lam); got min_lam={min_lam!r}, lam_warmup_steps={lam_warmup_steps}. "
+                             "Set lam_schedule: linear, or leave them out")
+        if lam_schedule == "linear" and lam_warmup_steps == 0:
+            raise ValueError("IFT: lam_schedule: linear needs lam_warmup_steps >= 1 (the optimizer steps from "
+                             "min_lam to lam); with 0 it would be the static schedule")
+        if prediction == "greedy" and temperature != 1.0:
+            raise ValueError(f"IFT: temperature={temperature!r} acts only with prediction: sample (greedy takes "
+                             "the argmax); set prediction: sample, or leave temperature out")
         self.lam = lam
         self.min_lam = min_lam
         self.lam_schedule = lam_schedule
@@ -88,7 +108,6 @@ class IFT(Objective):
         self.prediction = prediction
         self.temperature = temperature
         self._step = 0
-        ift_lambda(0, lam, min_lam, lam_schedule, lam_warmup_steps)  # validates the schedule name
 
     def set_step(self, step: int) -> None:
         self._step = step

@@ -10,14 +10,22 @@ Ziegler et al., "Fine-Tuning Language Models from Human Preferences" (2019):
 
 where ``KL`` is the current per-sequence KL of the rollout and ``n_steps`` the number of
 samples it took (the rollout batch size). Both controllers share one interface:
-``.value``, ``.update(current_kl, n_steps)``, ``state_dict()`` / ``load_state_dict()``,
-so the objective can checkpoint either.
+``.value``, ``.init_coef``, ``.update(current_kl, n_steps)``, ``state_dict()`` /
+``load_state_dict()``, so the objective can checkpoint either.
+
+**On resume** the configured controller wins wherever the two disagree
+(:func:`resume_kl_controller`): only an adaptive controller has state (its adapted
+coefficient), and it goes on from it only when the resumed run configures the same starting
+coefficient. A fixed coefficient is always the configured one; a changed starting
+coefficient restarts the adaptive controller at it; a changed ``target``/``horizon`` steers
+the adapted coefficient from where it stands. Each case that departs from the checkpoint's
+run is said in a sentence (PPO warns with it).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 
@@ -43,15 +51,22 @@ class FixedKLController:
             raise ValueError(f"FixedKLController: coef must be >= 0, got {coef}")
         self.value = float(coef)
 
+    @property
+    def init_coef(self) -> float:
+        """The coefficient it was built with (it never moves)."""
+        return self.value
+
     def update(self, current_kl: Number, n_steps: int) -> float:
         """Ignore the measurement; return the (unchanged) coefficient."""
         return self.value
 
     def state_dict(self) -> Dict[str, Any]:
+        """``{"value": beta}``, for inspection: a fixed coefficient has nothing to restore."""
         return {"value": self.value}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.value = _as_float(state["value"], "FixedKLController state 'value'")
+        """Nothing to restore: the coefficient is the one this controller was built with (a
+        resumed run's configured ``kl_coef``), not the checkpoint's."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(coef={self.value})"
@@ -76,6 +91,7 @@ class AdaptiveKLController:
             raise ValueError(f"AdaptiveKLController: target must be > 0, got {target}")
         if horizon <= 0:
             raise ValueError(f"AdaptiveKLController: horizon must be > 0, got {horizon}")
+        self.init_coef = float(init_coef)
         self.value = float(init_coef)
         self.target = float(target)
         self.horizon = float(horizon)
@@ -95,16 +111,57 @@ class AdaptiveKLController:
         return self.value
 
     def state_dict(self) -> Dict[str, Any]:
-        """The current coefficient plus the hyper-parameters (for inspection)."""
-        return {"value": self.value, "target": self.target, "horizon": self.horizon}
+        """The current coefficient, the one it started from, and ``target``/``horizon`` (for inspection)."""
+        return {"value": self.value, "init_coef": self.init_coef, "target": self.target, "horizon": self.horizon}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore the coefficient. ``target``/``horizon`` stay the constructor's, so a
-        resumed run may change them."""
+        """Go on from the saved coefficient. ``target``/``horizon`` stay the constructor's, so a
+        resumed run may change them; whether to restore at all is :func:`resume_kl_controller`'s call."""
         self.value = _as_float(state["value"], "AdaptiveKLController state 'value'")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(value={self.value}, target={self.target}, horizon={self.horizon:g})"
+
+
+def _is_adaptive_state(state: Dict[str, Any]) -> bool:
+    # An adaptive controller's state has always carried its target; a fixed one's never did.
+    return isinstance(state, dict) and "value" in state and "target" in state
+
+
+def resume_kl_controller(controller: Union[FixedKLController, AdaptiveKLController],
+                         state: Dict[str, Any]) -> Optional[str]:
+    """Restore into ``controller`` (built from the resumed run's config) what it may take from
+    the controller ``state`` a checkpoint saved; return a sentence when the configured
+    controller departs from what the checkpoint's run was doing, None otherwise.
+
+    * fixed controller: nothing is restored (its coefficient is the configured ``kl_coef``);
+      after an adaptive run, the sentence gives the coefficient that run had reached;
+    * adaptive controller after a fixed run: it starts at its ``init_coef``;
+    * adaptive after adaptive with the same starting coefficient: it goes on from the saved
+      one (with the configured ``target``/``horizon``);
+    * adaptive after adaptive that started elsewhere: it restarts at its ``init_coef`` (the
+      sentence says so, and how to go on instead);
+    * adaptive after an adaptive checkpoint that did not record its starting coefficient
+      (written before it did): it goes on from the saved one, and the sentence says so.
+    """
+    if not _is_adaptive_state(state):
+        return None  # a fixed run (or none recorded): the configured controller starts afresh
+    reached = _as_float(state["value"], "saved KL controller 'value'")
+    if isinstance(controller, FixedKLController):
+        return (f"the checkpoint's run adapted the KL coefficient (adaptive_kl) to {reached:.6g}; this run keeps "
+                f"it fixed at kl_coef={controller.value:g} as configured (set kl_coef: {reached:.6g} to keep the "
+                "adapted one)")
+    if "init_coef" not in state:
+        controller.load_state_dict(state)
+        return (f"the checkpoint does not record the kl_coef its adaptive controller started from (it is older than "
+                f"that record): the controller goes on from its adapted {reached:.6g}, whatever kl_coef says")
+    started = _as_float(state["init_coef"], "saved KL controller 'init_coef'")
+    if started == controller.init_coef:
+        controller.load_state_dict(state)
+        return None
+    return (f"kl_coef changed from {started:g} to {controller.init_coef:g}: the adaptive KL controller restarts at "
+            f"{controller.init_coef:g} (the checkpoint's run had adapted it to {reached:.6g}; resume with "
+            f"kl_coef: {started:g} to go on from there)")
 
 
 # Objectives (and so their controllers) are pickled in the module's hyper-parameters:

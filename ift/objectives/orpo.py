@@ -7,6 +7,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 from ift.objectives import functional as Fn
+from ift.objectives.arguments import check_number
 from ift.objectives.base import Metrics
 from ift.objectives.preference import _PreferenceObjective, check_preference_batch, pair_logprobs
 
@@ -19,13 +20,13 @@ class ORPO(_PreferenceObjective):
     averaged over pairs.
 
     Args:
-        beta: weight β of the odds-ratio term (paper's baseline: 0.25).
+        beta: weight β of the odds-ratio term, >= 0 (paper's baseline: 0.25).
     """
 
+    disables_dropout = True  # as TRL's ORPO (ift.modules.dropout)
+
     def __init__(self, beta: float = 0.25):
-        if beta < 0:
-            raise ValueError(f"ORPO: beta must be >= 0, got {beta}")
-        self.beta = beta
+        self.beta = check_number("ORPO", "beta", beta, "[0, inf)")
 
     def loss(self, policy: torch.nn.Module, batch: Dict[str, Any]) -> Tuple[torch.Tensor, Metrics]:
         check_preference_batch(batch, "ORPO")

@@ -28,9 +28,10 @@ from ift.core.sampling import HFSampler, Sampler
 from ift.objectives import functional as Fn
 from ift.objectives import ppo_rollout as steps
 from ift.objectives import rollout_steps
+from ift.objectives.arguments import check_integer, check_number
 from ift.objectives.base import Metrics
 from ift.objectives.contract import Capabilities, StepContext
-from ift.objectives.kl_control import AdaptiveKLController, FixedKLController
+from ift.objectives.kl_control import AdaptiveKLController, FixedKLController, resume_kl_controller
 from ift.objectives.rollout import Rollout, RolloutLoss, RolloutObjective, ScoredSamples
 from ift.objectives.value_functions import CriticModel, ValueFunction, ValueHead, hidden_size_of
 from ift.rewards.base import Reward
@@ -67,11 +68,15 @@ class PPO(RolloutObjective):
             ``ift.rewards.AnswerMatchReward``: ReFT's 1 / 0.1 / 0). In Python any callable with
             that signature works.
         kl_coef: KL penalty coefficient beta in the per-token reward (ReFT: 0.05; 0.01 for code);
-            the starting value when ``adaptive_kl``.
+            the starting value when ``adaptive_kl``. On resume the configured value is used:
+            a fixed coefficient has no state in the checkpoint, and an adaptive controller goes
+            on from its adapted value only when ``kl_coef`` is unchanged (a changed one restarts
+            it there, with a warning; see :func:`~ift.objectives.kl_control.resume_kl_controller`).
         kl_estimator: per-token KL estimate in the reward: ``k1`` (log-ratio), ``k2`` or ``k3``.
         adaptive_kl: adapt beta toward ``target_kl`` (Ziegler et al.) instead of keeping it fixed.
-        target_kl: target KL per sequence (nats) of the adaptive controller.
-        kl_horizon: horizon (in samples) of the adaptive controller.
+        target_kl: target KL per sequence (nats) of the adaptive controller (a changed one on
+            resume steers the adapted beta from where it stands).
+        kl_horizon: horizon (in samples) of the adaptive controller (likewise).
         gamma: GAE discount (ReFT: 1.0).
         gae_lambda: GAE lambda (ReFT: 0.95).
         clip_eps: policy ratio clip epsilon.
@@ -114,6 +119,9 @@ class PPO(RolloutObjective):
 
     capabilities = Capabilities(manual_optimization=True, reads_reference=True, adds_trainable_parts=True)
     update_metrics_prefix = "ppo_"
+    #: Arguments that say what the value function's weights are: ``ift fit --ckpt_path``
+    #: refuses a change (the checkpoint's critic would be loaded over the configured one).
+    fixed_on_resume = ("critic",)
 
     def __init__(
         self,
@@ -151,17 +159,16 @@ class PPO(RolloutObjective):
             gae_lambda = lam
         if kl_estimator not in Fn.KL_ESTIMATORS:
             raise ValueError(f"PPO: kl_estimator {kl_estimator!r} is not one of {Fn.KL_ESTIMATORS}")
-        for name, value in (("gamma", gamma), ("gae_lambda", gae_lambda)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"PPO: {name} must be in [0, 1], got {value}")
-        checks = (
-            ("kl_coef", kl_coef >= 0), ("clip_eps", clip_eps > 0), ("vf_coef", vf_coef >= 0),
-            ("ppo_epochs", ppo_epochs >= 1), ("kl_horizon", kl_horizon > 0), ("target_kl", target_kl > 0),
-            ("value_clip_eps", value_clip_eps is None or value_clip_eps > 0),
-        )
-        for name, ok in checks:
-            if not ok:
-                raise ValueError(f"PPO: invalid {name}={locals()[name]!r}")
+        check_number("PPO", "gamma", gamma, "[0, 1]")
+        check_number("PPO", "gae_lambda" if lam is None else "lam (gae_lambda)", gae_lambda, "[0, 1]")
+        check_number("PPO", "kl_coef", kl_coef, "[0, inf)")
+        check_number("PPO", "clip_eps", clip_eps, "(0, inf)")
+        check_number("PPO", "vf_coef", vf_coef, "[0, inf)")
+        check_number("PPO", "entropy_coef", entropy_coef, "(-inf, inf)")
+        check_integer("PPO", "ppo_epochs", ppo_epochs, minimum=1)
+        check_number("PPO", "kl_horizon", kl_horizon, "(0, inf)")
+        check_number("PPO", "target_kl", target_kl, "(0, inf)")
+        check_number("PPO", "value_clip_eps", value_clip_eps, "(0, inf)", optional=True)
         if adaptive_kl and kl_coef <= 0:
             raise ValueError("PPO: adaptive_kl needs kl_coef > 0 (its starting value)")
         super().__init__(
@@ -206,6 +213,9 @@ class PPO(RolloutObjective):
             state.setdefault("epochs", state.pop("ppo_epochs"))
         if state.get("sampler") is None:
             state["sampler"] = HFSampler()
+        controller = state.get("kl_controller")
+        if isinstance(controller, AdaptiveKLController) and "init_coef" not in vars(controller):
+            controller.init_coef = float(state.get("kl_coef", controller.value))  # pickled before it kept one
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------ Objective hooks
@@ -230,8 +240,13 @@ class PPO(RolloutObjective):
         return {"kl_controller": self.kl_controller.state_dict(), **super().state_dict()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore the counters and, as far as this run's KL settings allow, the adaptive KL
+        controller: the configured ``kl_coef``/``adaptive_kl``/``target_kl``/``kl_horizon``
+        win over the checkpoint's, with a warning where that changes the coefficient."""
         if "kl_controller" in state:
-            self.kl_controller.load_state_dict(state["kl_controller"])
+            note = resume_kl_controller(self.kl_controller, state["kl_controller"])
+            if note:
+                warnings.warn(f"PPO on resume: {note}", UserWarning, stacklevel=2)
         super().load_state_dict(state)
 
     # ------------------------------------------------------------------ the rollout's PPO fields

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
+from ift.objectives.arguments import check_integer, check_number
 from ift.objectives.base import Metrics, Objective
 from ift.objectives.contract import Capabilities, StepContext, StepResult
 from ift.objectives.rollout import RolloutObjective
@@ -86,12 +87,10 @@ def _as_stage(value: Union[Stage, Mapping[str, Any]], index: int, last: bool) ->
         raise ValueError(
             f"Sequential: stage {index} needs 'epochs' or 'steps' (only the last stage may run open-ended)"
         )
-    for key in ("epochs", "steps"):
-        amount = getattr(stage, key)
-        if amount is not None and (isinstance(amount, bool) or int(amount) != amount or amount < 0):
-            raise ValueError(f"Sequential: stage {index} {key} must be a non-negative integer, got {amount!r}")
-    if stage.lr is not None and not stage.lr > 0:
-        raise ValueError(f"Sequential: stage {index} lr must be > 0, got {stage.lr!r}")
+    owner = f"Sequential: stage {index}"
+    stage.epochs = check_integer(owner, "epochs", stage.epochs, optional=True)
+    stage.steps = check_integer(owner, "steps", stage.steps, optional=True)
+    stage.lr = check_number(owner, "lr", stage.lr, "(0, inf)", optional=True)
     return stage
 
 
@@ -130,6 +129,8 @@ class Sequential(Objective):
     def current(self) -> Objective:
         return self.stages[self.stage_index].objective
 
+    disables_dropout = property(lambda self: any(stage.objective.disables_dropout for stage in self.stages))
+
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]
         return Capabilities.of_sequence(stage.objective.capabilities for stage in self.stages)
@@ -144,9 +145,12 @@ class Sequential(Objective):
             stage.objective.attach(context)
 
     def begin(self, context: StepContext) -> None:
-        """Start (or resume) the current stage; a restored reference is kept as it is."""
-        if self.total_batches == 0 and self.stages[self.stage_index].lr is not None:
-            context.set_learning_rate(float(self.stages[self.stage_index].lr))
+        """Start (or resume) the current stage; a restored reference is kept as it is. The
+        stage's ``lr`` is set at the start, and on resume when it is not the checkpoint's (the
+        restored optimizer state holds the checkpoint's learning rate)."""
+        lr = self.stages[self.stage_index].lr
+        if lr is not None and (self.total_batches == 0 or lr != getattr(self, "_checkpoint_lr", lr)):
+            context.set_learning_rate(float(lr))
         self.current.begin(context)
 
     def set_step(self, step: int) -> None:
@@ -215,6 +219,7 @@ class Sequential(Objective):
             "total_batches": self.total_batches,
             "stage_start_epoch": self.stage_start_epoch,
             "stages": [stage.objective.state_dict() for stage in self.stages],
+            "stage_lrs": [stage.lr for stage in self.stages],
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -228,6 +233,8 @@ class Sequential(Objective):
         self.stage_batches = int(state["stage_batches"])
         self.total_batches = int(state.get("total_batches", 0))
         self.stage_start_epoch = int(state.get("stage_start_epoch", 0))
+        if "stage_lrs" in state:  # begin re-applies a changed lr of the current stage
+            self._checkpoint_lr = state["stage_lrs"][self.stage_index]
         for stage, stage_state in zip(self.stages, saved):
             stage.objective.load_state_dict(stage_state)
 
@@ -251,15 +258,23 @@ class Mix(Objective):
 
     Args:
         objectives: the objectives to mix.
-        weights: one weight per objective (default all 1).
+        weights: one weight per objective (default all 1): finite and >= 0, at least one
+            of them positive. A weight of 0 leaves that objective out of the loss (it still
+            runs and logs its metrics); a negative weight, which would maximise a loss, is refused.
     """
 
     def __init__(self, objectives: List[Objective], weights: Optional[List[float]] = None):
         if not objectives:
             raise ValueError("Mix: give at least one objective")
-        weights = [1.0] * len(objectives) if weights is None else [float(w) for w in weights]
+        weights = [1.0] * len(objectives) if weights is None else list(weights)
         if len(weights) != len(objectives):
             raise ValueError(f"Mix: {len(objectives)} objectives but {len(weights)} weights")
+        # A negative weight would maximise that objective's loss, and all-zero weights would
+        # train nothing while the run looks normal: both are refused.
+        weights = [check_number("Mix", f"weights[{i}]", w, "[0, inf)") for i, w in enumerate(weights)]
+        if not any(weight > 0 for weight in weights):
+            raise ValueError(f"Mix: every weight is 0 ({weights}), so nothing would be trained; "
+                             "give at least one objective a positive weight")
         for index, objective in enumerate(objectives):
             if not isinstance(objective, Objective):
                 raise TypeError(f"Mix: objective {index} must be an Objective, got {type(objective).__name__}")
@@ -271,6 +286,8 @@ class Mix(Objective):
         self.objectives = list(objectives)
         self.weights = weights
         self.names = _unique_names(self.objectives)
+
+    disables_dropout = property(lambda self: any(objective.disables_dropout for objective in self.objectives))
 
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]

@@ -17,6 +17,7 @@ import torch
 
 from ift.core.forward import policy_outputs
 from ift.objectives import functional as Fn
+from ift.objectives.arguments import check_number
 from ift.objectives.base import Metrics
 from ift.objectives.contract import Capabilities, StepContext, StepResult
 from ift.objectives.scalar_head import ScalarHead
@@ -80,9 +81,10 @@ class RewardModeling(_PreferenceObjective):
 
     Args:
         margin: ``m`` inside the sigmoid: the chosen reward should beat the rejected one by
-            at least about ``m``; 0 (default) is the plain Bradley–Terry loss.
-        lm_weight: weight of the language-modelling (SFT) loss on the chosen response; 0
-            (default) trains the ranking alone, CodePMP uses 1.
+            at least about ``m``; 0 (default) is the plain Bradley–Terry loss. Any finite
+            number (a negative one lets the chosen side lose by up to about ``|m|``).
+        lm_weight: weight of the language-modelling (SFT) loss on the chosen response, >= 0;
+            0 (default) trains the ranking alone, CodePMP uses 1.
         read_at_eos: read the reward at a trailing EOS token. False (default) reads it at the
             token before a trailing EOS, i.e. at the last token of the response text: where
             ``RewardModelScore``, which scores decoded text without EOS, reads it too.
@@ -91,10 +93,8 @@ class RewardModeling(_PreferenceObjective):
     capabilities = Capabilities(adds_trainable_parts=True)
 
     def __init__(self, margin: float = 0.0, lm_weight: float = 0.0, read_at_eos: bool = False):
-        if lm_weight < 0:
-            raise ValueError(f"RewardModeling: lm_weight must be >= 0, got {lm_weight}")
-        self.margin = float(margin)
-        self.lm_weight = float(lm_weight)
+        self.margin = check_number("RewardModeling", "margin", margin)
+        self.lm_weight = check_number("RewardModeling", "lm_weight", lm_weight, "[0, inf)")
         self.read_at_eos = bool(read_at_eos)
 
     def attach(self, context: StepContext) -> None:

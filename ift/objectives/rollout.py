@@ -39,6 +39,7 @@ from ift.core.distributed import mean_over_processes, process_rank, sum_over_pro
 from ift.core.sampling import HFSampler, Sampler, SamplingSettings
 from ift.core.subclasses import all_subclasses
 from ift.objectives import rollout_steps as steps
+from ift.objectives.arguments import check_integer, check_number
 from ift.objectives.base import Objective
 from ift.objectives.contract import Capabilities, Metrics, StepContext, StepResult
 from ift.rewards.base import Reward, score_safely
@@ -236,6 +237,7 @@ class RolloutObjective(Objective):
     trains_on = TRAINS_ON_PROMPTS
 
     capabilities = Capabilities(manual_optimization=True, reads_reference=True)
+    disables_dropout = True  # the update's probabilities are divided by the rollout's (ift.modules.dropout)
     #: A base to build on, not an objective to train with (left out of the list of objectives).
     is_base = True
     #: Prefix of the loop's update counters in the metrics (``<prefix>updates``,
@@ -263,20 +265,16 @@ class RolloutObjective(Objective):
         seed: Optional[int] = None,
         sampler: Optional[Sampler] = None,
     ):
-        checks = (
-            ("samples_per_prompt", samples_per_prompt, samples_per_prompt >= 1),
-            ("max_new_tokens", max_new_tokens, max_new_tokens >= 1),
-            ("temperature", temperature, temperature > 0),
-            ("top_p", top_p, 0 < top_p <= 1),
-            ("epochs", epochs, epochs >= 1),
-            ("mini_batch_size", mini_batch_size, mini_batch_size is None or mini_batch_size >= 1),
-            ("micro_batch_size", micro_batch_size, micro_batch_size is None or micro_batch_size >= 1),
-            ("early_stop_kl", early_stop_kl, early_stop_kl is None or early_stop_kl > 0),
-            ("reward_timeout_s", reward_timeout_s, reward_timeout_s is None or reward_timeout_s > 0),
-        )
-        for name, value, ok in checks:
-            if not ok:
-                raise ValueError(f"{type(self).__name__}: invalid {name}={value!r}")
+        owner = type(self).__name__
+        check_integer(owner, "samples_per_prompt", samples_per_prompt, minimum=1)
+        check_integer(owner, "max_new_tokens", max_new_tokens, minimum=1)
+        check_number(owner, "temperature", temperature, "(0, inf)")
+        check_number(owner, "top_p", top_p, "(0, 1]")
+        check_integer(owner, "epochs", epochs, minimum=1)
+        check_integer(owner, "mini_batch_size", mini_batch_size, minimum=1, optional=True)
+        check_integer(owner, "micro_batch_size", micro_batch_size, minimum=1, optional=True)
+        check_number(owner, "early_stop_kl", early_stop_kl, "(0, inf)", optional=True)
+        check_number(owner, "reward_timeout_s", reward_timeout_s, "(0, inf)", optional=True)
         if reward is None:
             raise missing_reward_error(type(self).__name__)
         self.reward = reward

@@ -20,6 +20,8 @@ from typing import List, Optional
 
 from ift.data.records import file_format
 from ift.predict.generate import Prediction, PredictSettings, predict, prompt_room
+from ift.core.stop_signals import describe as describe_signal
+from ift.core.stop_signals import stopping_signal
 from ift.predict.output import PredictionOutput, default_output
 from ift.predict.policy import PredictError, load_policy
 from ift.predict.prompts import read_prompts
@@ -101,8 +103,9 @@ def run(args: PredictArguments) -> Prediction:
     except BaseException as error:
         kept = output.abort()
         if kept is not None:
-            print(f"ift predict: stopped after {output.lines} lines ({type(error).__name__}); they are in {kept}",
-                  file=sys.stderr)
+            signum = stopping_signal(error)
+            why = describe_signal(signum) if signum is not None else type(error).__name__
+            print(f"ift predict: stopped after {output.lines} lines ({why}); they are in {kept}", file=sys.stderr)
         raise
     print(result.summary(), file=sys.stderr)
     return result

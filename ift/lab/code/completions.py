@@ -79,11 +79,15 @@ class Generated:
         texts: per prompt, its ``samples`` generated texts (decoded, special tokens dropped).
         cut: prompts cut from the left to leave room for the new tokens.
         unfinished: texts that reached ``max_new_tokens`` before EOS.
+        prompt_cut: per prompt, whether it was cut.
+        finished: per prompt, for each text, whether it ended with EOS.
     """
 
     texts: List[List[str]]
     cut: int
     unfinished: int
+    prompt_cut: List[bool] = dataclasses.field(default_factory=list)
+    finished: List[List[bool]] = dataclasses.field(default_factory=list)
 
 
 def prompt_room(policy: torch.nn.Module, max_new_tokens: int) -> Optional[int]:
@@ -122,15 +126,17 @@ def generate_texts(policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
         raise ValueError(f"--samples {samples} with greedy decoding (--temperature 0) gives the same completion "
                          f"{samples} times; set --temperature above 0 to sample")
     room = prompt_room(policy, max_new_tokens)
-    encoded, cut = [], 0
+    encoded, prompt_cut = [], []
     for prompt in prompts:
         text = render_prompt(tokenizer, chat_request(prompt), True) if chat else prompt
         ids = encode_prompt(tokenizer, text, chat)
-        if room is not None and len(ids) > room:
-            ids, cut = ids[len(ids) - room:], cut + 1  # the end of the prompt is what the next tokens follow
+        prompt_cut.append(room is not None and len(ids) > room)
+        if prompt_cut[-1]:
+            ids = ids[len(ids) - room:]  # the end of the prompt is what the next tokens follow
         encoded.append(ids)
     rows = [index for index in range(len(prompts)) for _ in range(samples)]
     texts: List[List[str]] = [[] for _ in prompts]
+    finished_flags: List[List[bool]] = [[] for _ in prompts]
     unfinished = 0
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     policy = policy.to(device)
@@ -145,11 +151,13 @@ def generate_texts(policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
         for index, response in zip(batch, responses.tolist()):
             finished = eos in response
             unfinished += not finished
+            finished_flags[index].append(finished)
             new = response[:response.index(eos)] if finished else response
             texts[index].append(_decode_continuation(tokenizer, encoded[index], new))
         if progress is not None:
             progress(min(start + batch_size, len(rows)), len(rows))
-    return Generated(texts=texts, cut=cut, unfinished=unfinished)
+    return Generated(texts=texts, cut=sum(prompt_cut), unfinished=unfinished, prompt_cut=prompt_cut,
+                     finished=finished_flags)
 
 
 __all__ = ["CODEX_STOPS", "Generated", "chat_request", "completion_from_answer", "cut_at_stops", "defines_function",

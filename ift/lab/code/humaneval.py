@@ -187,8 +187,13 @@ class HumanEvalSandbox:
         """The verdicts of ``(problem, completion)`` pairs, in their order, ``max_workers`` at once."""
         if self.max_workers == 1 or len(jobs) <= 1:
             return [self.check(problem, completion) for problem, completion in jobs]
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(jobs)), thread_name_prefix="humaneval") as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(jobs)), thread_name_prefix="humaneval")
+        try:
             return list(pool.map(lambda job: self.check(*job), jobs))
+        finally:
+            # On Ctrl-C or SIGTERM the checks not yet started are dropped: waiting for all of
+            # them would hold the stop for up to len(jobs) x timeout_s / max_workers.
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 __all__ = ["CheckProgram", "HUMANEVAL_PRELOAD", "HumanEvalError", "HumanEvalSandbox", "INSTALL_HINT", "Verdict",

@@ -1,4 +1,5 @@
-"""One HumanEval evaluation: generate completions, check them in the sandbox, report pass@k."""
+"""One HumanEval evaluation: generate completions, check them in the sandbox, write them as they
+are checked, report pass@k."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ift.lab.code.completions import completion_from_answer, cut_at_stops, generate_texts
 from ift.lab.code.humaneval import HumanEvalError, HumanEvalSandbox
+from ift.lab.code.problem_groups import group_seed, problem_groups
 from ift.tasks.code.pass_at_k import mean_pass_at_k
 from ift.lab.code.sample_file import SampleFile
 
@@ -74,37 +76,69 @@ def run_humaneval(policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, p
                   progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
     """Generate ``settings.samples`` completions per problem, check each, return the report.
 
+    The problems go in groups of about one generation batch
+    (:func:`~ift.lab.code.problem_groups.problem_groups`), each group generated from its own
+    seed, checked, and appended to ``out`` before the next: a stop keeps the groups done, and
+    the groups ``out`` already holds (a stopped run's, continued) are not generated again.
+
     The report: ``benchmark``, ``problems``, ``samples``, ``temperature``, ``decoding``,
     ``pass@k`` for each k, ``passed`` (completions that passed), ``completions``, ``solved``
     (problems with at least one pass), ``outcomes`` (completions per :class:`Verdict`
-    outcome), ``prompts_cut``, ``unfinished`` and ``out`` (the sample file, or None).
-    ``out`` must be open; it is committed here (or left partial when this raises).
-    ``progress(done, total)`` follows the generation, batch by batch.
+    outcome), ``prompts_cut``, ``unfinished``, ``resumed`` (completions a stopped run had
+    written) and ``out`` (the sample file, or None). ``out`` must be open; it is committed
+    here (or left partial when this raises). ``progress(done, total)`` follows the
+    completions checked (those resumed included), group by group.
     """
     ks = settings.ks()
     sandbox = sandbox or HumanEvalSandbox()
-    torch.manual_seed(settings.seed)
-    if settings.device.startswith("cuda"):
-        torch.cuda.manual_seed_all(settings.seed)
+    records: List[Dict[str, Any]] = list(out.resumed) if out is not None else []
+    resumed = len(records)
+    done = {task_id for note in (out.progress if out is not None else []) for task_id in note["task_ids"]}
+    total = len(problems) * settings.samples
+    groups = [group for group in problem_groups(len(problems), settings.samples, settings.batch_size)
+              if not all(problems[index]["task_id"] in done for index in group)]
     was_training = policy.training
     try:
-        generated = generate_texts(policy, tokenizer, [problem["prompt"] for problem in problems], chat=settings.chat,
-                                   samples=settings.samples, temperature=settings.temperature,
-                                   max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                                   device=settings.device, progress=progress)
-    except ValueError as error:
-        raise HumanEvalError(str(error)) from None
+        for group in groups:
+            chosen = [problems[index] for index in group]
+            seed = group_seed(settings.seed, group[0])
+            torch.manual_seed(seed)
+            if settings.device.startswith("cuda"):
+                torch.cuda.manual_seed_all(seed)
+            try:
+                generated = generate_texts(policy, tokenizer, [problem["prompt"] for problem in chosen],
+                                           chat=settings.chat, samples=settings.samples,
+                                           temperature=settings.temperature, max_new_tokens=settings.max_new_tokens,
+                                           batch_size=settings.batch_size, device=settings.device)
+            except ValueError as error:
+                raise HumanEvalError(str(error)) from None
+            rows = [(problem, completion, cut, finished)
+                    for problem, texts, cut, flags in zip(chosen, generated.texts, generated.prompt_cut,
+                                                          generated.finished)
+                    for completion, finished in zip(completions_of(problem, texts, settings), flags)]
+            verdicts = sandbox.check_all([(problem, completion) for problem, completion, _, _ in rows])
+            written = [{"task_id": problem["task_id"], "completion": completion, "passed": verdict.passed,
+                        "outcome": verdict.outcome, "prompt_cut": cut, "finished": finished}
+                       for (problem, completion, cut, finished), verdict in zip(rows, verdicts)]
+            if out is not None:
+                out.write(written, done={"task_ids": [problem["task_id"] for problem in chosen]})
+            records += written
+            if progress is not None:
+                progress(len(records), total)
     finally:
         policy.train(was_training)
-    jobs = [(problem, completion) for problem, texts in zip(problems, generated.texts)
-            for completion in completions_of(problem, texts, settings)]
-    verdicts = sandbox.check_all(jobs)
-    if out is not None:
-        out.write({"task_id": problem["task_id"], "completion": completion, "passed": verdict.passed,
-                   "outcome": verdict.outcome} for (problem, completion), verdict in zip(jobs, verdicts))
+    return _report(problems, settings, ks, records, resumed, out.commit() if out is not None else None)
+
+
+def _report(problems: Sequence[Mapping[str, str]], settings: HumanEvalSettings, ks: Sequence[int],
+            records: Sequence[Mapping[str, Any]], resumed: int, path: Optional[str]) -> Dict[str, Any]:
+    """The report of :func:`run_humaneval` from every completion's record."""
     per_problem: Dict[str, int] = {problem["task_id"]: 0 for problem in problems}
-    for verdict in verdicts:
-        per_problem[verdict.task_id] += verdict.passed
+    cut_problems = set()
+    for record in records:
+        per_problem[record["task_id"]] += bool(record["passed"])
+        if record.get("prompt_cut"):
+            cut_problems.add(record["task_id"])
     counts = [(settings.samples, passed) for passed in per_problem.values()]
     report: Dict[str, Any] = {
         "benchmark": "humaneval",
@@ -115,13 +149,14 @@ def run_humaneval(policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, p
     }
     report.update({f"pass@{k}": mean_pass_at_k(counts, k) for k in ks})
     report.update({
-        "passed": sum(verdict.passed for verdict in verdicts),
-        "completions": len(verdicts),
+        "passed": sum(bool(record["passed"]) for record in records),
+        "completions": len(records),
         "solved": sum(1 for passed in per_problem.values() if passed),
-        "outcomes": dict(sorted(Counter(verdict.outcome for verdict in verdicts).items())),
-        "prompts_cut": generated.cut,
-        "unfinished": generated.unfinished,
-        "out": out.commit() if out is not None else None,
+        "outcomes": dict(sorted(Counter(record["outcome"] for record in records).items())),
+        "prompts_cut": len(cut_problems),
+        "unfinished": sum(1 for record in records if not record.get("finished", True)),
+        "resumed": resumed,
+        "out": path,
     })
     return report
 

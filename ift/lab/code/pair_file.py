@@ -1,8 +1,11 @@
-"""The ``--output`` file of ``ift code-pairs``: checked before any model loads, written whole.
+"""The ``--output`` file of ``ift code-pairs``: checked before any model loads, written as it goes.
 
 Sampling and sandboxing take minutes, so a folder that cannot be written must stop the
-run at once, not at the end. Lines go to ``<output>.partial`` and the file takes its name
-only when every pair is in it: a file under the output's name is never a run cut short.
+run at once, not at the end. The pairs of each group of problems are appended to
+``<output>.partial`` as soon as the group is judged, and the file takes its name only when
+every problem is done: a file under the output's name is never a run cut short. A run
+stopped by Ctrl-C, SIGTERM or an error leaves the ``.partial`` file; the same command run
+again continues it (:class:`~ift.core.jsonl_output.PartialJsonlFile`, resumable).
 """
 
 from __future__ import annotations
@@ -13,21 +16,28 @@ from ift.core.jsonl_output import PARTIAL, PartialJsonlFile  # noqa: F401  (PART
 
 
 class PairFile(PartialJsonlFile):
-    """The JSONL file of preference pairs (checks and writing: :class:`PartialJsonlFile`).
+    """The JSONL file of preference pairs (checks, lock, writing and resuming:
+    :class:`PartialJsonlFile`).
 
-    Problems raise ValueError. Pairs are written only at the end, so after a failure the
-    partial file holds nothing worth keeping: :meth:`abort` always removes it.
+    Problems raise ValueError. After a stop :meth:`abort` keeps the ``.partial`` file and
+    its progress when some problems are done, and a rerun with the same settings continues it.
 
     Args:
         path: the file to write (its folder is created when missing).
-        overwrite: replace an existing file (else an existing file stops the run).
+        overwrite: replace an existing file, and start over instead of continuing a
+            ``.partial`` one (else an existing file stops the run).
+        settings: the options that decide the pairs (a ``.partial`` file is continued only
+            with the same).
     """
 
     error = ValueError
     example_name = "pairs.jsonl"
+    prog = "ift code-pairs"
+    keep_written = True
+    resumable = True
 
-    def __init__(self, path: str, overwrite: bool = False) -> None:
-        super().__init__(os.path.abspath(os.path.expanduser(path)), overwrite)
+    def __init__(self, path: str, overwrite: bool = False, settings=None) -> None:
+        super().__init__(os.path.abspath(os.path.expanduser(path)), overwrite, settings=settings)
 
     @property
     def partial(self) -> str:

@@ -127,6 +127,16 @@ class PairSummary:
         """The summary as plain JSON values."""
         return dataclasses.asdict(self)
 
+    def add(self, other: "PairSummary") -> None:
+        """Add the counts of ``other``, the summary of other problems (a run made of groups)."""
+        for field in dataclasses.fields(self):
+            mine, theirs = getattr(self, field.name), getattr(other, field.name)
+            if isinstance(mine, dict):
+                for key, value in theirs.items():
+                    mine[key] = mine.get(key, 0) + value
+            else:
+                setattr(self, field.name, mine + theirs)
+
 
 @dataclasses.dataclass
 class PairSet:

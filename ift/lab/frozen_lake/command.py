@@ -14,21 +14,31 @@ seeds, and writes for each policy:
 * ``OUT/<policy>/frozen_lake.png``: each objective's policy (seed 0) on the map beside π*, the
   states its sampled episodes visit, and the mean learning curves;
 * a mean ± std table and the claims table (the paper's claims, then this project's checks)
-  on the terminal.
+  on the terminal;
+* ``OUT/runs.jsonl``: every run's record, one per line, appended as each run finishes
+  (``runs.jsonl.partial`` until all are done: :mod:`ift.lab.frozen_lake.run_log`).
+
+``--out`` is checked before any training: a file in its place or a folder that cannot be
+written stops the command at once. Ctrl-C or SIGTERM stops the workers within seconds and
+says how many runs finished and where they are; the same command run again trains only
+the others (``--fresh`` trains them all again).
 
 Each single run is exactly ``ift fit --config configs/frozen_lake/<policy>/<objective>.yaml``:
 the files are :func:`ift.lab.frozen_lake.runs.run_config` written out, and each run is
-built from its config by LightningCLI, as ``ift fit`` builds it. Runs are independent
+built from its config by LightningCLI, as ``ift fit`` builds it (but a stopped run writes no
+``interrupted.ckpt``: the command trains it again). Runs are independent
 processes' work: seeds run in parallel over ``--workers`` processes, one CPU thread each,
 so results do not depend on how many workers there are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
@@ -41,6 +51,7 @@ from ift.lab.frozen_lake.map_check import rejected_summary
 from ift.tasks.frozen_lake.maps import DEFAULT_MAP, MAP_SEPARATOR, MapError
 from ift.tasks.frozen_lake.metrics import EXPLORED_THRESHOLD
 from ift.lab.frozen_lake.results import aggregate, format_table, plot_runs
+from ift.lab.frozen_lake.run_log import FrozenLakeError, RunLog, from_log, run_key
 from ift.tasks.frozen_lake.policies import POLICIES
 from ift.lab.frozen_lake.runs import (
     DEFAULT_EVAL_EVERY,
@@ -64,7 +75,12 @@ def run_one(job: Job) -> Dict[str, Any]:
     """Train one (policy, objective, seed) and return its metrics, final policy and learning curve."""
     policy, name, seed, map_spec, steps, eval_every = job
     start = time.perf_counter()
-    cli = build_cli(run_config(name, map_spec, steps, seed, eval_every, policy=policy))
+    config = run_config(name, map_spec, steps, seed, eval_every, policy=policy)
+    # The one difference from `ift fit --config` of the same run, which changes no number: a
+    # stopped run writes no interrupted.ckpt (into the working directory, every worker the
+    # same file). The command keeps finished runs; a stopped one is trained again.
+    config["model"]["checkpoint_on_interrupt"] = False
+    cli = build_cli(config)
     trainer = cli.trainer
     trainer.fit(cli.model, datamodule=cli.datamodule)
     monitor = frozen_lake_monitor(trainer)
@@ -102,8 +118,12 @@ class FrozenLakeArguments:
         steps: optimizer steps of every run, the same budget for each objective; null: each
             policy's own (STEPS).
         eval_every: optimizer steps between two points of the learning curves.
-        out: output folder.
+        out: output folder (checked before any training). Each finished run is appended to
+            OUT/runs.jsonl.partial at once; a command stopped before the end (Ctrl-C, SIGTERM, an
+            error) keeps it, and the same command run again trains only the other runs.
         workers: parallel processes (null: min(2, CPUs)); each uses one CPU thread.
+        fresh: train every run again, instead of continuing the runs a stopped command left in
+            OUT/runs.jsonl.partial.
     """
 
     policy: PolicyChoice = "both"
@@ -114,6 +134,7 @@ class FrozenLakeArguments:
     eval_every: int = DEFAULT_EVAL_EVERY
     out: str = "runs/frozen_lake"
     workers: Optional[int] = None
+    fresh: bool = False
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -169,6 +190,7 @@ def run(args: FrozenLakeArguments) -> Dict[str, Dict[str, Any]]:
     if not objectives:
         raise SystemExit("ift frozen-lake: error: no objective can run on this map")
 
+    check_out(args.out, args.policies)
     jobs: List[Job] = [(policy, name, seed, map_spec, args.steps, args.eval_every)
                        for policy in args.policies for name in objectives for seed in range(args.seeds)]
     # Most expensive first, so the workers finish together: PPO's sampling (a run costs about
@@ -177,19 +199,66 @@ def run(args: FrozenLakeArguments) -> Dict[str, Dict[str, Any]]:
     # it PPO), then the supervised runs (2-3 s, the transformer's the dearer).
     cost = {"PPO": 4, "GRPO": 3, "SFT-PPO": 2}
     jobs.sort(key=lambda job: (-cost.get(job[1], 0), job[0] != "transformer"))
+    log = RunLog(args.out, fresh=args.fresh, settings={
+        "policies": args.policies, "objectives": objectives, "seeds": args.seeds, "map": map_spec,
+        "steps": args.steps, "eval_every": args.eval_every}).open()
+    kept: List[Dict[str, Any]] = []
+    done: List[Dict[str, Any]] = []
+    try:
+        kept += [from_log(record) for record in log.resumed]
+        everything = _train_and_report(task, args, objectives, notes, map_spec, jobs, kept, done, log)
+        log.commit()  # last: a run stopped while reporting keeps its runs too
+    except BaseException:
+        where = log.abort()
+        print(f"ift frozen-lake: stopped after {len(kept) + len(done)} of {len(jobs)} runs"
+              + (f"; the finished runs are in {where}; run the same command again to train only the other "
+                 f"{len(jobs) - len(kept) - len(done)} (--fresh trains them all again)" if where else
+                 "; no run had finished, nothing was kept"), file=sys.stderr, flush=True)
+        raise
+    return everything
+
+
+def _train_and_report(task: FrozenLakeTask, args: FrozenLakeArguments, objectives: Sequence[str],
+                      notes: Sequence[str], map_spec: Optional[str], jobs: List[Job], kept: List[Dict[str, Any]],
+                      done: List[Dict[str, Any]], log: RunLog) -> Dict[str, Dict[str, Any]]:
+    """Train the jobs that ``kept`` (a stopped command's runs) lacks, appending each to ``done``
+    and ``log`` as it finishes; then write and print each policy's results."""
+    finished = {run_key(run) for run in kept}
+    todo = [job for job in jobs if job[:3] not in finished]
+    if kept:
+        print(f"continuing {log.partial_path}: {len(kept)} of {len(jobs)} runs were finished by a stopped command; "
+              f"training the other {len(todo)} (--fresh trains them all again)")
     workers = args.workers or min(2, os.cpu_count() or 1)
-    workers = max(1, min(workers, len(jobs)))
+    workers = max(1, min(workers, max(1, len(todo))))
     print(f"training {' and '.join(args.policies)} x {len(objectives)} objectives x {args.seeds} seeds on "
           f"{workers} process{'es' if workers > 1 else ''}")
     started = time.perf_counter()
-    runs = _run_jobs(jobs, workers)
+    _run_jobs(todo, workers, log, done)
+    runs = kept + done
     elapsed = time.perf_counter() - started
     everything = {}
     for policy in args.policies:
         mine = [run for run in runs if run["policy"] == policy]
         everything[policy] = report_policy(task, policy, mine, objectives, args, map_spec, notes, elapsed)
-    print(f"\n{len(runs)} runs in {elapsed:.0f} s")
+    print(f"\n{len(runs)} runs in {elapsed:.0f} s"
+          + (f" ({len(kept)} of them from the stopped command)" if kept else ""))
     return everything
+
+
+def check_out(out: str, policies: Sequence[str]) -> None:
+    """Stop before any training unless ``out`` and its policy folders are folders that can be
+    written (FrozenLakeError naming the path and the fix)."""
+    for path in [out] + [os.path.join(out, policy) for policy in policies]:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise FrozenLakeError(f"--out {out}: {path} is a file, not a folder; give an --out folder that can be "
+                                  f"written (or move the file away)")
+        try:
+            os.makedirs(path, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as error:
+            raise FrozenLakeError(f"--out {out}: {path} cannot be written ({error.strerror or error}); give an --out "
+                                  f"folder that can be written") from None
 
 
 def describe_map(task: FrozenLakeTask, objectives: Sequence[str], notes: Sequence[str]) -> None:
@@ -244,16 +313,18 @@ def _write_json(path: str, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def _run_jobs(jobs: List[Job], workers: int) -> List[Dict[str, Any]]:
-    runs: List[Dict[str, Any]] = []
+def _run_jobs(jobs: List[Job], workers: int, log: RunLog, runs: List[Dict[str, Any]]) -> None:
+    """Run ``jobs``, appending each finished run to ``runs`` and ``log`` (so a stop keeps it)."""
     bar = tqdm(total=len(jobs), desc="frozen-lake", unit="run", file=sys.stderr, dynamic_ncols=True)
     try:
-        for run in imap_in_processes(run_one, jobs, workers):
-            runs.append(run)
-            _advance(bar, run)
+        # closing(): a stop between two results still stops the workers, at once.
+        with contextlib.closing(imap_in_processes(run_one, jobs, workers)) as results:
+            for run in results:
+                log.write_run(run)
+                runs.append(run)
+                _advance(bar, run)
     finally:
         bar.close()
-    return runs
 
 
 def _advance(bar, run: Dict[str, Any]) -> None:
