@@ -88,3 +88,22 @@ def kill_leftovers(pids):
 def lines(path: Path) -> int:
     """Complete lines in ``path`` (0 when it is not there)."""
     return path.read_text().count("\n") if path.exists() else 0
+
+
+def reap(proc) -> None:
+    """Kill ``proc`` if it is still running and collect it (the ``finally`` of every test)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+def signal_when(proc, ready, what: str, sig=signal.SIGINT, timeout: float = 120) -> str:
+    """Wait until ``ready()`` holds while ``proc`` still runs, send ``sig`` to its process group
+    (as a terminal's Ctrl-C does) and return its stderr once it has ended."""
+    try:
+        wait_for(lambda: ready() or proc.poll() is not None, timeout, what)
+        assert proc.poll() is None, f"the command ended before any of its work was kept: {proc.communicate()}"
+        os.killpg(proc.pid, sig)
+        return proc.communicate(timeout=30)[1]
+    finally:
+        reap(proc)

@@ -26,6 +26,7 @@ def test_the_config_is_the_measured_task_and_budget(name, objective):
     assert (data["max_operand"], data["num_train"], data["num_val"], data["batch_size"], data["operators"]) == (
         SETTINGS.max_operand, SETTINGS.num_train, SETTINGS.num_val, SETTINGS.batch_size, "+")
     assert config["model"]["optimizer"]["init_args"]["lr"] == SETTINGS.lr
+    assert config["model"]["max_grad_norm"] is None  # ift.lab.arithmetic_learning trains SFT and IFT unclipped
     assert config["model"]["objective"]["class_path"] == objective
     if objective == "IFT":
         assert config["model"]["objective"]["init_args"] == {"lam": SETTINGS.lam, "gamma": SETTINGS.gamma}

@@ -6,7 +6,6 @@ policy trained here as the strong source and an untrained one as the weak."""
 from __future__ import annotations
 
 import json
-import os
 import random
 
 import pytest
@@ -233,21 +232,13 @@ def test_ctrl_c_keeps_the_problems_done_and_the_same_command_continues(tmp_path,
     import re
     import signal
 
-    from signal_helpers import lines, start, wait_for
+    from signal_helpers import lines, signal_when, start
 
     out = tmp_path / "pairs.jsonl"
     progress = tmp_path / "pairs.jsonl.partial.progress"
     proc = start(["-m", "ift.cli", "code-pairs", *stop_options(strong_checkpoint), "--output", str(out)], tmp_path)
-    try:
-        # The first line of the progress file is the settings; each next one a group done.
-        wait_for(lambda: lines(progress) >= 2 or proc.poll() is not None, 120, "the first problem done")
-        assert proc.poll() is None, f"the command ended before any of its work was kept: {proc.communicate()}"
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    # The first line of the progress file is the settings; each next one a group done.
+    err = signal_when(proc, lambda: lines(progress) >= 2, "the first problem done", signal.SIGINT)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     stopped = re.search(r"stopped after (\d+) of 6 problems; their (\d+) pairs are in (\S+); run the same command "
                         r"again to continue", err)

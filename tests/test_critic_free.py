@@ -730,7 +730,6 @@ def test_mix_of_sft_and_grpo_uses_one_rollout_and_one_loss_on_it():
     grads = torch.autograd.grad(grpo_loss, [p for p in module.policy.parameters() if p.requires_grad], allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
-    before = policy_state(module)
     mixed = Mix(objectives=[SFT(), small(GRPO, beta=0.05)], weights=[1.0, 0.5])
     module, trainer, rows = fit(mixed, batches=2, gradient_clip_val=1.0)
     assert trainer.global_step == 2 and all("train/grpo_score" in row for row in rows)

@@ -102,15 +102,35 @@ def test_the_rl_objectives_turn_dropout_off_by_default():
         assert cls.disables_dropout is True, cls
 
 
-def test_the_choice_is_said_once(caplog):
-    with caplog.at_level(logging.INFO):
-        module_with_dropout(IFT())
-    lines = [r.getMessage() for r in caplog.records if "dropout" in r.getMessage()]
+class _Records(logging.Handler):
+    """The records of one logger, whatever its level, propagation or another test left it."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def said_while(build, logger_name="pytorch_lightning.utilities.rank_zero"):
+    """The messages mentioning dropout that ``build()`` logs through Lightning's rank-zero logger."""
+    logger, handler = logging.getLogger(logger_name), _Records()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        build()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return [message for message in handler.messages if "dropout" in message]
+
+
+def test_the_choice_is_said_once():
+    lines = said_while(lambda: module_with_dropout(IFT()))
     assert len(lines) == 1 and "dropout off in the policy (the default of IFT" in lines[0], lines
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        module_with_dropout(SFT())
-    lines = [r.getMessage() for r in caplog.records if "dropout" in r.getMessage()]
+    lines = said_while(lambda: module_with_dropout(SFT()))
     assert len(lines) == 1 and "trains with its dropout (the default of SFT" in lines[0], lines
 
 

@@ -375,25 +375,16 @@ def test_ctrl_c_keeps_the_completions_checked_and_the_same_command_continues(tmp
     """A real Ctrl-C (SIGINT to the process group) mid-run: the completions checked so far
     are in OUT.partial, as many as the message says, and the same command run again
     generates only the others and writes what an unstopped run writes."""
-    import os
     import signal
 
-    from signal_helpers import lines, start, wait_for
+    from signal_helpers import lines, signal_when, start
 
     options = ["code-pass-rate", "--benchmark", "humaneval", "--model", "tiny-gpt2", "--limit", "6", "--batch-size",
                "1", "--max-new-tokens", "16", "--timeout", str(TIMEOUT_S)]
     out = tmp_path / "samples.jsonl"
     partial = tmp_path / "samples.jsonl.partial"
     proc = start(["-m", "ift.cli", *options, "--out", str(out)], tmp_path)
-    try:
-        wait_for(lambda: lines(partial) >= 2 or proc.poll() is not None, 120, "two completions written")
-        assert proc.poll() is None, f"the command ended before any of its work was kept: {proc.communicate()}"
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    err = signal_when(proc, lambda: lines(partial) >= 2, "two completions written", signal.SIGINT)
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     stopped = re.search(r"stopped after (\d+) of 6 completions; they are in (\S+); run the same command again", err)
     assert stopped and "stopped by Ctrl-C (SIGINT)" in err, err[-3000:]

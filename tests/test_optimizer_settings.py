@@ -23,7 +23,7 @@ import yaml
 from pytorch_lightning.cli import LightningArgumentParser
 
 from ift.cli import IFTCLI, main
-from ift.cli.resume import config_differences, resolve_class
+from ift.cli.resume_differences import config_differences, resolve_class
 from ift.modules import FineTuneModule
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI.s args parameter")

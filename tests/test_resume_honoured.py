@@ -34,7 +34,7 @@ import yaml
 from ift.callbacks.interrupt import InterruptCheckpoint
 from ift.callbacks.save_config import RUN_CONFIG_KEY
 from ift.cli import main
-from ift.cli.resume import FIXED_KEYS, config_differences
+from ift.cli.resume_differences import FIXED_KEYS, config_differences
 from ift.core.subclasses import all_subclasses
 from ift.modules import FineTuneModule
 from ift.objectives import (PPO, AdaptiveKLController, FixedKLController, Objective, Stage,
@@ -523,7 +523,7 @@ def test_another_objective_after_a_run_of_the_default_objective_is_refused(defau
     config = write_config(tmp_path / "resumed.yaml", {}, "arithmetic", tmp_path / "resumed", 2)
     message = stopped(capsys, "fit", "--config", str(config), "--model.objective", *objective, "--ckpt_path", ckpt)
     assert "cannot change on resume" in message and "model.objective.class_path" in message, message
-    assert f"'ift.objectives.sft.SFT', config '" in message and objective[0] in message.split("config '", 1)[1]
+    assert "'ift.objectives.sft.SFT', config '" in message and objective[0] in message.split("config '", 1)[1]
     assert "Missing key" not in message
     assert not glob.glob(str(tmp_path / "resumed" / "**" / "*.ckpt"), recursive=True)  # nothing trained
 

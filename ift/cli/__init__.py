@@ -23,8 +23,8 @@ from ift.cli.class_swaps import carried_arguments_notices
 from ift.cli.config_files import check_config_files
 from ift.cli.input_paths import check_input_paths
 from ift.cli.outputs import check_output_folders
-from ift.cli.resume import (optimizer_keys, read_checkpoint, refusal_message, resolve_ckpt_path, resume_differences,
-                            ResumeError, weight_differences, weights_message)
+from ift.cli.resume import read_checkpoint, refusal_message, resolve_ckpt_path, ResumeError, weights_message
+from ift.cli.resume_differences import optimizer_keys, resolve_class, resume_differences, weight_differences
 import ift.data  # noqa: F401  (registers data module classes for short class_path names)
 import ift.tasks.frozen_lake  # noqa: F401  (registers the Frozen Lake classes for short class_path names)
 import ift.lab.frozen_lake  # noqa: F401  (registers FrozenLakeMonitor for a short class_path name)
@@ -293,7 +293,6 @@ def _explain_objective_error(exit_error: SystemExit) -> None:
 
 def _accepted_arguments(class_path: str) -> Optional[List[str]]:
     """The ``__init__`` argument names of the class at ``class_path`` (None if it cannot be imported)."""
-    from ift.cli.resume import resolve_class
 
     cls = resolve_class(class_path)
     if not inspect.isclass(cls):
@@ -344,7 +343,6 @@ def _first_listed_error(message: str) -> str:
 
 
 def _is_objective(class_path: str) -> bool:
-    from ift.cli.resume import resolve_class
     from ift.objectives import Objective
 
     cls = resolve_class(class_path)

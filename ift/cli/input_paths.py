@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import yaml
 
-from ift.cli.resume import resolve_class
+from ift.cli.resume_differences import resolve_class
 from ift.core.model_factory import check_model_spec, check_tokenizer_spec
 from ift.data.source_paths import data_path_problems
 from ift.rewards.reward_model import RewardModelScore, check_reward_model_source

@@ -36,11 +36,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-# Which settings may differ from the checkpoint's run lives in its own module; these names
-# are imported from here too.
-from ift.cli.resume_differences import (FIXED_KEYS, Difference, Refusal, checkpoint_model_config,  # noqa: F401
-                                        config_differences, flatten, optimizer_keys, resolve_class,
-                                        resume_differences, weight_differences)
+# Which settings may differ from the checkpoint's run: ift.cli.resume_differences.
+from ift.cli.resume_differences import Refusal
 
 #: What a Lightning training checkpoint holds besides the weights.
 TRAINING_KEYS = ("state_dict", "loops", "optimizer_states")

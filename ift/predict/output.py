@@ -20,7 +20,7 @@ import re
 import sys
 from typing import Optional
 
-from ift.core.jsonl_output import PARTIAL, PartialJsonlFile  # noqa: F401  (PARTIAL: this module's name kept)
+from ift.core.jsonl_output import PartialJsonlFile
 from ift.predict.policy import PredictError
 
 STDOUT = "-"

@@ -201,8 +201,13 @@ class CodeTestsReward(Reward):
             if workers == 1:
                 outputs = [self.run(*job) for _, job in items]
             else:
-                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="code-reward") as pool:
+                pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="code-reward")
+                try:
                     outputs = list(pool.map(lambda item: self.run(*item[1]), items))
+                finally:
+                    # On Ctrl-C or a stop signal the queued programs are dropped, not run first
+                    # (the ones running end within their timeout).
+                    pool.shutdown(wait=True, cancel_futures=True)
             self._count("runs", len(items))
             for (key, _), result in zip(items, outputs):
                 results[key] = result

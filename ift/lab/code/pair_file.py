@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ift.core.jsonl_output import PARTIAL, PartialJsonlFile  # noqa: F401  (PARTIAL: this module's name kept)
+from ift.core.jsonl_output import PartialJsonlFile
 
 
 class PairFile(PartialJsonlFile):
