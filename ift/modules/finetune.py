@@ -186,6 +186,7 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
         self.lr_scheduler_interval = lr_scheduler_interval
         self.max_grad_norm = max_grad_norm
         self._grad_norms: list = []  # norms before clipping of this batch's optimizer steps (train/grad_norm)
+        self._checked_norm: Optional[torch.Tensor] = None  # this step's gradient norm, from the nan/inf check
         self.dropout_disabled: Optional[bool] = None  # decided when the policy is built
         # Non-finite losses: skipped steps are counted here (and checkpointed).
         self.nonfinite = NonFiniteGuard(max_consecutive_skipped_steps)
