@@ -106,21 +106,29 @@ def test_impossible_task_sizes_are_clear_errors():
         code_examples(5, seed=0, num_tests=50)
 
 
+def fit_small_code_recipe(config, tmp_path, samples, **trainer_settings):
+    """``ift fit`` of a shipped code recipe (SFT -> an RL stage) made small: one epoch per
+    stage, 8 problems, short generations; ``samples`` sets the RL stage's responses per prompt.
+    Returns the CLI once both epochs ran."""
+    stages = config["model"]["objective"]["init_args"]["stages"]
+    stages[0]["epochs"], stages[1]["epochs"] = 1, 1
+    stages[1]["objective"]["init_args"].update(max_new_tokens=24, mini_batch_size=8, **samples)
+    config["trainer"].update(max_epochs=2, enable_progress_bar=False, **trainer_settings)
+    config["data"]["init_args"].update(num_train=8, num_val=4, num_test=4, batch_size=8, eval_batch_size=4)
+    small = tmp_path / "code.yaml"
+    small.write_text(yaml.safe_dump(config))
+    cli = main(["fit", "--config", str(small), "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert cli.trainer.state.finished and cli.trainer.current_epoch == 2
+    return cli
+
+
 def test_shipped_code_config_runs_sft_then_ppo_with_the_sandbox(tmp_path, capsys):
     config = yaml.safe_load(CODE_CONFIG.read_text())
     stages = config["model"]["objective"]["init_args"]["stages"]
     assert [stage["objective"]["class_path"] for stage in stages] == ["SFT", "PPO"]
     assert stages[1]["objective"]["init_args"]["reward"]["class_path"] == "ift.rewards.CodeTestsReward"
-    # The shipped recipe, made small: one epoch per stage, 8 problems, short generations.
-    stages[0]["epochs"], stages[1]["epochs"] = 1, 1
-    stages[1]["objective"]["init_args"].update(samples_per_prompt=2, max_new_tokens=24, mini_batch_size=8)
-    config["trainer"].update(max_epochs=2, enable_progress_bar=False, check_val_every_n_epoch=1)
-    config["data"]["init_args"].update(num_train=8, num_val=4, num_test=4, batch_size=8, eval_batch_size=4)
-    small = tmp_path / "code.yaml"
-    small.write_text(yaml.safe_dump(config))
-    cli = main(["fit", "--config", str(small), "--trainer.default_root_dir", str(tmp_path / "run")])
+    cli = fit_small_code_recipe(config, tmp_path, {"samples_per_prompt": 2}, check_val_every_n_epoch=1)
     trainer, module = cli.trainer, cli.model
-    assert trainer.state.finished and trainer.current_epoch == 2
     reward = module.objective.stages[1].objective.reward
     assert isinstance(reward, CodeTestsReward)
     assert reward.counts["responses"] == 16  # 8 prompts x 2 samples, each run or looked up in the sandbox
@@ -144,16 +152,8 @@ def test_shipped_code_config_runs_sft_then_grpo_with_the_sandbox(tmp_path):
     assert stages[1]["objective"]["init_args"]["reward"] == ppo_rl["objective"]["init_args"]["reward"]
     assert (config["data"], config["model"]["optimizer"]) == (ppo["data"], ppo["model"]["optimizer"])
     assert stages[1]["lr"] == ppo_rl["lr"] and stages[1]["epochs"] == ppo_rl["epochs"]
-    # The shipped recipe, made small: one epoch per stage, 8 problems, short generations.
-    stages[0]["epochs"], stages[1]["epochs"] = 1, 1
-    stages[1]["objective"]["init_args"].update(num_generations=2, max_new_tokens=24, mini_batch_size=8)
-    config["trainer"].update(max_epochs=2, enable_progress_bar=False)
-    config["data"]["init_args"].update(num_train=8, num_val=4, num_test=4, batch_size=8, eval_batch_size=4)
-    small = tmp_path / "code.yaml"
-    small.write_text(yaml.safe_dump(config))
-    cli = main(["fit", "--config", str(small), "--trainer.default_root_dir", str(tmp_path / "run")])
+    cli = fit_small_code_recipe(config, tmp_path, {"num_generations": 2})
     trainer, module = cli.trainer, cli.model
-    assert trainer.state.finished and trainer.current_epoch == 2
     objective = module.objective.stages[1].objective
     assert type(objective).__name__ == "GRPO" and isinstance(objective.rewards[0], CodeTestsReward)
     assert objective.rewards[0].counts["responses"] == 16  # 8 prompts x 2 samples, each run or looked up in the sandbox

@@ -19,7 +19,7 @@ from ift.cli import main
 from ift.lab.code import command as pass_rate_command
 from ift.lab.code import pairs_command
 from ift.lab.frozen_lake import command as frozen_lake
-from signal_helpers import lines, start, wait_for
+from signal_helpers import lines, reap, start, wait_for
 
 
 # ---------------------------------------------------------------------------- ift frozen-lake: --out first
@@ -133,9 +133,7 @@ def test_a_second_code_pairs_run_on_the_same_output_is_refused_naming_the_first(
         os.kill(first.pid, signal.SIGKILL)
         first.communicate()
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
+        reap(first)
     assert (tmp_path / "pairs.jsonl.lock").exists()  # a killed run cannot give its lock back
     capsys.readouterr()
     summary = main([*code_pairs_argv(1), "--overwrite", "--output", str(out)])
@@ -167,9 +165,7 @@ def test_ift_predict_shares_the_one_writer_rule(tmp_path, capsys):
         os.kill(holder.pid, signal.SIGKILL)
         holder.communicate()
     finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.communicate()
+        reap(holder)
     output = PredictionOutput(str(out), overwrite=True).open()  # the dead run's .partial is replaced
     assert f"taking over the lock of a run that is no longer running (pid {holder.pid}" in capsys.readouterr().err
     output.write([{"response": "x"}])

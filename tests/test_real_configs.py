@@ -197,42 +197,36 @@ def test_ift_ultrachat_config_runs_on_smollm2_with_local_data_of_the_same_format
     assert len(exports) == 1 and (exports[0] / "config.json").is_file()
 
 
-@pytest.mark.slow
-@needs_smollm2
-def test_reft_gsm8k_config_runs_sft_then_ppo_on_smollm2_with_local_data_of_the_same_format(tmp_path):
-    # One batch of the 8 local problems per stage (the stages still switch by epoch): what is
-    # checked is that the shipped recipe runs on the real model, not what it learns.
-    cli = main(["fit", "--config", str(GSM8K), "--config", str(MATH_LOCAL), "--trainer.enable_progress_bar", "false",
+def fit_math_recipe_on_smollm2(config, overlay, tmp_path, rl_objective: str, rl_metrics):
+    """``ift fit`` of a shipped GSM8K recipe (SFT -> ``rl_objective``) with its SmolLM2 overlay,
+    one batch of the 8 local problems per stage (the stages still switch by epoch): what is
+    checked is that the shipped recipe runs on the real model, not what it learns. Returns the
+    recipe's RL objective after the checks every such recipe shares."""
+    cli = main(["fit", "--config", str(config), "--config", str(overlay), "--trainer.enable_progress_bar", "false",
                 "--trainer.limit_train_batches", "1",
                 "--trainer.default_root_dir", str(tmp_path / "run"),
-                "--data.init_args.dataset_kwargs", local_data_files(MATH_LOCAL, tmp_path)])
+                "--data.init_args.dataset_kwargs", local_data_files(overlay, tmp_path)])
     trainer, module = cli.trainer, cli.model
     assert trainer.state.finished and trainer.current_epoch == 2
     recipe = module.objective
-    assert type(recipe).__name__ == "Sequential" and type(recipe.current).__name__ == "PPO"
-    assert recipe.current.vf_coef == 5.0 and recipe.current.kl_coef == 0.05
+    assert type(recipe).__name__ == "Sequential" and type(recipe.current).__name__ == rl_objective
     assert type(module.policy).__name__ == "LlamaForCausalLM"
-    for key in ("train/score", "train/kl", "val/accuracy"):
+    for key in ("train/score", *rl_metrics, "val/accuracy"):
         assert torch.isfinite(trainer.callback_metrics[key]), key
     export_dirs = sorted(p.name for p in Path(tmp_path / "run").glob("**/export/*"))
-    assert export_dirs == ["final", "switch-1-before-ppo"]
+    assert export_dirs == ["final", f"switch-1-before-{rl_objective.lower()}"]
+    return recipe.current
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_reft_gsm8k_config_runs_sft_then_ppo_on_smollm2_with_local_data_of_the_same_format(tmp_path):
+    ppo = fit_math_recipe_on_smollm2(GSM8K, MATH_LOCAL, tmp_path, "PPO", ["train/kl"])
+    assert ppo.vf_coef == 5.0 and ppo.kl_coef == 0.05
 
 
 @pytest.mark.slow
 @needs_smollm2
 def test_grpo_gsm8k_config_runs_sft_then_grpo_on_smollm2_with_local_data_of_the_same_format(tmp_path):
-    # One batch of the 8 local problems per stage, as the ReFT test above.
-    cli = main(["fit", "--config", str(GRPO_GSM8K), "--config", str(MATH_LOCAL_GRPO),
-                "--trainer.enable_progress_bar", "false", "--trainer.limit_train_batches", "1",
-                "--trainer.default_root_dir", str(tmp_path / "run"),
-                "--data.init_args.dataset_kwargs", local_data_files(MATH_LOCAL_GRPO, tmp_path)])
-    trainer, module = cli.trainer, cli.model
-    assert trainer.state.finished and trainer.current_epoch == 2
-    recipe = module.objective
-    assert type(recipe).__name__ == "Sequential" and type(recipe.current).__name__ == "GRPO"
-    assert recipe.current.beta == 0.04 and recipe.current.num_generations == 4
-    assert type(module.policy).__name__ == "LlamaForCausalLM"
-    for key in ("train/score", "train/kl_ref", "val/accuracy"):
-        assert torch.isfinite(trainer.callback_metrics[key]), key
-    export_dirs = sorted(p.name for p in Path(tmp_path / "run").glob("**/export/*"))
-    assert export_dirs == ["final", "switch-1-before-grpo"]
+    grpo = fit_math_recipe_on_smollm2(GRPO_GSM8K, MATH_LOCAL_GRPO, tmp_path, "GRPO", ["train/kl_ref"])
+    assert grpo.beta == 0.04 and grpo.num_generations == 4
