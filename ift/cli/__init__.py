@@ -32,6 +32,7 @@ import ift.tasks.arithmetic  # noqa: F401  (registers ArithmeticDataModule for s
 import ift.tasks.code  # noqa: F401  (registers CodeTaskDataModule for short class_path names)
 from ift.modules import FineTuneModule
 from ift.cli.summary import known_run_folder, summarize_run
+from ift.core.subclasses import init_argument_names
 from ift.cli.quiet import print_verbose_help, quiet_third_party_output, take_verbose_flag
 
 
@@ -292,13 +293,9 @@ def _explain_objective_error(exit_error: SystemExit) -> None:
 
 
 def _accepted_arguments(class_path: str) -> Optional[List[str]]:
-    """The ``__init__`` argument names of the class at ``class_path`` (None if it cannot be imported)."""
-
+    """The argument names of the class at ``class_path`` (None if it cannot be imported)."""
     cls = resolve_class(class_path)
-    if not inspect.isclass(cls):
-        return None
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return init_argument_names(cls) if inspect.isclass(cls) else None
 
 
 #: How jsonargparse starts the error of an argument that none of its possible types accepted.

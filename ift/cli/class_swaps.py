@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from ift.cli.config_files import config_paths
+from ift.core.subclasses import init_argument_names
 
 
 def _class_name(class_path: Any) -> Optional[str]:
@@ -37,15 +38,7 @@ def _accepted(class_path: str) -> Optional[set]:
     for candidate in candidates:
         cls = resolve_class(candidate)
         if inspect.isclass(cls):
-            names = set()
-            for klass in cls.__mro__:
-                if "__init__" not in vars(klass):
-                    continue
-                parameters = inspect.signature(klass.__init__).parameters.values()
-                names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-                if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-                    break
-            return names - {"self"}
+            return set(init_argument_names(cls))
     return None
 
 
