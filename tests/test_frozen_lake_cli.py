@@ -17,6 +17,8 @@ from ift.tasks.frozen_lake import VOCAB, FrozenLakeDataModule, FrozenLakeTask, l
 from ift.lab.frozen_lake import command as cli
 from ift.lab.frozen_lake import results as frozen_lake_results
 from ift.lab.frozen_lake import runs as run_configs
+from ift.lab.frozen_lake.readings import READINGS
+from ift.lab.frozen_lake.setups import get_setup
 from ift.tasks.frozen_lake.policies import POLICIES
 from ift.tasks.frozen_lake.queries import readable_texts
 from ift.modules import FineTuneModule
@@ -38,16 +40,26 @@ def quick_run(tmp_path_factory):
     return out, results
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-def test_results_json_has_every_objective_and_metric(quick_run, policy):
+SETUP_POLICIES = [("ours", policy) for policy in POLICIES] + [("paper-literal", "mlp")]
+
+
+def test_both_setups_run_by_default_each_with_its_own_policies(quick_run):
+    _, everything = quick_run
+    assert list(everything) == ["paper-literal", "ours"]
+    assert list(everything["ours"]) == list(POLICIES) and list(everything["paper-literal"]) == ["mlp"]
+    assert list(everything["paper-literal"]["mlp"]) == ["SFT", "IFT", "IFT-lam0-gamma0", "DPO", "ORPO", "untrained"]
+
+
+@pytest.mark.parametrize("setup,policy", SETUP_POLICIES)
+def test_results_json_has_every_objective_and_metric(quick_run, setup, policy):
     out, everything = quick_run
-    assert list(everything) == list(POLICIES)
-    with open(out / policy / "results.json") as handle:
+    folder = out / setup.replace("-", "_") / policy
+    with open(folder / "results.json") as handle:
         written = json.load(handle)
-    assert written == json.loads(json.dumps(everything[policy]))
-    assert list(written) == list(run_configs.OBJECTIVES) + ["untrained"]
+    assert written == json.loads(json.dumps(everything[setup][policy]))
+    assert list(written) == run_configs.setup_objectives(setup) + ["untrained"]
     assert written["untrained"]["moved_states"]["mean"] == 0.0
-    task = FrozenLakeTask()
+    task = FrozenLakeTask(get_setup(setup).map)
     for name, metrics in written.items():
         for key in frozen_lake_results.RESULT_METRICS:
             assert set(metrics[key]) == {"mean", "std"}, (name, key)
@@ -55,10 +67,19 @@ def test_results_json_has_every_objective_and_metric(quick_run, policy):
         assert 0.0 <= metrics["mse_to_optimal"]["mean"] <= 1.0
         assert metrics["success_rate"]["mean"] in (0.0, 1.0)
         assert 1 <= metrics["explored_states"]["mean"] <= task.n_states
-    details = json.loads((out / policy / "details.json").read_text())
-    assert details["map"] == "SFFF/FFHG/FHHH/FFFF" and details["seeds"] == 1 and details["steps"] == 8
-    assert details["policy"] == policy and len(details["claims"]) == 11
-    assert {run["objective"] for run in details["runs"]} == set(run_configs.OBJECTIVES)
+        for reading in READINGS:  # every reading of the metric, for every row
+            assert 0.0 <= metrics[reading.mse_key]["mean"] <= 1.0, (name, reading)
+        assert metrics["mse_to_optimal"] == metrics["mse_uniform_map"]
+        assert metrics["mse_reachable"] == metrics["mse_uniform_nonterminal"]
+    details = json.loads((out / setup.replace("-", "_") / policy / "details.json").read_text())
+    assert details["map"] == "/".join(task.rows) and details["seeds"] == 1 and details["steps"] == 8
+    assert details["policy"] == policy and details["setup"] == setup
+    claims = {claim["text"]: claim for claim in details["claims"]}
+    # every claim whose objectives ran: all of them in ours, none of the RL checks in paper-literal
+    assert len(claims) == (15 if setup == "ours" else 12)
+    assert set(claims["IFT closer to π* than SFT"]["readings"]) == {reading.name for reading in READINGS}
+    assert claims["IFT with λ = 0, γ = 0 is SFT exactly"]["readings"] == {}
+    assert {run["objective"] for run in details["runs"]} == set(run_configs.setup_objectives(setup))
     # Every state of the map: the state MLP is read on all 16; the LM on every state a path reaches.
     readable = sorted(readable_texts(task)) if policy == "transformer" else list(range(task.n_states))
     for run in details["runs"]:
@@ -66,18 +87,18 @@ def test_results_json_has_every_objective_and_metric(quick_run, policy):
         assert sorted(int(s) for s in run["action_probs"]) == readable
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-def test_picture_is_written_and_readable(quick_run, policy):
+@pytest.mark.parametrize("setup,policy", SETUP_POLICIES)
+def test_picture_is_written_and_readable(quick_run, setup, policy):
     out, _ = quick_run
-    pixels = matplotlib.image.imread(str(out / policy / "frozen_lake.png"))
+    pixels = matplotlib.image.imread(str(out / setup.replace("-", "_") / policy / "frozen_lake.png"))
     assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 800
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-def test_ift_with_lam0_gamma0_reproduces_sft_exactly(quick_run, policy):
+@pytest.mark.parametrize("setup,policy", SETUP_POLICIES)
+def test_ift_with_lam0_gamma0_reproduces_sft_exactly(quick_run, setup, policy):
     out, everything = quick_run
-    assert everything[policy]["IFT-lam0-gamma0"] == everything[policy]["SFT"]
-    details = json.loads((out / policy / "details.json").read_text())
+    assert everything[setup][policy]["IFT-lam0-gamma0"] == everything[setup][policy]["SFT"]
+    details = json.loads((out / setup.replace("-", "_") / policy / "details.json").read_text())
     runs = {run["objective"]: run for run in details["runs"]}
     assert runs["IFT-lam0-gamma0"]["curve"] == runs["SFT"]["curve"]
     assert runs["IFT-lam0-gamma0"]["action_probs"] == runs["SFT"]["action_probs"]
@@ -93,22 +114,30 @@ def test_command_line_errors(capsys):
     with pytest.raises(SystemExit, match="has tile .X."):
         FROZEN_LAKE(["--map", "SFFX,FFFG", "--seeds", "1"])
     args = FROZEN_LAKE.parse(["--objectives", "DPO, SFT", "--map", "4x4"])
-    assert args.objective_names == ["DPO", "SFT"] and args.map == "4x4" and args.policies == list(POLICIES)
-    assert FROZEN_LAKE.parse(["--policy", "mlp"]).policies == ["mlp"]
+    assert args.objective_names("ours") == ["DPO", "SFT"] == args.objective_names("paper-literal")
+    assert args.map == "4x4" and args.policies("ours") == list(POLICIES) and args.policies("paper-literal") == ["mlp"]
+    assert args.setups == ["paper-literal", "ours"]
+    assert FROZEN_LAKE.parse(["--policy", "mlp"]).policies("ours") == ["mlp"]
+    assert FROZEN_LAKE.parse(["--policy", "both"]).policies("paper-literal") == list(POLICIES)
+    assert FROZEN_LAKE.parse(["--setup", "paper-literal"]).setups == ["paper-literal"]
     with pytest.raises(SystemExit):
         FROZEN_LAKE.parse(["--policy", "cnn"])
+    with pytest.raises(SystemExit):
+        FROZEN_LAKE.parse(["--setup", "the-papers"])
+    assert "paper-literal" in capsys.readouterr().err
 
 
 def test_routed_from_the_ift_command(tmp_path, capsys):
     from ift.cli import main
 
-    results = main(["frozen-lake", "--objectives", "SFT", "--seeds", "1", "--steps", "3", "--eval-every", "0",
-                    "--workers", "1", "--out", str(tmp_path), "--policy", "mlp"])  # dashed spellings work too
-    assert list(results) == ["mlp"]
+    results = main(["frozen-lake", "--setup", "ours", "--objectives", "SFT", "--seeds", "1", "--steps", "3",
+                    "--eval-every", "0", "--workers", "1", "--out", str(tmp_path), "--policy", "mlp"])  # dashed too
+    assert list(results) == ["ours"] and list(results["ours"]) == ["mlp"]
     printed = capsys.readouterr().out
-    assert "MSE to π*" in printed and "SFT" in printed and "the paper's claims" in printed
-    assert list(json.loads((tmp_path / "mlp" / "results.json").read_text())) == ["SFT", "untrained"]
-    assert not (tmp_path / "transformer").exists()
+    assert "MSE to π*" in printed and "SFT" in printed and "the paper's claims" not in printed  # SFT alone: none
+    assert "ift frozen-lake --setup paper-literal" in printed  # the other set-up, one command away
+    assert list(json.loads((tmp_path / "ours" / "mlp" / "results.json").read_text())) == ["SFT", "untrained"]
+    assert not (tmp_path / "ours" / "transformer").exists() and not (tmp_path / "paper_literal").exists()
 
 
 def test_frozen_lake_aggregate_does_not_depend_on_the_order_runs_finish_in():
@@ -125,29 +154,36 @@ def test_frozen_lake_aggregate_does_not_depend_on_the_order_runs_finish_in():
 
 # ------------------------------------------------------------------ configs = runs
 def test_yaml_configs_are_the_runs_of_the_command():
-    for policy in POLICIES:
-        for name, file in run_configs.CONFIG_FILES.items():
-            with open(os.path.join(ROOT, "configs", "frozen_lake", policy, file)) as handle:
-                config = yaml.safe_load(handle)
-            expected = run_configs.run_config(name, output_dir=f"runs/frozen_lake_fit/{policy}/{file[:-5]}",
-                                              policy=policy)
-            assert config == expected, (f"configs/frozen_lake/{policy}/{file} is stale: run "
-                                        "ift.lab.frozen_lake.runs.write_configs('configs/frozen_lake')")
+    shipped = run_configs.shipped_configs()
+    assert len(shipped) == 2 * 9 + 5  # ours: both policies x 9 objectives; paper-literal: the MLP x 5
+    for setup, policy, name in shipped:
+        path = run_configs.config_path(setup, policy, name)
+        with open(os.path.join(ROOT, path)) as handle:
+            config = yaml.safe_load(handle)
+        expected = run_configs.run_config(name, output_dir=run_configs.fit_output_dir(setup, policy, name),
+                                          policy=policy, setup=setup)
+        assert config == expected, (f"{path} is stale: run "
+                                    "ift.lab.frozen_lake.runs.write_configs('configs/frozen_lake')")
+    on_disk = {os.path.relpath(os.path.join(folder, file), ROOT)
+               for folder, _, files in os.walk(os.path.join(ROOT, "configs", "frozen_lake")) for file in files}
+    assert on_disk == {run_configs.config_path(*run) for run in shipped}  # no stale file left behind
 
 
-@pytest.mark.parametrize("policy,name", [("mlp", "IFT"), ("mlp", "PPO"), ("mlp", "GRPO"), ("transformer", "IFT"),
-                                         ("transformer", "PPO")])
-def test_ift_fit_with_the_yaml_gives_the_same_numbers(policy, name, tmp_path):
+@pytest.mark.parametrize("setup,policy,name", [("ours", "mlp", "IFT"), ("ours", "mlp", "PPO"), ("ours", "mlp", "GRPO"),
+                                               ("ours", "transformer", "IFT"), ("ours", "transformer", "PPO"),
+                                               ("paper-literal", "mlp", "DPO")])
+def test_ift_fit_with_the_yaml_gives_the_same_numbers(setup, policy, name, tmp_path):
     from ift.cli import main
 
     steps = 8
     out = tmp_path / "fit"
-    main(["fit", "--config", os.path.join(ROOT, "configs", "frozen_lake", policy, run_configs.CONFIG_FILES[name]),
+    main(["fit", "--config", os.path.join(ROOT, run_configs.config_path(setup, policy, name)),
           "--trainer.max_steps", str(steps), "--trainer.callbacks.init_args.every_n_steps", "4",
           "--trainer.callbacks.init_args.output_dir", str(out)])
     fitted = json.loads((out / "frozen_lake_metrics.json").read_text())
-    direct = cli.run_one((policy, name, 0, None, steps, 4))
-    assert fitted["metrics"] == direct["metrics"]
+    direct = cli.run_one(cli.Job(policy, name, 0, None, steps, 4, setup))
+    # the command adds every reading's MSE to the monitor's metrics
+    assert fitted["metrics"] == {key: direct["metrics"][key] for key in fitted["metrics"]}
     assert fitted["curve"] == direct["curve"]
     assert (out / "frozen_lake.png").is_file()
 

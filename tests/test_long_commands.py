@@ -24,27 +24,27 @@ from signal_helpers import lines, reap, start, wait_for
 
 # ---------------------------------------------------------------------------- ift frozen-lake: --out first
 def frozen_lake_argv(out, seeds=4, *more):
-    return ["frozen-lake", "--policy", "mlp", "--objectives", "SFT", "--seeds", str(seeds), "--steps", "2",
-            "--eval-every", "0", "--workers", "1", "--out", str(out), *more]
+    return ["frozen-lake", "--setup", "ours", "--policy", "mlp", "--objectives", "SFT", "--seeds", str(seeds),
+            "--steps", "2", "--eval-every", "0", "--workers", "1", "--out", str(out), *more]
 
 
-@pytest.mark.parametrize("layout", ["a file at --out", "--out below a file", "a file at OUT/mlp"])
+@pytest.mark.parametrize("layout", ["a file at --out", "--out below a file", "a file at OUT/ours/mlp"])
 def test_frozen_lake_checks_out_before_any_training(tmp_path, monkeypatch, layout):
     monkeypatch.setattr(frozen_lake, "run_one", lambda job: pytest.fail(f"trained before --out was checked ({layout})"))
     blocker = tmp_path / "blocker"
     blocker.write_text("not a folder")
     out = {"a file at --out": blocker, "--out below a file": blocker / "results",
-           "a file at OUT/mlp": tmp_path / "out"}[layout]
-    if layout == "a file at OUT/mlp":
-        out.mkdir()
-        (out / "mlp").write_text("in the way")
+           "a file at OUT/ours/mlp": tmp_path / "out"}[layout]
+    if layout == "a file at OUT/ours/mlp":
+        (out / "ours").mkdir(parents=True)
+        (out / "ours" / "mlp").write_text("in the way")
     with pytest.raises(SystemExit) as stopped:
         main(frozen_lake_argv(out))
     message = str(stopped.value.code)
     assert message.startswith(f"ift frozen-lake: error: --out {out}: ")
     expected = {"a file at --out": f"{blocker} is a file, not a folder",
                 "--out below a file": f"{out} cannot be written (Not a directory)",
-                "a file at OUT/mlp": f"{out / 'mlp'} is a file, not a folder"}[layout]
+                "a file at OUT/ours/mlp": f"{out / 'ours' / 'mlp'} is a file, not a folder"}[layout]
     assert expected in message and "give an --out folder that can be written" in message
     assert blocker.read_text() == "not a folder"
 
@@ -87,7 +87,7 @@ def test_frozen_lake_keeps_finished_runs_and_a_rerun_trains_only_the_others(tmp_
     assert "ift frozen-lake: stopped by Ctrl-C (SIGINT)" in err
     assert (f"stopped after 2 of 4 runs; the finished runs are in {out / 'runs.jsonl.partial'}; run the same command "
             f"again to train only the other 2 (--fresh trains them all again)") in err
-    assert lines(out / "runs.jsonl.partial") == 2 and not (out / "mlp" / "results.json").exists()
+    assert lines(out / "runs.jsonl.partial") == 2 and not (out / "ours" / "mlp" / "results.json").exists()
 
     # Other settings cannot continue these runs: refused, naming the difference and --fresh.
     with pytest.raises(SystemExit) as refused:

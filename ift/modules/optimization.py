@@ -121,7 +121,8 @@ class OptimizerSteps:
         self._checked_norm = norm
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.log("train/skipped_steps", float(self.nonfinite.skipped_steps), on_step=True, on_epoch=False)
+        # batch_size given: else Lightning walks the whole batch to find it, on every step.
+        self.log("train/skipped_steps", float(self.nonfinite.skipped_steps), on_step=True, on_epoch=False, batch_size=1)
         if self._grad_norms:
             # One value per optimizer step; PPO's several steps of one batch are averaged.
             norm = torch.stack(self._grad_norms).float().mean()

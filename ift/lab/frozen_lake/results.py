@@ -14,10 +14,15 @@ import numpy as np
 from ift.tasks.frozen_lake.env import FrozenLakeTask
 from ift.tasks.frozen_lake.maps import MAP_SEPARATOR
 from ift.lab.frozen_lake.plot import plot_policies
+from ift.lab.frozen_lake.readings import READINGS, REGION_LABELS
+from ift.tasks.frozen_lake.metric_variants import PI_STAR_TIES, REGIONS
 
-#: The metrics of ``results.json``, each ``{"mean", "std"}`` over seeds.
+#: The metrics of ``results.json``, each ``{"mean", "std"}`` over seeds: the monitor's, then the
+#: MSE of every reading (:mod:`ift.lab.frozen_lake.readings`) and the explored states' MSE to
+#: the one-hot π*.
 RESULT_METRICS = ("mse_to_optimal", "mse_reachable", "success_rate", "episode_length", "explored_states",
-                  "explored_mse", "moved_states", "mean_total_variation")
+                  "explored_mse", "moved_states", "mean_total_variation") + tuple(
+    reading.mse_key for reading in READINGS) + ("explored_mse_one_hot",)
 
 
 def mean_std(values: Sequence[float]) -> Dict[str, float]:
@@ -78,6 +83,25 @@ def format_table(results: Dict[str, Dict[str, Dict[str, float]]], seeds: int) ->
                         for key, _, digits in columns)
         lines.append(f"{name:<19}{cells}")
     lines.append(f"(mean ± std over {seeds} seed{'s' if seeds != 1 else ''})")
+    return "\n".join(lines)
+
+
+def format_readings_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
+    """The MSE to π* of :func:`aggregate`'s results under every reading: one column per π*
+    (uniform over ties, one-hot) and set of states, * marking the states the paper's words describe."""
+    width = 15
+    groups = " " * 19 + "".join(f"{'π* ' + ties.replace('_', '-') + ' over':<{width * len(REGIONS)}}"
+                                for ties in PI_STAR_TIES)
+    header = f"{'MSE to π*':<19}" + "".join(
+        f"{REGION_LABELS[r.region] + ('*' if r.paper_words else ''):>{width}}" for r in READINGS)
+    lines = [groups, header, "-" * len(header)]
+    for name, metrics in results.items():
+        if name == UNTRAINED:
+            lines.append("-" * len(header))
+        lines.append(f"{name:<19}" + "".join(
+            f"{metrics[r.mse_key]['mean']:.4f}±{metrics[r.mse_key]['std']:.4f}".rjust(width) for r in READINGS))
+    lines.append("(π* uniform: spread over tied optimal moves; one-hot: the demonstrator's one move. *: every state, "
+                 "the paper's \"transition matrices\")")
     return "\n".join(lines)
 
 

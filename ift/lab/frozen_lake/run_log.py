@@ -1,6 +1,6 @@
 """Where ``ift frozen-lake`` keeps each run as it finishes, so that a stop loses none of them.
 
-Every finished run (one policy, objective and seed: :func:`ift.lab.frozen_lake.command.run_one`'s
+Every finished run (one set-up, policy, objective and seed: :func:`ift.lab.frozen_lake.command.run_one`'s
 record) is appended to ``OUT/runs.jsonl.partial`` at once. A command stopped by Ctrl-C,
 SIGTERM or an error keeps that file, and the same command run again trains only the runs it
 lacks; ``--fresh`` trains them all again. When every run is done the file becomes
@@ -50,15 +50,16 @@ class RunLog(PartialJsonlFile):
         self.write([run], done={"run": list(run_key(run))})
 
 
-def run_key(run: Dict[str, Any]) -> Tuple[str, str, int]:
-    """``(policy, objective, seed)``: what one run is."""
-    return run["policy"], run["objective"], int(run["seed"])
+def run_key(run: Dict[str, Any]) -> Tuple[str, str, str, int]:
+    """``(setup, policy, objective, seed)``: what one run is."""
+    return run["setup"], run["policy"], run["objective"], int(run["seed"])
 
 
 def from_log(record: Dict[str, Any]) -> Dict[str, Any]:
     """A run as :func:`run_one` returned it, from its JSON line (JSON keys are strings: the
     states of ``action_probs`` are numbers again)."""
-    return dict(record, action_probs={int(state): probs for state, probs in record["action_probs"].items()})
+    return dict(record, **{key: {int(state): probs for state, probs in record[key].items()}
+                           for key in ("action_probs", "initial_action_probs") if key in record})
 
 
 __all__ = ["FrozenLakeError", "RUN_LOG", "RunLog", "from_log", "run_key"]

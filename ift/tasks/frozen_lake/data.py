@@ -8,9 +8,10 @@ objective sees"):
   trajectory (e.g. ``"SFFF/FFHG/FHHH/FFFF:"`` -> ``"RRRD"``); batches carry
   ``input_ids/attention_mask/labels``.
 * ``objective_data="preference"`` (DPO, ORPO): ``prompt`` + ``chosen`` (optimal) +
-  ``rejected`` (:meth:`~ift.tasks.frozen_lake.env.FrozenLakeTask.rejected_trajectory`: a walk
-  whose every move is non-optimal, e.g. ``"DDDRRRU"`` on the default map); batches carry
-  ``chosen_*`` and ``rejected_*``.
+  ``rejected`` (``rejected="auto"``, this project's choice:
+  :meth:`~ift.tasks.frozen_lake.env.FrozenLakeTask.rejected_trajectory`, a walk whose every move is
+  non-optimal, e.g. ``"DDDRRRU"`` on the default map; ``rejected="suboptimal"``, the paper's
+  words: a longer path that reaches ``G``); batches carry ``chosen_*`` and ``rejected_*``.
 * ``objective_data="prompts"`` (PPO): the prompt only; batches carry the left-padded
   ``prompt_input_ids`` to sample from, and the reward
   (:func:`ift.tasks.frozen_lake.reward.frozen_lake_reward`) reads the map back from the prompt.
@@ -44,6 +45,11 @@ from ift.tasks.frozen_lake.state_policy import state_text
 
 OBJECTIVE_DATA = ("optimal", "preference", "prompts")
 REPRESENTATIONS = ("actions", "states")
+#: Which path DPO and ORPO reject: ``auto`` (this project's choice,
+#: :meth:`~ift.tasks.frozen_lake.env.FrozenLakeTask.rejected_trajectory`: a never-optimal walk
+#: where the map has one), ``away`` (that walk, or an error) or ``suboptimal`` (the paper's
+#: words: a longer path that reaches ``G``, :meth:`~ift.tasks.frozen_lake.env.FrozenLakeTask.suboptimal_trajectory`).
+REJECTED_PATHS = ("auto", "away", "suboptimal")
 
 
 class FrozenLakeDataModule(ExamplesDataModule):
@@ -62,6 +68,9 @@ class FrozenLakeDataModule(ExamplesDataModule):
         gamma: discount of the value iteration behind π* (only used for the metrics).
         representation: ``actions`` (map prompt, action-string responses: the transformer)
             or ``states`` (start-state prompt, visited-state responses: the state MLP).
+        rejected: the rejected path of ``preference`` data: ``auto`` (a never-optimal walk
+            where the map has one, else the sub-optimal success), ``away`` (the never-optimal
+            walk) or ``suboptimal`` (a longer path that reaches ``G``: the paper's words).
         batch_size: see :class:`~ift.data.datamodule.ExamplesDataModule` (as are the other
             arguments: ``seed``, ``max_length``, ``tokenizer``, ...).
     """
@@ -75,6 +84,7 @@ class FrozenLakeDataModule(ExamplesDataModule):
         allow_several_optimal: bool = False,
         gamma: float = DEFAULT_GAMMA,
         representation: str = "actions",
+        rejected: str = "auto",
         batch_size: int = 1,
         **kwargs: Any,
     ):
@@ -83,6 +93,8 @@ class FrozenLakeDataModule(ExamplesDataModule):
             raise ValueError(f"FrozenLakeDataModule: objective_data {objective_data!r} is not one of {OBJECTIVE_DATA}")
         if representation not in REPRESENTATIONS:
             raise ValueError(f"FrozenLakeDataModule: representation {representation!r} is not one of {REPRESENTATIONS}")
+        if rejected not in REJECTED_PATHS:
+            raise ValueError(f"FrozenLakeDataModule: rejected {rejected!r} is not one of {REJECTED_PATHS}")
         if num_copies < 1:
             raise ValueError(f"FrozenLakeDataModule: num_copies must be >= 1, got {num_copies}")
         if val_copies < 0:
@@ -94,6 +106,7 @@ class FrozenLakeDataModule(ExamplesDataModule):
         self.val_copies = val_copies
         self.allow_several_optimal = allow_several_optimal
         self.representation = representation
+        self.rejected = rejected
         self.example()  # fail now, not at setup, on a map the data cannot be made from
 
     def example(self) -> Dict[str, Any]:
@@ -105,9 +118,13 @@ class FrozenLakeDataModule(ExamplesDataModule):
             example["response"] = self.response_text(optimal)
         elif self.objective_data == "preference":
             example["chosen"] = self.response_text(optimal)
-            example["rejected"] = self.response_text(task.rejected_trajectory())
+            example["rejected"] = self.response_text(self.rejected_actions())
         example.update(map=self.map, representation=self.representation)
         return example
+
+    def rejected_actions(self) -> str:
+        """The rejected action string that ``rejected`` names (``ValueError`` if the map has none)."""
+        return rejected_trajectory(self.task, self.rejected)
 
     def prompt_text(self) -> str:
         """The prompt: the map text (``actions``) or the start state (``states``)."""
@@ -138,6 +155,17 @@ class FrozenLakeDataModule(ExamplesDataModule):
             return None
         example = self.example()
         return [(f"frozen_lake:{self.map}[{index}]", dict(example)) for index in range(copies)]
+
+
+def rejected_trajectory(task: FrozenLakeTask, kind: str = "auto") -> str:
+    """The rejected action string of ``kind`` (one of :data:`REJECTED_PATHS`) on ``task``'s map."""
+    if kind == "away":
+        return task.away_trajectory()
+    if kind == "suboptimal":
+        return task.suboptimal_trajectory()
+    if kind == "auto":
+        return task.rejected_trajectory()
+    raise ValueError(f"rejected path {kind!r} is not one of {REJECTED_PATHS}")
 
 
 def without_final_eos(input_ids: List[int], labels: List[int], eos_token_id: int):

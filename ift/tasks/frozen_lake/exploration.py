@@ -10,7 +10,7 @@ the same way.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 
@@ -63,12 +63,15 @@ def explored_states(visits: Mapping[int, int]) -> int:
     return sum(1 for count in visits.values() if count > 0)
 
 
-def explored_mse(task: FrozenLakeTask, action_probs: ActionProbs, visits: Mapping[int, int]) -> float:
+def explored_mse(task: FrozenLakeTask, action_probs: ActionProbs, visits: Mapping[int, int],
+                 pi_star: Optional[ActionProbs] = None) -> float:
     """How closely the explored grid agrees with π*: ``mean_a (π(a|s) − π*(a|s))²`` averaged
-    over the visited non-terminal states (0 when none was visited)."""
-    pi_star = optimal_policy_everywhere(task)
+    over the visited non-terminal states (0 when none was visited). ``pi_star`` on every state
+    of the map; default :func:`optimal_policy_everywhere`."""
+    pi_star = optimal_policy_everywhere(task) if pi_star is None else pi_star
     states = [s for s, count in visits.items() if count > 0 and not task.is_terminal(s) and s in action_probs]
     if not states:
         return 0.0
-    errors = [float(np.mean((distribution_at(action_probs, s, "action_probs") - pi_star[s]) ** 2)) for s in states]
+    errors = [float(np.mean((distribution_at(action_probs, s, "action_probs")
+                             - distribution_at(pi_star, s, "pi_star")) ** 2)) for s in states]
     return float(np.mean(errors))

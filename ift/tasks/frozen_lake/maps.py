@@ -5,9 +5,10 @@ and ``G`` (goal). The language model reads it as the rows joined by ``/`` and cl
 ``:`` (the prompt, e.g. ``"SFFF/FFHF/FFHG/FFFF:"``) and answers with action characters
 ``L``, ``D``, ``R``, ``U`` (Gymnasium's action indices 0, 1, 2, 3).
 
-:data:`NAMED_MAPS` are maps with one shortest path each, usable by name: ``"wall4x4"`` (today's
-:data:`DEFAULT_MAP`), ``"check4x4"`` (:data:`PAPER_CHECK_MAP`: a rejected path that is never
-optimal) and ``"check5x5"`` for the paper's DPO claim, and :data:`PPO_MAPS` (5x5 and 6x6, 8-10
+:data:`NAMED_MAPS` are maps with one shortest path each, usable by name: ``"wall4x4"`` (the first
+default), ``"ring4x4"`` (:data:`PAPER_LITERAL_MAP`: exactly one optimal and one sub-optimal path to
+``G``, the paper-literal set-up's map), ``"check4x4"`` (:data:`PAPER_CHECK_MAP`, :data:`DEFAULT_MAP`:
+a rejected path that is never optimal) and ``"check5x5"`` for the paper's DPO claim, and :data:`PPO_MAPS` (5x5 and 6x6, 8-10
 moves) for "PPO solves maps it was not tuned on". The comments above them give each map's
 optimal path and rejected paths; :mod:`ift.lab.frozen_lake.map_check` judges them.
 """
@@ -43,7 +44,7 @@ WALL_MAP: Tuple[str, ...] = ("SFFF", "FFHF", "FFHG", "FFFF")
 # ORPO push down: `suboptimal_trajectory()` (a longer path to G) and `away_trajectory()` (never
 # optimal; on these maps it ends in a hole); the summaries are `map_check.rejected_summary`'s. A
 # path to G without border bumps has d(S) more optimal moves than non-optimal ones, on any map
-# (see `FrozenLakeTask.away_trajectory`), hence the second kind. All but "wall4x4" were found by
+# (see `FrozenLakeTask.away_trajectory`), hence the second kind. All but "wall4x4" and "ring4x4" were found by
 # `map_check.search_maps(size, lengths, tries, seed)` (random maps, S top-left, ranked by
 # `score_map`: the away path's length, then ending in a hole, then the reachable states; the
 # call and rank are noted per map): run once, kept here; a slow test reruns the calls.
@@ -83,9 +84,18 @@ WALL_MAP: Tuple[str, ...] = ("SFFF", "FFHF", "FFHG", "FFFF")
 # "lake6x6c", search_maps(6, [10], 40000, seed=7), best:
 #   SFFFFH/FFFHFH/FHHHFF/FFFHHF/HFFHFF/FFHHFG. optimal RRRRDDRDDD (10). away DDDRDDLU: 0 of 8.
 #   suboptimal DRRURRDDRDDD: 11 of 12 optimal (at 6, 7, 8, 2, 3, 4, 10, 16, 17, 23, 29).
+#
+# "ring4x4" (PAPER_LITERAL_MAP), the map of the paper-literal set-up: the paper asks for a map "with one
+# optimal and one sub-optimal trajectory", and on this one the ice is a ring around four holes with G on
+# it, so exactly two simple paths lead from S to G (tests/test_frozen_lake_setups.py enumerates them):
+#   S F F F    optimal RRRDD (5 moves, over the top). sub-optimal DDDRRRU (7 moves, under the holes),
+#   F H H F    the rejected response of the paper-literal DPO and ORPO: 6 of its 7 moves are optimal
+#   F H H G    where they are taken (at states 4, 8, 12, 13, 14, 15; at 4 down ties with up), only
+#   F F F F    the first (D at S) is not.
 #: {name: rows}: maps that :func:`parse_map` accepts by name (beside Gymnasium's 4x4, 8x8).
 NAMED_MAPS: Dict[str, Tuple[str, ...]] = {
     "wall4x4": WALL_MAP,
+    "ring4x4": ("SFFF", "FHHF", "FHHG", "FFFF"),
     "check4x4": ("SFFF", "FFHG", "FHHH", "FFFF"),
     "check5x5": ("SFFFH", "FFHFF", "FHGHF", "FFFHF", "HHHFF"),
     "lake5x5a": ("SFFFF", "FFHHF", "FFHHF", "FHFGH", "FFFHF"),
@@ -99,6 +109,9 @@ NAMED_MAPS: Dict[str, Tuple[str, ...]] = {
 #: (``"check4x4"``, drawn above): the default map.
 PAPER_CHECK_MAP: Tuple[str, ...] = NAMED_MAPS["check4x4"]
 DEFAULT_MAP: Tuple[str, ...] = PAPER_CHECK_MAP
+#: The map of the paper-literal set-up (``"ring4x4"``, drawn above): one optimal and one
+#: sub-optimal successful path, nothing else.
+PAPER_LITERAL_MAP: Tuple[str, ...] = NAMED_MAPS["ring4x4"]
 #: The maps with an optimal path of 8-10 moves, for "PPO solves maps it was not tuned on".
 PPO_MAPS: Tuple[str, ...] = ("lake5x5a", "lake5x5b", "lake5x5c", "lake6x6a", "lake6x6b", "lake6x6c")
 
