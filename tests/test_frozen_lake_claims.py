@@ -1,5 +1,6 @@
-"""The claims of the Frozen Lake sanity check, as ``ift frozen-lake`` reports them: both policies,
-every objective but GRPO, 5 seeds, the default map (the tables of docs/frozen_lake.md). GRPO's
+"""The claims of the Frozen Lake sanity check, as ``ift frozen-lake`` reports them, in both set-ups
+(the tables of docs/frozen_lake.md): ``ours`` (both policies, every objective but GRPO, 5 seeds,
+check4x4) and ``paper-literal`` (the paper's network and objectives on ring4x4, 5 seeds). GRPO's
 check ("GRPO solves the map from the reward alone") is asserted by tests/test_grpo_learning.py on
 its own runs of the same configs, so that its runs can go to the other test worker.
 
@@ -16,23 +17,28 @@ import pytest
 
 from ift.lab.frozen_lake import claims as judge
 from ift.lab.frozen_lake import command as cli
-from ift.tasks.frozen_lake.policies import POLICIES
 
-PAPER = [text for part, text, _ in judge.CLAIMS if part == "paper"]
-PROJECT = [text for part, text, _ in judge.CLAIMS if part == "project" and text != judge.GRPO_CLAIM]
+PAPER = [spec.text for spec in judge.CLAIMS if spec.part == "paper"]
+OBSERVATIONS = [spec.text for spec in judge.CLAIMS if spec.part == "observation"]
+PROJECT = [spec.text for spec in judge.CLAIMS if spec.part == "project" and spec.text != judge.GRPO_CLAIM]
 #: Every objective of the command but GRPO (tests/test_grpo_learning.py runs it).
 OBJECTIVES = ",".join(name for name in cli.OBJECTIVES if name != "GRPO")
 
-#: The paper's claims that hold, per policy, on the default map over seeds 0-4 (both kernel
-#: settings give the same verdicts). The numbers of the others are in docs/frozen_lake.md.
+FURTHER = "{} ends further from π* than the untrained policy"
+#: The paper's claims and the observations that hold (headline reading: π* uniform over ties,
+#: whole map), per set-up and policy, over seeds 0-4 (both kernel settings give the same
+#: verdicts). The numbers of the others, and every reading's verdict, are in docs/frozen_lake.md.
 HOLDS = {
-    "mlp": set(),
-    "transformer": {"DPO (slightly) closer to π* than IFT"},
+    ("ours", "mlp"): {FURTHER.format(name) for name in ("SFT", "IFT", "DPO", "ORPO")},
+    ("ours", "transformer"): {"DPO (slightly) closer to π* than IFT"} | {
+        FURTHER.format(name) for name in ("SFT", "IFT", "DPO", "ORPO")},
+    ("paper-literal", "mlp"): {"IFT closer to π* than ORPO", FURTHER.format("DPO"), FURTHER.format("ORPO")},
 }
 WHY_NOT = {
-    "mlp": "the state MLP's shared output layer spreads the optimal path's moves over every state; see "
-           "docs/frozen_lake.md for the per-claim numbers",
-    "transformer": "see docs/frozen_lake.md for the per-claim numbers",
+    ("ours", "mlp"): "the state MLP's shared output layer spreads the optimal path's moves over every state; see "
+                     "docs/frozen_lake.md for the per-claim numbers",
+    ("ours", "transformer"): "see docs/frozen_lake.md for the per-claim numbers",
+    ("paper-literal", "mlp"): "see docs/frozen_lake.md (the paper-literal set-up) for the per-claim numbers",
 }
 
 
@@ -65,10 +71,17 @@ def test_chain_all_seeds_and_identical():
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
     out = tmp_path_factory.mktemp("frozen_lake_claims")
-    # both policies, 5 seeds, every objective but GRPO, 2 worker processes
-    results = cli.run(cli.FrozenLakeArguments(out=str(out), objectives=OBJECTIVES))
-    details = {policy: json.loads((out / policy / "details.json").read_text()) for policy in results}
+    # ours: both policies, 5 seeds, every objective but GRPO, 2 worker processes
+    results = cli.run(cli.FrozenLakeArguments(setup="ours", out=str(out), objectives=OBJECTIVES))["ours"]
+    details = {policy: json.loads((out / "ours" / policy / "details.json").read_text()) for policy in results}
     return results, details
+
+
+@pytest.fixture(scope="module")
+def paper_literal(tmp_path_factory):
+    out = tmp_path_factory.mktemp("frozen_lake_paper_literal")
+    cli.run(cli.FrozenLakeArguments(setup="paper-literal", out=str(out)))  # its own policy, objectives, map
+    return {"mlp": json.loads((out / "paper_literal" / "mlp" / "details.json").read_text())}
 
 
 def verdict(details, policy, text):
@@ -77,19 +90,20 @@ def verdict(details, policy, text):
     return claim["holds"]
 
 
-def _paper_cases():
-    for policy in ("mlp", "transformer"):
-        for text in PAPER:
-            marks = () if text in HOLDS[policy] else pytest.mark.xfail(
-                strict=True, reason=f"does not hold with the {policy} policy: {WHY_NOT[policy]}")
-            yield pytest.param(policy, text, marks=marks, id=f"{policy}-{text}")
+def _claim_cases():
+    for setup, policy in HOLDS:
+        for text in PAPER + OBSERVATIONS:
+            marks = () if text in HOLDS[setup, policy] else pytest.mark.xfail(
+                strict=True, reason=f"does not hold in the {setup} set-up with the {policy} policy: "
+                                    f"{WHY_NOT[setup, policy]}")
+            yield pytest.param(setup, policy, text, marks=marks, id=f"{setup}-{policy}-{text}")
 
 
 @pytest.mark.slow
 @pytest.mark.claim
-@pytest.mark.parametrize("policy,text", list(_paper_cases()))
-def test_the_papers_claims(check, policy, text):
-    _, details = check
+@pytest.mark.parametrize("setup,policy,text", list(_claim_cases()))
+def test_the_papers_claims_and_what_the_map_does(request, setup, policy, text):
+    details = request.getfixturevalue("check")[1] if setup == "ours" else request.getfixturevalue("paper_literal")
     assert verdict(details, policy, text)
 
 
@@ -100,6 +114,12 @@ def test_the_papers_claims(check, policy, text):
 def test_this_projects_checks_hold(check, policy, text):
     _, details = check
     assert verdict(details, policy, text)
+
+
+@pytest.mark.slow
+@pytest.mark.claim
+def test_ift_with_lam0_gamma0_is_sft_in_the_paper_literal_set_up_too(paper_literal):
+    assert verdict(paper_literal, "mlp", "IFT with λ = 0, γ = 0 is SFT exactly")
 
 
 @pytest.mark.slow

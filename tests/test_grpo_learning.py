@@ -11,7 +11,7 @@ reference, clip 0.2, one update per rollout), 4 problems x G = 32 answers per ro
 at lr 3e-3, 200 rollouts. The training reward (the mean score of each rollout) is compared
 between the first and the last quarter of the rollouts, per seed.
 
-**Frozen Lake** (``ift frozen-lake``'s GRPO arm, ``configs/frozen_lake/<policy>/grpo.yaml``,
+**Frozen Lake** (``ift frozen-lake``'s GRPO arm, ``configs/frozen_lake/ours/<policy>/grpo.yaml``,
 the default map, seeds 0-2, both policies): the greedy policy reaches G, the command's check
 "GRPO solves the map from the reward alone" judged by the same function; the same seeds'
 untrained policies do not.

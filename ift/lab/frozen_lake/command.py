@@ -326,7 +326,9 @@ def _train_and_report(plans: Sequence[SetupPlan], args: FrozenLakeArguments, job
     elapsed = time.perf_counter() - started
     everything: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for plan in plans:
-        print(f"\n##### set-up {plan.setup}: {get_setup(plan.setup).headline}")
+        print(f"\n##### set-up {plan.setup}: {get_setup(plan.setup).headline}"
+              + (f" [here on the map --map gives, {MAP_SEPARATOR.join(plan.task.rows)}, instead of "
+                 f"{get_setup(plan.setup).map}]" if plan.map_spec is not None else ""))
         everything[plan.setup] = {}
         for policy in plan.policies:
             mine = [run for run in runs if run["policy"] == policy and run["setup"] == plan.setup]
