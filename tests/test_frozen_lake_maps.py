@@ -30,6 +30,7 @@ from ift.tasks.frozen_lake.maps import (
 # name: (optimal, away_trajectory, suboptimal_trajectory), as the docstrings in maps.py say.
 STATED = {
     "wall4x4": ("RRRDD", "D", "DDDRRRU"),
+    "ring4x4": ("RRRDD", "DR", "DDDRRRU"),
     "check4x4": ("RRRD", "DDDRRRU", "DRURRD"),
     "check5x5": ("DDDRRU", "RRRDRDDDLL", "RDLDDRRU"),
     "lake5x5a": ("DDDDRRUR", "RRRRDDL", "RDLDDDRRUR"),

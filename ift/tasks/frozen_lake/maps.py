@@ -91,7 +91,7 @@ WALL_MAP: Tuple[str, ...] = ("SFFF", "FFHF", "FFHG", "FFFF")
 #   S F F F    optimal RRRDD (5 moves, over the top). sub-optimal DDDRRRU (7 moves, under the holes),
 #   F H H F    the rejected response of the paper-literal DPO and ORPO: 6 of its 7 moves are optimal
 #   F H H G    where they are taken (at states 4, 8, 12, 13, 14, 15; at 4 down ties with up), only
-#   F F F F    the first (D at S) is not.
+#   F F F F    the first (D at S) is not. away DR: 0 of 2 optimal (down, then right into a hole).
 #: {name: rows}: maps that :func:`parse_map` accepts by name (beside Gymnasium's 4x4, 8x8).
 NAMED_MAPS: Dict[str, Tuple[str, ...]] = {
     "wall4x4": WALL_MAP,
