@@ -28,7 +28,7 @@ processes with one CPU thread each (:func:`ift.lab.workers.imap_in_processes`), 
 numbers do not depend on the number of workers.
 
 The default grid is 240 runs of 300 steps; on 2 cores (AMD EPYC, 2 workers) it takes about
-7 minutes. It writes
+6 minutes (5 min 34 s measured, the runs' own times adding up to 633 s). It writes
 
 * ``OUT/runs.jsonl``: one line per finished run, appended as it finishes: a stopped sweep
   keeps its work, and the same command run again trains only the runs the file lacks
