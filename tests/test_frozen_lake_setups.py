@@ -258,3 +258,16 @@ def test_every_setup_is_named_and_described():
         assert setup.folder == setup.name.replace("-", "_") and setup.headline
     with pytest.raises(ValueError, match="set-up 'paper' is not one of paper-literal, ours"):
         get_setup("paper")
+
+
+def test_a_policy_outside_a_setup_is_run_and_said():
+    from ift.lab.frozen_lake import command as cli
+
+    plans = {plan.setup: plan for plan in cli.plan_setups(cli.FrozenLakeArguments(policy="both"))}
+    assert plans["paper-literal"].policies == ["mlp", "transformer"]
+    assert any("--policy transformer: not one of the paper-literal set-up's own policies" in note
+               for note in plans["paper-literal"].notes)
+    assert plans["ours"].notes == []
+    defaults = {plan.setup: plan for plan in cli.plan_setups(cli.FrozenLakeArguments())}
+    assert defaults["paper-literal"].policies == ["mlp"] and defaults["paper-literal"].notes == []
+    assert defaults["paper-literal"].task.rows == PAPER_LITERAL_MAP and defaults["ours"].task.rows == ("SFFF", "FFHG", "FHHH", "FFFF")

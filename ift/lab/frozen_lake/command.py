@@ -266,7 +266,12 @@ def plan_setups(args: FrozenLakeArguments) -> List[SetupPlan]:
             describe_setup(task, setup, objectives, notes)
             raise SystemExit(f"ift frozen-lake: error: no objective can run on this map in the {setup} set-up")
         map_spec = None if args.map is None else ",".join(task.rows)
-        plans.append(SetupPlan(setup, task, map_spec, args.policies(setup), objectives, notes))
+        policies = args.policies(setup)
+        # Said, not refused: the set-up's other choices still hold, with another policy.
+        notes += [f"--policy {policy}: not one of the {setup} set-up's own policies "
+                  f"({', '.join(get_setup(setup).policies)}); its rows are labelled with it"
+                  for policy in policies if policy not in get_setup(setup).policies]
+        plans.append(SetupPlan(setup, task, map_spec, policies, objectives, notes))
     return plans
 
 

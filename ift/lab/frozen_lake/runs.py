@@ -23,7 +23,7 @@ from ift.tasks.frozen_lake.env import FrozenLakeTask
 from ift.tasks.frozen_lake.maps import DEFAULT_MAP
 from ift.lab.frozen_lake.monitor import FrozenLakeMonitor
 from ift.lab.frozen_lake.setups import DEFAULT_SETUP, SETUPS, get_setup
-from ift.tasks.frozen_lake.policies import DEFAULT_POLICY, POLICIES, REPRESENTATIONS, check_policy, model_settings
+from ift.tasks.frozen_lake.policies import DEFAULT_POLICY, REPRESENTATIONS, check_policy, model_settings
 
 # --------------------------------------------------------------------------------------
 # The runs: one LightningCLI config per (policy, objective); the YAML files are these dicts.
