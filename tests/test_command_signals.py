@@ -102,8 +102,8 @@ SEEDS = 6
 
 
 def frozen_lake_argv(out: Path, workers: int):
-    return ["frozen-lake", "--policy", "mlp", "--objectives", "SFT", "--seeds", str(SEEDS), "--steps", "2",
-            "--eval-every", "0", "--workers", str(workers), "--out", str(out)]
+    return ["frozen-lake", "--setup", "ours", "--policy", "mlp", "--objectives", "SFT", "--seeds", str(SEEDS),
+            "--steps", "2", "--eval-every", "0", "--workers", str(workers), "--out", str(out)]
 
 
 def two_workers(proc):
@@ -155,4 +155,4 @@ def test_a_signal_stops_frozen_lake_workers_and_keeps_the_finished_runs(tmp_path
     assert f"{kept} of {SEEDS} runs were finished by a stopped command; training the other {SEEDS - kept}" in printed
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert sorted(run["seed"] for run in runs) == list(range(SEEDS)) and not partial.exists()
-    assert json.loads((out / "mlp" / "results.json").read_text()) == json.loads(json.dumps(results["mlp"]))
+    assert json.loads((out / "ours" / "mlp" / "results.json").read_text()) == json.loads(json.dumps(results["ours"]["mlp"]))
