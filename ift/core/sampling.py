@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
@@ -74,6 +74,10 @@ class Sampler:
     def load_weights(self, policy: torch.nn.Module) -> None:
         """Bring the engine up to date with ``policy``'s weights (called before every rollout)."""
 
+    def close(self) -> None:
+        """Release the engine (processes, memory, files); a no-op unless the engine holds any.
+        ``FineTuneModule`` calls it when fit ends."""
+
     def sample(self, policy: torch.nn.Module, tokenizer: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                settings: SamplingSettings) -> SampledTokens:
         """Sample one response per row of ``prompt_ids`` (``B x P``, left-padded) with ``settings``."""
@@ -88,7 +92,20 @@ class HFSampler(Sampler):
     ``settings.use_cache``), on a private random stream seeded with ``settings.seed``.
 
     It reports no log-probs (``generate`` would have to keep every step's scores).
+
+    Args:
+        greedy: decode greedily instead of sampling (comparisons between engines, evaluation).
     """
+
+    def __init__(self, greedy: bool = False):
+        self.greedy = bool(greedy)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("greedy", False)  # pickled before the argument existed
+
+    def __repr__(self) -> str:
+        return "HFSampler(greedy=True)" if getattr(self, "greedy", False) else "HFSampler()"
 
     def sample(self, policy: torch.nn.Module, tokenizer: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                settings: SamplingSettings) -> SampledTokens:
@@ -101,7 +118,7 @@ class HFSampler(Sampler):
                 eos_token_id=eos,
                 pad_token_id=tokenizer.pad_token_id,
                 max_new_tokens=settings.max_new_tokens,
-                do_sample=True,
+                do_sample=not getattr(self, "greedy", False),
                 temperature=settings.temperature,
                 top_p=settings.top_p,
                 use_cache=settings.use_cache,
@@ -122,6 +139,31 @@ def seeded_rng(seed: Optional[int], device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def samplers_in(objective: Any) -> List[Sampler]:
+    """Every :class:`Sampler` an objective holds, through recipes' stages and parts."""
+    found: List[Sampler] = []
+    seen = set()
+
+    def walk(value: Any, depth: int) -> None:
+        if id(value) in seen or depth > 6:
+            return
+        seen.add(id(value))
+        if isinstance(value, Sampler):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item, depth + 1)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item, depth + 1)
+        elif hasattr(value, "__dict__") and not isinstance(value, (torch.nn.Module, torch.Tensor, type)):
+            for item in vars(value).values():
+                walk(item, depth + 1)
+
+    walk(objective, 0)
+    return found
 
 
 torch.serialization.add_safe_globals([Sampler, SamplingSettings])

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from ift.core.constants import REFERENCE_PREFIX
 from ift.core.distributed import allow_idle_parameters, is_sharded
 from ift.core.model_factory import build_policy, build_tokenizer
+from ift.core.sampling import samplers_in
 from ift.callbacks.atomic_checkpoint import AtomicCheckpoints
 from ift.callbacks.data_report import SkippedExamplesReport
 from ift.callbacks.interrupt import InterruptCheckpoint
@@ -345,6 +346,13 @@ class FineTuneModule(OptimizerSteps, pl.LightningModule, metaclass=_RefusesRemov
                     f"{type(self.objective).__name__} leaves trainable parts idle in some steps "
                     f"({', '.join(self.extras)}): DDP runs with find_unused_parameters=True"
                 )
+
+    def teardown(self, stage: str) -> None:
+        # A sampling engine with its own processes or memory (vLLM) is released when fit ends;
+        # the next rollout would start it again.
+        if stage == "fit":
+            for sampler in samplers_in(self.objective):
+                sampler.close()
 
     # ------------------------------------------------------------------ steps
     def on_train_start(self) -> None:

@@ -38,6 +38,7 @@ from ift.core.constants import TRAINS_ON_PROMPTS
 from ift.core.distributed import mean_over_processes, process_rank, sum_over_processes
 from ift.core.sampling import HFSampler, Sampler, SamplingSettings
 from ift.core.subclasses import all_subclasses
+from ift.objectives import functional as Fn
 from ift.objectives import rollout_steps as steps
 from ift.objectives.arguments import check_integer, check_number
 from ift.objectives.base import Objective
@@ -129,6 +130,9 @@ class ScoredSamples:
     #: ``B x K`` float32: each of ``K`` reward functions' score (nan where it could not
     #: score); None with a single reward.
     reward_components: Optional[torch.Tensor] = None
+    #: ``B x R`` float32: the sampled tokens' log-probs under the engine that sampled them, when
+    #: it reports them (vLLM); None otherwise (Hugging Face ``generate``).
+    engine_logprobs: Optional[torch.Tensor] = None
 
     def rollout_fields(self) -> Dict[str, Any]:
         """The keyword arguments of :class:`Rollout` known before evaluation (all but the
@@ -460,9 +464,11 @@ class RolloutObjective(Objective):
         scored = self.sample_and_score(context, batch)
         start = time.perf_counter()
         rollout = self.evaluate_rollout(context, scored)
+        engine_metrics = self.correct_for_engine(context, scored, rollout)
         evaluated = time.perf_counter()
         metrics = steps.core_rollout_metrics(rollout, self._reward_timeouts)
         metrics.update(scored.metrics)
+        metrics.update(engine_metrics)
         metrics.update(self.rollout_metrics(rollout))
         metrics["time/logprobs"] = torch.tensor(evaluated - start)
         rollout.metrics = metrics
@@ -478,7 +484,9 @@ class RolloutObjective(Objective):
         with context.progress(total=count, desc="rollout") as bar:
             bar.set_phase("generation")
             start = time.perf_counter()
+            self._engine_logprobs = None
             response_ids = self.generate(context, prompts.ids, prompts.mask)
+            engine_logprobs, self._engine_logprobs = self._engine_logprobs, None
             self._rollouts += 1
             generated = time.perf_counter()
             bar.update(count)
@@ -492,17 +500,43 @@ class RolloutObjective(Objective):
         metrics = dict(scores.metrics)
         metrics.update({"time/generation": torch.tensor(generated - start),
                         "time/scoring": torch.tensor(scored_at - generated)})
+        if engine_logprobs is not None:  # the columns the episode cut kept
+            engine_logprobs = engine_logprobs[:, :samples.ids.shape[1]].to(samples.ids.device)
         return ScoredSamples(prompts=prompts, samples=samples, input_ids=input_ids, attention_mask=attention_mask,
                              scores=scores.scores, n_nan_rewards=scores.n_nan, score_valid=scores.valid,
-                             metrics=metrics, reward_components=scores.components)
+                             metrics=metrics, reward_components=scores.components, engine_logprobs=engine_logprobs)
 
     def generate(self, context: StepContext, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
         """``B x R`` sampled response ids (pad after EOS), drawn by the sampler from the current
         rollout's stream."""
         settings = SamplingSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
                                     seed=self.stream_seed(self._rollouts), use_cache=self.use_cache)
+        synced = time.perf_counter()
         self.sampler.load_weights(context.policy)
-        return self.sampler.sample(context.policy, context.tokenizer, prompt_ids, prompt_mask, settings).ids
+        self._weight_sync_seconds = time.perf_counter() - synced
+        sampled = self.sampler.sample(context.policy, context.tokenizer, prompt_ids, prompt_mask, settings)
+        self._engine_logprobs = sampled.logprobs
+        return sampled.ids
+
+    def correct_for_engine(self, context: StepContext, scored: ScoredSamples, rollout: Rollout) -> Metrics:
+        """Measure how far the engine's log-probs are from the trainer's and, when the sampler
+        has a ``tis_cap``, multiply the advantages by the truncated importance-sampling weight
+        (:func:`ift.objectives.functional.engine_correction`); returns the metrics. Nothing to
+        do for an engine that reports no log-probs (Hugging Face ``generate``)."""
+        if scored.engine_logprobs is None:
+            return {}
+        if rollout.old_logprobs is None:  # a single on-policy update skipped the trainer's pass: run it
+            rollout.old_logprobs, _ = self.policy_and_reference_logprobs(context, scored, reference=False)
+        level = "sequence" if getattr(self, "importance_sampling_level", "token") == "sequence" else "token"
+        weights, metrics = Fn.engine_correction(rollout.old_logprobs, scored.engine_logprobs, rollout.response_mask,
+                                                getattr(self.sampler, "tis_cap", None), level)
+        if weights is not None and hasattr(rollout, "advantages"):
+            advantages = rollout.advantages
+            if advantages.dim() == 1 and level == "token":
+                advantages = advantages.unsqueeze(-1)
+            rollout.advantages = advantages * weights
+        metrics["time/weight_sync"] = torch.tensor(getattr(self, "_weight_sync_seconds", 0.0))
+        return metrics
 
     def score(self, prompts: steps.Prompts, samples: steps.Samples) -> RolloutScores:
         """The reward of every response (:class:`RolloutScores`): nan/inf scores and every

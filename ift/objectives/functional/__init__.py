@@ -35,6 +35,7 @@ The maths is split by concern; this package re-exports all of it, so objectives 
 from ift.core.constants import IGNORE_INDEX
 from ift.core.forward import position_ids_from_mask
 from ift.objectives.functional.discounting import discounted_cumsum
+from ift.objectives.functional.engine_mismatch import engine_correction
 from ift.objectives.functional.ift_propagation import (
     PROPAGATION_NORMS,
     PROPAGATION_SIDES,
@@ -108,6 +109,7 @@ from ift.objectives.functional.token_losses import (
 )
 
 __all__ = [
+    "engine_correction",
     # shared constants and helpers, re-exported because objectives read them here
     "IGNORE_INDEX",
     "position_ids_from_mask",
