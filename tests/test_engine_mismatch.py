@@ -185,3 +185,22 @@ def test_hugging_face_sampling_reports_no_mismatch_and_samplers_are_found_in_rec
                                 {"objective": GRPO(reward=Digits(), num_generations=4, sampler=inner)}])
     assert samplers_in(recipe) == [inner]
     assert isinstance(samplers_in(PPO(reward=Digits()))[0], Sampler)
+
+
+def test_without_vllm_the_engine_says_how_to_install_it():
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vLLM is installed here: tests/test_vllm_engine.py runs it")
+    from ift.core.vllm_sampler import VLLMSampler
+
+    sampler = VLLMSampler(kv_cache_mb=64)  # building it (a config, --print_config) needs no vLLM
+    module = tiny_module()
+    with pytest.raises(ImportError, match="make install-vllm"):
+        sampler.load_weights(module.policy)
+    with pytest.raises(ValueError, match="tis_cap"):
+        VLLMSampler(tis_cap=0.5)
+    with pytest.raises(ValueError, match="dtype 'int8'"):
+        VLLMSampler(dtype="int8")
