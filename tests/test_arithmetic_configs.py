@@ -114,3 +114,12 @@ def test_critic_free_config_runs_both_stages(name, objective, tmp_path):
     for key in expected:
         assert key in logged and torch.isfinite(logged[key]), key
     assert logged["train/updates"] >= 1
+
+
+def test_the_vllm_config_is_the_grpo_config_with_a_vllm_sampler():
+    vllm = yaml.safe_load((CONFIGS / "grpo_vllm.yaml").read_text())
+    grpo = yaml.safe_load((CONFIGS / "grpo.yaml").read_text())
+    sampler = vllm["model"]["objective"]["init_args"]["stages"][1]["objective"]["init_args"].pop("sampler")
+    assert sampler["class_path"] == "ift.core.vllm_sampler.VLLMSampler"
+    assert vllm == grpo  # nothing else differs
+    assert "ift fit --config configs/arithmetic/grpo_vllm.yaml" in (CONFIGS / "grpo_vllm.yaml").read_text()

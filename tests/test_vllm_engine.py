@@ -194,3 +194,26 @@ def test_an_engine_in_its_own_process_leaves_nothing_behind(module):
     while set(children_of(os.getpid())) - before and time.time() < deadline:
         time.sleep(0.5)
     assert not (set(children_of(os.getpid())) - before) and not os.path.exists(folder)
+
+
+def test_the_shipped_vllm_config_runs_both_stages(tmp_path):
+    """configs/arithmetic/grpo_vllm.yaml made small (1 SFT epoch, then 1 GRPO epoch, on 8 problems)
+    through `ift fit`: the GRPO stage samples with vLLM, logs the mismatch, and the engine is
+    released at the end."""
+    import yaml
+
+    from ift.cli import main
+
+    config = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "configs", "arithmetic",
+                                              "grpo_vllm.yaml")).read())
+    stages = config["model"]["objective"]["init_args"]["stages"]
+    stages[0]["epochs"] = stages[1]["epochs"] = 1
+    config["trainer"].update(max_epochs=2, enable_progress_bar=False)
+    config["data"]["init_args"].update(num_train=8, num_val=4, batch_size=8, eval_batch_size=4)
+    small = tmp_path / "grpo_vllm.yaml"
+    small.write_text(yaml.safe_dump(config))
+    cli = main(["fit", "--config", str(small), "--trainer.default_root_dir", str(tmp_path / "run")])
+    sampler = cli.model.objective.current.sampler
+    assert isinstance(sampler, VLLMSampler) and not sampler.running
+    logged = cli.trainer.callback_metrics
+    assert float(logged["engine/logprob_diff_max"]) < 1e-4 and torch.isfinite(logged["train/policy_loss"])
