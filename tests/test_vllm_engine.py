@@ -217,3 +217,29 @@ def test_the_shipped_vllm_config_runs_both_stages(tmp_path):
     assert isinstance(sampler, VLLMSampler) and not sampler.running
     logged = cli.trainer.callback_metrics
     assert float(logged["engine/logprob_diff_max"]) < 1e-4 and torch.isfinite(logged["train/policy_loss"])
+
+
+def test_a_lora_policy_is_sent_merged():
+    pytest.importorskip("peft")
+    from ift.modules import FineTuneModule
+
+    torch.manual_seed(0)
+    module = FineTuneModule(model="tiny-gpt2", lora={"r": 4, "alpha": 8, "dropout": 0.0,
+                                                     "target_modules": ["c_attn", "c_proj"]})
+    sampler = VLLMSampler(greedy=True, **ENGINE)
+    try:
+        ids, mask = left_padded(module.tokenizer, PROMPTS)
+        settings = SamplingSettings(max_new_tokens=12)
+        sampler.load_weights(module.policy)
+        before = sampler.sample(module.policy, module.tokenizer, ids, mask, settings).ids
+        adapters = [p for p in module.policy.parameters() if p.requires_grad]
+        with torch.no_grad():  # adapters moved as an optimizer step would move them
+            for p in adapters:
+                p.add_(torch.randn_like(p) * 0.5)
+        sampler.load_weights(module.policy)
+        assert sampler.syncs == 1
+        out = sampler.sample(module.policy, module.tokenizer, ids, mask, settings)
+        assert not torch.equal(out.ids, before)  # the adapters changed what the engine writes ...
+        assert torch.equal(out.ids, hf_greedy(module, ids, mask, 12))  # ... to what the LoRA policy writes
+    finally:
+        sampler.close()
