@@ -59,7 +59,7 @@ def brute_force_simple_paths(task, max_moves):
     return found
 
 
-@pytest.mark.parametrize("rows", [("SFF", "FHG"), ("SFH", "FFG"), ("SFFF", "FHHF", "FHHG")])
+@pytest.mark.parametrize("rows", [("SFF", "FHG"), ("SFH", "FFG"), ("SFFF", "FFHG"), ("SFF", "FFF", "FFG")])
 def test_simple_paths_equal_brute_force(rows):
     task = FrozenLakeTask(rows)
     paths = simple_paths_to_goal(task)
