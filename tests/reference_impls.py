@@ -599,3 +599,32 @@ def loop_soft_overlong(lengths, max_length, cache_length):
         else:
             out.append(-1.0)
     return out
+
+
+# ======================================================================================
+# Engine-mismatch reference (tests/test_engine_mismatch.py): the truncated importance-sampling
+# weights of Fn.engine_correction, one number at a time.
+# ======================================================================================
+
+import math as _em_math  # noqa: E402
+
+import torch as _em_torch  # noqa: E402
+
+
+def loop_engine_correction(old, engine, mask, cap, level):
+    """``Fn.engine_correction`` one number at a time: ``(weights, mean |diff|, max |diff|)``."""
+    B, R = old.shape
+    diffs = [abs(float(old[b, t]) - float(engine[b, t])) for b in range(B) for t in range(R) if mask[b, t]]
+    weights = [[0.0] * R for _ in range(B)] if level == "token" else [0.0] * B
+    for b in range(B):
+        if level == "token":
+            for t in range(R):
+                if mask[b, t]:
+                    weights[b][t] = min(_em_math.exp(float(old[b, t]) - float(engine[b, t])), cap)
+        else:
+            valid = [t for t in range(R) if mask[b, t]]
+            if valid:
+                mean = sum(float(old[b, t]) - float(engine[b, t]) for t in valid) / len(valid)
+                weights[b] = min(_em_math.exp(mean), cap)
+    mean_diff = sum(diffs) / len(diffs) if diffs else 0.0
+    return _em_torch.tensor(weights), mean_diff, max(diffs) if diffs else 0.0

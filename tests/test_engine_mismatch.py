@@ -13,31 +13,13 @@ import pytest
 import torch
 
 from factories import MetricsLog, quiet_trainer, tiny_arithmetic, tiny_module
+from reference_impls import loop_engine_correction
 from ift.core.forward import position_ids_from_mask
 from ift.core.sampling import HFSampler, SampledTokens, Sampler, samplers_in
 from ift.objectives import GRPO, GSPO, PPO, Sequential, SFT
 from ift.objectives import functional as Fn
 from ift.objectives import rollout_steps
 from ift.rewards import Reward
-
-
-def slow_correction(old, engine, mask, cap, level):
-    """The formula, one number at a time."""
-    B, R = old.shape
-    diffs = [abs(float(old[b, t]) - float(engine[b, t])) for b in range(B) for t in range(R) if mask[b, t]]
-    weights = [[0.0] * R for _ in range(B)] if level == "token" else [0.0] * B
-    for b in range(B):
-        if level == "token":
-            for t in range(R):
-                if mask[b, t]:
-                    weights[b][t] = min(math.exp(float(old[b, t]) - float(engine[b, t])), cap)
-        else:
-            valid = [t for t in range(R) if mask[b, t]]
-            if valid:
-                mean = sum(float(old[b, t]) - float(engine[b, t]) for t in valid) / len(valid)
-                weights[b] = min(math.exp(mean), cap)
-    mean_diff = sum(diffs) / len(diffs) if diffs else 0.0
-    return torch.tensor(weights), mean_diff, max(diffs) if diffs else 0.0
 
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
@@ -55,7 +37,7 @@ def test_engine_correction_against_a_slow_loop(level, padding):
             else:
                 mask[b, 6 - n:] = True
     weights, metrics = Fn.engine_correction(old, engine, mask, cap=2.0, level=level)
-    expected, mean_diff, max_diff = slow_correction(old, engine, mask, 2.0, level)
+    expected, mean_diff, max_diff = loop_engine_correction(old, engine, mask, 2.0, level)
     torch.testing.assert_close(weights, expected, rtol=1e-5, atol=1e-6)
     assert float(metrics["engine/logprob_diff_mean"]) == pytest.approx(mean_diff, rel=1e-5)
     assert float(metrics["engine/logprob_diff_max"]) == pytest.approx(max_diff, rel=1e-5)
