@@ -32,6 +32,9 @@ def serve(payload: bytes, connection, parent: int) -> None:
     """
     _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent handles it
+    # The parent held SIGINT and SIGTERM while starting this process, and a new process inherits
+    # that mask: let SIGTERM reach it again.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     function = pickle.loads(payload)
     from ift.lab.workers import quiet_worker
 

@@ -29,6 +29,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import time
 import warnings
 from multiprocessing.connection import wait
@@ -132,7 +133,16 @@ class _Worker:
         # once it watches its parent (ift.lab.worker_loop).
         self.process = context.Process(target=serve, args=(pickle.dumps(function), child, os.getpid()),
                                        daemon=True, name="ift-worker")
-        self.process.start()
+        # Ctrl-C or SIGTERM while start() hands the new process its start-up data would cut that
+        # hand-over short: the process would die printing an EOFError traceback, and the parent,
+        # interrupted inside start(), would not know it. Held until start() returns, the signal
+        # stops the command the usual way, with this worker known and killed.
+        held = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.close()  # the worker's end lives in the worker only: its exit closes the pipe
         self.job: Any = None
         self.finished = False
