@@ -30,6 +30,7 @@ from ift.tasks.frozen_lake.distributions import ActionProbs, distribution_at
 from ift.tasks.frozen_lake.env import FrozenLakeTask
 from ift.tasks.frozen_lake.exploration import optimal_policy_everywhere
 from ift.tasks.frozen_lake.maps import ACTION_INDEX
+from ift.tasks.frozen_lake.metrics import mse_to_optimal
 
 #: How π* treats tied optimal moves.
 PI_STAR_TIES = ("uniform", "one_hot")
@@ -99,12 +100,11 @@ def region_states(task: FrozenLakeTask, region: str, readable: Iterable[int], de
 
 
 def mse_over(action_probs: ActionProbs, pi_star: ActionProbs, states: Sequence[int]) -> float:
-    """``mean_s mean_a (π(a|s) − π*(a|s))²`` over ``states`` (both policies must cover them)."""
+    """``mean_s mean_a (π(a|s) − π*(a|s))²`` over ``states``: the paper's metric
+    (:func:`~ift.tasks.frozen_lake.metrics.mse_to_optimal`) on π* restricted to those states."""
     if len(states) == 0:
         raise ValueError("mse_over: no states to average over")
-    errors = [float(np.mean((distribution_at(action_probs, s, "action_probs")
-                             - distribution_at(pi_star, s, "pi_star")) ** 2)) for s in states]
-    return float(np.mean(errors))
+    return mse_to_optimal(action_probs, {s: distribution_at(pi_star, s, "pi_star") for s in states})
 
 
 def variant_name(ties: str, region: str) -> str:
