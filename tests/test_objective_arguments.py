@@ -187,7 +187,7 @@ def test_every_propagation_option_trains_with_gradient_through_the_weights(side,
 
 # ---------------------------------------------------------------------------- the helper
 def test_interval_ends():
-    from ift.objectives.arguments import Interval, check_integer, check_number
+    from ift.core.arguments import Interval, check_integer, check_number
 
     assert 0.0 in Interval("[0, 1)") and 1.0 not in Interval("[0, 1)") and 0.0 not in Interval("(0, inf)")
     assert math.inf not in Interval("(0, inf)") and math.nan not in Interval("(-inf, inf)")

@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ift.core.arguments import check_integer, check_number
 from ift.core.sampling import SampledTokens, Sampler, SamplingSettings
 
 #: Where an install of vLLM is explained (the error says it).
@@ -108,13 +109,9 @@ class VLLMSampler(Sampler):
     def __init__(self, processes: bool = False, kv_cache_mb: int = 1024, max_model_len: int = 2048,
                  enforce_eager: bool = True, dtype: str = "float32", tis_cap: Optional[float] = DEFAULT_TIS_CAP,
                  greedy: bool = False, export_dir: Optional[str] = None):
-        for name, value, minimum in (("kv_cache_mb", kv_cache_mb, 1), ("max_model_len", max_model_len, 2)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"VLLMSampler: {name} must be an integer >= {minimum}, got {value!r}")
-        if tis_cap is not None and (isinstance(tis_cap, bool) or not isinstance(tis_cap, (int, float))
-                                    or not 1.0 <= tis_cap < float("inf")):
-            raise ValueError(f"VLLMSampler: tis_cap must be a number >= 1 (the largest importance weight), or null "
-                             f"for no correction; got {tis_cap!r}")
+        check_integer("VLLMSampler", "kv_cache_mb", kv_cache_mb, minimum=1)
+        check_integer("VLLMSampler", "max_model_len", max_model_len, minimum=2)
+        check_number("VLLMSampler", "tis_cap", tis_cap, "[1, inf)", optional=True)
         if dtype not in ("float32", "bfloat16", "float16", "auto"):
             raise ValueError(f"VLLMSampler: dtype {dtype!r} is not one of float32, bfloat16, float16, auto")
         self.processes = bool(processes)

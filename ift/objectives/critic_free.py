@@ -33,7 +33,7 @@ from ift.core.sampling import Sampler
 from ift.core.shared_prompts import response_outputs
 from ift.objectives import functional as Fn
 from ift.objectives import rollout_steps as steps
-from ift.objectives.arguments import check_integer, check_number
+from ift.core.arguments import check_integer, check_number
 from ift.objectives.contract import Capabilities, Metrics, StepContext
 from ift.objectives.group_sampling import dynamic_sampling
 from ift.objectives.rollout import (Rollout, RolloutLoss, RolloutObjective, RolloutScores, ScoredSamples,

@@ -7,7 +7,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 from ift.objectives import functional as Fn
-from ift.objectives.arguments import check_number
+from ift.core.arguments import check_number
 from ift.objectives.base import Metrics
 from ift.objectives.contract import Capabilities, StepContext, StepResult
 from ift.objectives.preference import _PreferenceObjective, check_preference_batch, pair_logprobs

@@ -11,7 +11,7 @@ from ift.core.constants import TRAINS_ON_RESPONSES
 from ift.objectives import functional as Fn
 from ift.objectives.base import Metrics, Objective
 from ift.core.forward import accepts_true_input_ids, policy_logits
-from ift.objectives.arguments import check_integer, check_number
+from ift.core.arguments import check_integer, check_number
 from ift.objectives.lambda_schedule import LAMBDA_SCHEDULES, ift_lambda
 
 PREDICTIONS = ("greedy", "sample")

@@ -28,7 +28,7 @@ from ift.core.sampling import HFSampler, Sampler
 from ift.objectives import functional as Fn
 from ift.objectives import ppo_rollout as steps
 from ift.objectives import rollout_steps
-from ift.objectives.arguments import check_integer, check_number
+from ift.core.arguments import check_integer, check_number
 from ift.objectives.base import Metrics
 from ift.objectives.contract import Capabilities, StepContext
 from ift.objectives.kl_control import AdaptiveKLController, FixedKLController, resume_kl_controller

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
-from ift.objectives.arguments import check_integer, check_number
+from ift.core.arguments import check_integer, check_number
 from ift.objectives.base import Metrics, Objective
 from ift.objectives.contract import Capabilities, StepContext, StepResult
 from ift.objectives.rollout import RolloutObjective

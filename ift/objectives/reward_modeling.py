@@ -17,7 +17,7 @@ import torch
 
 from ift.core.forward import policy_outputs
 from ift.objectives import functional as Fn
-from ift.objectives.arguments import check_number
+from ift.core.arguments import check_number
 from ift.objectives.base import Metrics
 from ift.objectives.contract import Capabilities, StepContext, StepResult
 from ift.objectives.scalar_head import ScalarHead

@@ -40,7 +40,7 @@ from ift.core.sampling import HFSampler, Sampler, SamplingSettings
 from ift.core.subclasses import all_subclasses
 from ift.objectives import functional as Fn
 from ift.objectives import rollout_steps as steps
-from ift.objectives.arguments import check_integer, check_number
+from ift.core.arguments import check_integer, check_number
 from ift.objectives.base import Objective
 from ift.objectives.contract import Capabilities, Metrics, StepContext, StepResult
 from ift.rewards.base import Reward, score_safely

@@ -1,4 +1,4 @@
-"""Checks of the objectives' numeric arguments, made when an objective is built.
+"""Checks of numeric arguments, made when an objective (or a sampling engine) is built.
 
 A hyper-parameter that is nan, infinite or outside its range does not fail where it is
 given: ``margin: .nan`` in YAML trains for steps before the loss turns nan, and a
