@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 import pytorch_lightning as pl
 import torch
 
-from ift.lab.code.study_eval import PassRateCurve, greedy_pass_rate, response_budget, sampled_pass_at_k
-from ift.lab.code.study_settings import CodeStudySettings
+from ift.lab.code_study.measure import PassRateCurve, greedy_pass_rate, response_budget, sampled_pass_at_k
+from ift.lab.code_study.settings import CodeStudySettings
 from ift.lab.reft_arms import CountingReward
 from ift.lab.trainer import quiet_trainer
 from ift.lab.workers import map_in_processes
