@@ -8,7 +8,7 @@ Finding 1 (``mix``): SFT on atomic functions only, on atomic + k synthetic ones,
 ones only; held-out and target-domain pass rates. Finding 2 (``after_sft``): an SFT warm-up,
 then GRPO, PPO or more SFT on the same prompts for as many optimizer steps. Finding 3
 (``scratch``): GRPO from the base against SFT from the base at equal training samples, the
-train/held-out gap along the way. See ``ift.lab.code.study_arms`` and docs/code_study.md.
+train/held-out gap along the way. See ``ift.lab.code_study.arms`` and docs/code_study.md.
 
 Every finished job is written to ``--out`` at once; a rerun with the same ``--out`` and
 settings runs only the jobs it lacks. Prints the tables (mean ± sample std over seeds,
@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ift.lab.code.study_arms import run_indexed_job, study_jobs  # noqa: E402
-from ift.lab.code.study_report import plot_curves, report  # noqa: E402
-from ift.lab.code.study_settings import SCALES  # noqa: E402
+from ift.lab.code_study.arms import run_indexed_job, study_jobs  # noqa: E402
+from ift.lab.code_study.report import plot_curves, report  # noqa: E402
+from ift.lab.code_study.settings import SCALES  # noqa: E402
 from ift.lab.hardware import describe_hardware  # noqa: E402
 from ift.lab.workers import imap_in_processes  # noqa: E402
 
