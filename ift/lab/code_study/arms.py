@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import pytorch_lightning as pl
 import torch
 
-from ift.lab.code_study.measure import PassRateCurve, greedy_pass_rate, response_budget, sampled_pass_at_k
+from ift.lab.code_study.measure import PassRateCurve, response_budget, sampled_pass_at_k, split_scores
 from ift.lab.code_study.settings import CodeStudySettings
 from ift.lab.reft_arms import CountingReward
 from ift.lab.trainer import quiet_trainer
@@ -92,8 +92,14 @@ class _Measure:
         self.budgets = {name: response_budget(tokenizer, data, [split]) for name, split in splits.items()}
 
     def __call__(self, policy) -> Dict[str, float]:
-        return {name: greedy_pass_rate(policy, self.tokenizer, self.data, split, self.reward, self.budgets[name])
-                for name, split in self.splits.items()}
+        """``{<name>: greedy pass@1, <name>_score: mean greedy reward}`` for every split."""
+        measured: Dict[str, float] = {}
+        for name, split in self.splits.items():
+            scores = [row[0] for row in split_scores(policy, self.tokenizer, self.data, split, self.reward,
+                                                     self.budgets[name])]
+            measured[name] = sum(score >= 1.0 for score in scores) / max(len(scores), 1)
+            measured[f"{name}_score"] = sum(scores) / max(len(scores), 1)
+        return measured
 
     def pass_at_k(self, policy, seed: int) -> Dict[str, Dict[str, float]]:
         """Sampled pass@k on the held-out and target splits (empty when the settings sample none)."""
@@ -164,7 +170,7 @@ def run_after_sft(settings: CodeStudySettings, seed: int) -> Dict[str, Any]:
     policy, tokenizer = _base_policy(settings, seed)
     data = data_module(settings, seed, "atomic+synthetic", settings.warmup_synthetic, tokenizer)
     warm, warm_seconds = _sft_run(settings, seed, policy, tokenizer, data, settings.warmup_steps, settings.lr)
-    measure = _Measure(settings, tokenizer, data, {"held_out": "val", "target": "test", "train": "train"})
+    measure = _Measure(settings, tokenizer, data, {"held_out": "val", "target": "test"})
     results: Dict[str, Any] = {"finding": "after_sft", "seed": seed, "train_problems": len(data.split_examples()["train"]),
                                "warmup": {**measure(warm.policy), "pass_at_k": measure.pass_at_k(warm.policy, seed),
                                           "optimizer_steps": settings.warmup_steps, "seconds": warm_seconds},
@@ -185,6 +191,8 @@ def run_after_sft(settings: CodeStudySettings, seed: int) -> Dict[str, Any]:
         results["arms"][arm] = {**measure(module.policy), "pass_at_k": measure.pass_at_k(module.policy, seed),
                                 "optimizer_steps": settings.warmup_steps + made, "samples_drawn": sampled,
                                 "tokens_sampled": tokens, "seconds": seconds}
+        if arm != "sft+sft":  # the mean training reward of every rollout
+            results["arms"][arm]["rollout_scores"] = reward.batch_means
     return results
 
 
@@ -208,17 +216,20 @@ def run_scratch(settings: CodeStudySettings, seed: int) -> Dict[str, Any]:
             module, seconds, reward, _ = _rl_run("grpo", settings, seed, start_policy, tokenizer, data,
                                                  settings.scratch_rl_steps, settings.scratch_lr, settings.beta, [curve])
             steps, samples, tokens = settings.scratch_rl_steps, settings.scratch_rl_steps * settings.rollout_samples, reward.tokens
+            rollout_scores = reward.batch_means
         else:
             steps = settings.scratch_sft_steps
             curve = PassRateCurve(max(1, steps // settings.curve_points), settings.batch_size, measure)
             module, seconds = _sft_run(settings, seed, start_policy, tokenizer, data, steps, settings.scratch_lr, [curve])
-            samples, tokens = steps * settings.batch_size, 0
+            samples, tokens, rollout_scores = steps * settings.batch_size, 0, None
         final = measure(module.policy)
         if curve.points[-1]["step"] != steps:  # the last measurement falls short of the end
             curve.points.append({"step": steps, "samples": samples, **final})
         results["arms"][arm] = {**final, "gap": final["train"] - final["held_out"], "curve": curve.points,
                                 "optimizer_steps": steps, "training_samples": samples, "tokens_sampled": tokens,
                                 "seconds": seconds - curve.seconds}
+        if rollout_scores is not None:  # the mean training reward of every rollout
+            results["arms"][arm]["rollout_scores"] = rollout_scores
     return results
 
 

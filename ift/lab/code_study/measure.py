@@ -59,12 +59,6 @@ def split_scores(policy, tokenizer, data, split: str, reward, max_new_tokens: in
     return scores
 
 
-def greedy_pass_rate(policy, tokenizer, data, split: str, reward, max_new_tokens: int) -> float:
-    """Share of the problems of ``split`` whose greedy response passes every test."""
-    scores = split_scores(policy, tokenizer, data, split, reward, max_new_tokens)
-    return sum(row[0] >= 1.0 for row in scores) / max(len(scores), 1)
-
-
 def sampled_pass_at_k(policy, tokenizer, data, split: str, reward, max_new_tokens: int, samples: int,
                       ks: Sequence[int], temperature: float = 1.0, seed: int = 0) -> Dict[str, float]:
     """``{"pass@k": unbiased pass@k}`` for every k in ``ks``, from ``samples`` responses per problem."""
@@ -105,4 +99,4 @@ class PassRateCurve(pl.Callback):
             self._record(trainer, pl_module)
 
 
-__all__ = ["PassRateCurve", "greedy_pass_rate", "response_budget", "sampled_pass_at_k", "split_scores"]
+__all__ = ["PassRateCurve", "response_budget", "sampled_pass_at_k", "split_scores"]

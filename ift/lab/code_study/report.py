@@ -69,13 +69,14 @@ def after_sft_table(runs: Runs) -> List[str]:
         return []
     arms = ["warm-up", *results[0]["arms"]]
     ks = sorted({k for r in results for split in r["warmup"]["pass_at_k"].values() for k in split})
-    header = f"{'arm':<10}{'held-out':>16}{'target':>16}{'train':>16}"
+    measures = [m for m in ("held_out", "target", "train") if m in results[0]["warmup"]]
+    header = f"{'arm':<10}" + "".join(f"{m.replace('_', '-'):>16}" for m in measures)
     header += "".join(f"{'held-out ' + k:>18}{'target ' + k:>18}" for k in ks)
     header += f"{'opt. steps':>11}{'samples':>9}{'tokens sampled':>16}{'s':>6}"
     lines = [header]
     for arm in arms:
         cells = [r["warmup"] if arm == "warm-up" else r["arms"][arm] for r in results]
-        row = f"{arm:<10}" + "".join(f"{_cell([c[m] for c in cells]):>16}" for m in ("held_out", "target", "train"))
+        row = f"{arm:<10}" + "".join(f"{_cell([c[m] for c in cells]):>16}" for m in measures)
         for k in ks:
             for split in ("held_out", "target"):
                 row += f"{_cell([c['pass_at_k'][split][k] for c in cells if c['pass_at_k']]):>18}"
