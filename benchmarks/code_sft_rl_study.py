@@ -10,6 +10,7 @@ then GRPO, PPO or more SFT on the same prompts for as many optimizer steps. Find
 (``scratch``): GRPO from the base against SFT from the base at equal training samples, the
 train/held-out gap along the way. See ``ift.lab.code_study.arms`` and docs/code_study.md.
 
+The problems are written first, as JSONL with their provenance, to ``<out>_splits/``.
 Every finished job is written to ``--out`` at once; a rerun with the same ``--out`` and
 settings runs only the jobs it lacks. Prints the tables (mean ± sample std over seeds,
 paired differences) and draws the curves next to the JSON file (``--plot`` to choose).
@@ -32,6 +33,7 @@ from ift.lab.code_study.report import plot_curves, report  # noqa: E402
 from ift.lab.code_study.settings import SCALES  # noqa: E402
 from ift.lab.hardware import describe_hardware  # noqa: E402
 from ift.lab.workers import imap_in_processes  # noqa: E402
+from ift.tasks.code import write_composition_splits  # noqa: E402
 
 
 def _key(job) -> str:
@@ -58,6 +60,8 @@ def main() -> None:
     runs = dict(saved["runs"]) if saved else {}
     findings = [name.strip() for name in args.findings.split(",") if name.strip()]
     if not args.report_only:
+        splits = write_composition_splits(str(out.with_suffix("")) + "_splits", settings.split_settings)
+        print(f"problems: {Path(splits['atomic']).parent}/ (every part as JSONL, provenance.json)")
         jobs = [job for job in study_jobs(settings, list(range(args.seeds)), findings) if _key(job) not in runs]
         print(f"{len(jobs)} jobs to run ({len(runs)} already in {out}); {describe_hardware()}, {args.workers} workers",
               flush=True)

@@ -55,11 +55,11 @@ def data_module(settings: CodeStudySettings, seed: int, train_mix: str, num_synt
     """The task's splits with one training mix; the shuffle follows ``seed``."""
     from ift.tasks.code import CompositionCodeDataModule
 
+    split = settings.split_settings
     return CompositionCodeDataModule(
-        train_mix=train_mix, num_synthetic=num_synthetic, split_seed=settings.split_seed,
-        num_synthetic_train=settings.num_synthetic_train, num_held_out=settings.num_held_out,
-        num_target=settings.num_target, batch_size=settings.batch_size, eval_batch_size=settings.eval_batch_size,
-        seed=seed, tokenizer=tokenizer)
+        train_mix=train_mix, num_synthetic=num_synthetic, split_seed=split.split_seed,
+        num_synthetic_train=split.num_synthetic_train, num_held_out=split.num_held_out, num_target=split.num_target,
+        batch_size=settings.batch_size, eval_batch_size=settings.eval_batch_size, seed=seed, tokenizer=tokenizer)
 
 
 def code_reward(settings: CodeStudySettings):

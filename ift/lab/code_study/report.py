@@ -63,7 +63,8 @@ def _value(run: Dict[str, Any], arm: str, measure: str) -> float:
 
 
 def after_sft_table(runs: Runs) -> List[str]:
-    """Finding 2: the warm-up and its three continuations; pass@k where sampled."""
+    """Finding 2: the warm-up and its three continuations: greedy pass@1, and sampled pass@k
+    (at temperature 1, the unbiased estimator) where the settings sample."""
     results = sorted(_of(runs, "after_sft"), key=lambda r: r["seed"])
     if not results:
         return []
@@ -71,7 +72,7 @@ def after_sft_table(runs: Runs) -> List[str]:
     ks = sorted({k for r in results for split in r["warmup"]["pass_at_k"].values() for k in split})
     measures = [m for m in ("held_out", "target", "train") if m in results[0]["warmup"]]
     header = f"{'arm':<10}" + "".join(f"{m.replace('_', '-'):>16}" for m in measures)
-    header += "".join(f"{'held-out ' + k:>18}{'target ' + k:>18}" for k in ks)
+    header += "".join(f"{'held-out ' + k + ' T=1':>20}{'target ' + k + ' T=1':>20}" for k in ks)
     header += f"{'opt. steps':>11}{'samples':>9}{'tokens sampled':>16}{'s':>6}"
     lines = [header]
     for arm in arms:
@@ -79,7 +80,7 @@ def after_sft_table(runs: Runs) -> List[str]:
         row = f"{arm:<10}" + "".join(f"{_cell([c[m] for c in cells]):>16}" for m in measures)
         for k in ks:
             for split in ("held_out", "target"):
-                row += f"{_cell([c['pass_at_k'][split][k] for c in cells if c['pass_at_k']]):>18}"
+                row += f"{_cell([c['pass_at_k'][split][k] for c in cells if c['pass_at_k']]):>20}"
         row += (f"{cells[0]['optimizer_steps']:>11}{round(sum(c.get('samples_drawn', 0) for c in cells) / len(cells)):>9}"
                 f"{round(sum(c.get('tokens_sampled', 0) for c in cells) / len(cells)):>16}"
                 f"{sum(c['seconds'] for c in cells) / len(cells):>6.0f}")

@@ -91,6 +91,14 @@ class CodeStudySettings:
         return max((*self.synthetic_counts, self.synthetic_only, self.warmup_synthetic, self.scratch_synthetic))
 
     @property
+    def split_settings(self):
+        """The :class:`~ift.tasks.code.CompositionSplitSettings` every data module of the study draws from."""
+        from ift.tasks.code import CompositionSplitSettings
+
+        return CompositionSplitSettings(split_seed=self.split_seed, num_synthetic_train=self.num_synthetic_train,
+                                        num_held_out=self.num_held_out, num_target=self.num_target)
+
+    @property
     def rollout_samples(self) -> int:
         """Responses sampled per RL rollout."""
         return self.batch_size * self.num_generations
