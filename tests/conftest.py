@@ -235,7 +235,7 @@ def tokenizer():
 #: module goes to one worker whole, in collection order: starting these first keeps both
 #: workers busy to the end instead of leaving one of them a long run at the tail.
 LONGEST_FIRST = ("test_ppo_learning.py", "test_frozen_lake_claims.py", "test_frozen_lake_untuned_maps.py", "test_grpo_learning.py",
-                 "test_frozen_lake_paper_literal.py",
+                 "test_frozen_lake_paper_literal.py", "test_code_study_claims.py",
                  "test_real_configs.py", "test_learning_arithmetic.py", "test_real_model.py", "test_distributed.py",
                  "test_frozen_lake_maps.py", "test_codepmp.py", "test_fault_handling.py")
 

@@ -151,19 +151,33 @@ def mean_curve(cells: Sequence[Dict[str, Any]], measure: str) -> Tuple[List[floa
 
 
 def plot_curves(saved: Dict[str, Any], path: str) -> Optional[str]:
-    """Finding 3's train and held-out pass rates against training samples, and finding 1's
-    held-out pass rate against the training mix; None when neither ran."""
+    """Finding 3's train and held-out pass rates against training samples, finding 2's training
+    reward per rollout, finding 1's held-out pass rate per training mix; None when none ran."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     runs = saved["runs"]
     scratch = sorted(_of(runs, "scratch"), key=lambda r: r["seed"])
     _, by_arm = mix_table(runs)
-    if not scratch and not by_arm:
+    if not scratch and not by_arm and not _of(runs, "after_sft"):
         return None
-    figure = Figure(figsize=(11, 4))
+    after = sorted(_of(runs, "after_sft"), key=lambda r: r["seed"])
+    figure = Figure(figsize=(16, 4))
     FigureCanvasAgg(figure)
-    left, right = figure.subplots(1, 2)
+    left, middle, right = figure.subplots(1, 3)
+    for arm, color in (("sft+grpo", "#c62828"), ("sft+ppo", "#2e7d32")):
+        curves = [r["arms"][arm]["rollout_scores"] for r in after if "rollout_scores" in r["arms"].get(arm, {})]
+        if curves:
+            length = min(map(len, curves))
+            stats = [mean_std([curve[i] for curve in curves]) for i in range(length)]
+            xs = list(range(1, length + 1))
+            middle.plot(xs, [m for m, _ in stats], color=color, label=arm)
+            middle.fill_between(xs, [m - d for m, d in stats], [m + d for m, d in stats], color=color, alpha=0.15)
+    if after:
+        middle.set_xlabel("rollout (one optimizer step each)")
+        middle.set_ylabel("mean training reward (share of tests passed)")
+        middle.set_title(f"Finding 2: RL after the warm-up, {len(after)} seeds (mean ± std)")
+        middle.legend(fontsize=8)
     if scratch:
         for arm, color in zip(scratch[0]["arms"], ("#c62828", "#1f4e79")):
             cells = [r["arms"][arm] for r in scratch]
