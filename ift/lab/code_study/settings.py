@@ -115,7 +115,7 @@ TINY = CodeStudySettings()
 #: The pretrained scale: SmolLM2-135M-Instruct on 2 CPU cores, a smaller grid.
 SMOLLM2 = CodeStudySettings(
     model="smollm2-135m-instruct", rl_base="model", num_held_out=40, num_target=40, batch_size=8, eval_batch_size=40,
-    lr=1e-4, sft_steps=16, synthetic_counts=(0, 5, 40), synthetic_only=0, warmup_synthetic=40, warmup_steps=8,
+    lr=1e-4, sft_steps=16, synthetic_counts=(0, 5, 40), synthetic_only=40, warmup_synthetic=40, warmup_steps=8,
     second_stage_steps=6, second_stage_lr=2e-5, scratch_synthetic=40, scratch_rl_steps=6, scratch_lr=2e-5,
     curve_points=2, pass_at_k_samples=0)
 
