@@ -170,7 +170,8 @@ def run_after_sft(settings: CodeStudySettings, seed: int) -> Dict[str, Any]:
     policy, tokenizer = _base_policy(settings, seed)
     data = data_module(settings, seed, "atomic+synthetic", settings.warmup_synthetic, tokenizer)
     warm, warm_seconds = _sft_run(settings, seed, policy, tokenizer, data, settings.warmup_steps, settings.lr)
-    measure = _Measure(settings, tokenizer, data, {"held_out": "val", "target": "test"})
+    splits = {"held_out": "val", "target": "test", **({"train": "train"} if settings.measure_train else {})}
+    measure = _Measure(settings, tokenizer, data, splits)
     results: Dict[str, Any] = {"finding": "after_sft", "seed": seed, "train_problems": len(data.split_examples()["train"]),
                                "warmup": {**measure(warm.policy), "pass_at_k": measure.pass_at_k(warm.policy, seed),
                                           "optimizer_steps": settings.warmup_steps, "seconds": warm_seconds},

@@ -31,6 +31,8 @@ class CodeStudySettings:
         second_stage_steps: finding 2: optimizer steps of every second stage (GRPO, PPO, more
             SFT; one rollout is one optimizer step).
         second_stage_lr: finding 2: learning rate of every second stage.
+        measure_train: finding 2: also measure the greedy pass rate on the training prompts
+            (every one of them: costly on a large model).
         num_generations: GRPO's group / PPO's samples per prompt.
         beta: GRPO's k3 KL coefficient to the stage's starting policy.
         kl_coef: PPO's KL coefficient in the reward.
@@ -63,6 +65,7 @@ class CodeStudySettings:
     warmup_steps: int = 1000
     second_stage_steps: int = 40
     second_stage_lr: float = 5e-4
+    measure_train: bool = True
     num_generations: int = 4
     beta: float = 0.04
     kl_coef: float = 0.05
@@ -116,7 +119,7 @@ TINY = CodeStudySettings()
 SMOLLM2 = CodeStudySettings(
     model="smollm2-135m-instruct", rl_base="model", num_held_out=40, num_target=40, batch_size=8, eval_batch_size=40,
     lr=1e-4, sft_steps=16, synthetic_counts=(0, 5, 40), synthetic_only=40, warmup_synthetic=40, warmup_steps=8,
-    second_stage_steps=6, second_stage_lr=2e-5, scratch_synthetic=40, scratch_rl_steps=6, scratch_lr=2e-5,
+    second_stage_steps=6, second_stage_lr=2e-5, measure_train=False, scratch_synthetic=40, scratch_rl_steps=6, scratch_lr=2e-5,
     curve_points=2, pass_at_k_samples=0)
 
 SCALES = {"tiny": TINY, "smollm2": SMOLLM2}
