@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
@@ -146,6 +147,10 @@ def test_manual_optimization_is_clipped_in_the_same_place():
     from ift.rewards import AnswerMatchReward
 
     max_grad_norm = 1e-3
+    # Seeded: on some seeds (2 and 3, for one) every sampled answer scores 0, and with the
+    # critic's zero start and the policy equal to its reference the loss and its gradient are
+    # exactly 0, leaving nothing to clip (CI met one such state after other tests' draws).
+    pl.seed_everything(0, verbose=False)
     module = tiny_module(PPO(reward=AnswerMatchReward(), **ppo_settings(mini_batch_size=8)), optimizer=SGD_LR_1,
                          max_grad_norm=max_grad_norm)
     before = torch.cat([p.detach().flatten().clone() for p in module.trainable_parameters()])
