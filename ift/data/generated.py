@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from ift.data.datamodule import ExamplesDataModule
-from ift.data.records import Record
+from ift.data.records import Record, named_records
 
 
 class GeneratedTaskDataModule(ExamplesDataModule):
@@ -49,7 +49,4 @@ class GeneratedTaskDataModule(ExamplesDataModule):
         return self._examples
 
     def load_examples(self, split: str) -> Optional[List[Record]]:
-        examples = self.all_examples()[split]
-        if not examples:
-            return None
-        return [(f"{self.task_name}[{split}]#{index}", example) for index, example in enumerate(examples)]
+        return named_records(self.task_name, split, self.all_examples()[split])

@@ -15,6 +15,13 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 
 Record = Tuple[str, Dict[str, Any]]  # (location, example)
+
+
+def named_records(task_name: str, split: str, examples: List[Dict[str, Any]]) -> Optional[List[Record]]:
+    """A generated split as records located ``<task_name>[<split>]#<index>``; None when empty."""
+    if not examples:
+        return None
+    return [(f"{task_name}[{split}]#{index}", example) for index, example in enumerate(examples)]
 #: The file formats read here, by suffix, and what such a file holds.
 FILE_FORMATS = {
     ".jsonl": "one JSON object per line",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from ift.data.datamodule import ExamplesDataModule
-from ift.data.records import Record
+from ift.data.records import Record, named_records
 from ift.tasks.code.composition_split import CompositionSplitSettings, composition_splits
 
 #: The training mixes of the study's first finding.
@@ -84,10 +84,7 @@ class CompositionCodeDataModule(ExamplesDataModule):
         return self._splits
 
     def load_examples(self, split: str) -> Optional[List[Record]]:
-        examples = self.split_examples()[split]
-        if not examples:
-            return None
-        return [(f"{self.task_name}[{split}]#{index}", example) for index, example in enumerate(examples)]
+        return named_records(self.task_name, split, self.split_examples()[split])
 
 
 __all__ = ["CompositionCodeDataModule", "TRAIN_MIXES"]
